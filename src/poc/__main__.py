@@ -1,0 +1,3 @@
+from poc.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""The service: one task group that owns every long-lived task.
+
+Start-up order matters to viewers: the stream goes on air first (idle avatar and silence),
+then the consumer connects in the background; a broker that is down or refuses us never delays
+or stops the picture. Heavy set-up (landmarks, TTS voice, model weights) happens before the
+clock starts only where the stream needs it (the avatar); the voice loads in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+import anyio
+from anyio.abc import TaskStatus
+
+from poc.config import Settings, find_ffmpeg, redact_url
+from poc.face.avatar import load_avatar
+from poc.face.factory import create_engine
+from poc.media.clock import FrameClock
+from poc.media.writer import FfmpegWriter
+from poc.ops.health import install_routes
+from poc.ops.http import HttpServer
+from poc.ops.metrics import Metrics
+from poc.pipeline import Pipeline, PipelineOptions
+
+log = logging.getLogger(__name__)
+
+
+class _StateToMetrics:
+    """Statechart listener: mirrors the current state into metrics and the debug log."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def after_transition(self, event: str, source, target) -> None:
+        self.metrics.set_state(target.id)
+        if source.id != target.id:
+            log.debug("state %s -> %s (%s)", source.id, target.id, event)
+
+
+class Service:
+    """Everything one running stream needs, built from Settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        from poc.speech.decode import decode_audio
+        from poc.speech.factory import create_provider
+
+        self.settings = settings
+        self.metrics = Metrics()
+        self.avatar = load_avatar(settings.avatar_path, settings.width, settings.height,
+                                  max_frames=600 if settings.static_video_loop else 1)  # fmt: skip
+        self.engine = create_engine(settings, self.avatar)
+        self.speech = create_provider(
+            settings.tts_provider,
+            sample_rate=settings.sample_rate,
+            voice=settings.tts_voice,
+            language=settings.tts_language,
+            fallback=settings.tts_fallback_provider,
+        )
+        self.pipeline = Pipeline(
+            self.avatar,
+            self.speech,
+            self.engine,
+            decode_audio,
+            PipelineOptions(
+                sample_rate=settings.sample_rate,
+                fps=settings.fps,
+                tts_retries=settings.tts_retries,
+                ahead_seconds=settings.speech_ahead_seconds,
+                max_audio_seconds=settings.max_audio_seconds,
+            ),
+            self.metrics,
+        )
+        self.pipeline.chart.add_listener(_StateToMetrics(self.metrics))
+        self.writer = FfmpegWriter(
+            find_ffmpeg(settings.ffmpeg_path),
+            settings.rtmp_url,
+            redact_url(settings.rtmp_url),
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.sample_rate,
+            self.metrics,
+            video_bitrate=settings.bitrate,
+            audio_bitrate=settings.audio_bitrate,
+            keyframe_seconds=settings.keyframe_seconds,
+        )
+        self.clock = FrameClock(settings.fps)
+        self.source = None  # set in run(): the RabbitMQ adapter needs a running event loop
+        self.started_at = time.monotonic()
+
+    async def run_clock(self) -> None:
+        """The one place that paces the stream: one frame and its audio per tick, forever."""
+        compositor, writer, metrics = self.pipeline.compositor, self.writer, self.metrics
+        window_start, window_frames = time.monotonic(), 0
+        async for tick in self.clock.ticks():
+            picture, audio = compositor.render(tick.frame)
+            writer.offer(picture, audio)
+            metrics.frames.inc()
+            metrics.tick_lateness.observe(tick.lateness)
+            window_frames += 1
+            if window_frames == 2 * self.settings.fps:
+                now = time.monotonic()
+                metrics.output_fps.set(window_frames / (now - window_start))
+                window_start, window_frames = now, 0
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        from poc.messages import MessageLimits
+        from poc.source.amqp import AmqpSettings, AmqpSource
+
+        settings = self.settings
+        self.writer.start()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.run_clock)
+                await tg.start(self.pipeline.run)
+                if settings.http_port:
+                    http = HttpServer(settings.http_host, settings.http_port)
+                    install_routes(http, self)
+                    await tg.start(http.serve)
+                tg.start_soon(self._warm_up_speech)
+                self.source = AmqpSource(
+                    AmqpSettings(
+                        host=settings.rabbitmq_host,
+                        port=settings.rabbitmq_port,
+                        user=settings.rabbitmq_user,
+                        password=settings.rabbitmq_password,
+                        vhost=settings.rabbitmq_vhost,
+                        queue=settings.rabbitmq_queue,
+                        use_tls=settings.rabbitmq_tls,
+                    ),
+                    sink=self.pipeline,
+                    limits=MessageLimits(
+                        max_body_bytes=settings.max_body_bytes,
+                        max_text_chars=settings.max_text_chars,
+                        max_audio_seconds=settings.max_audio_seconds,
+                    ),
+                    prefetch=settings.rabbitmq_prefetch,
+                    reconnect_interval=settings.rabbitmq_reconnect_seconds,
+                )
+                tg.start_soon(self.source.run)
+                task_status.started()
+                await self._wait_for_stop_signal()
+                log.info("stopping: no new messages; unplayed ones go back to the queue")
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.writer.close)
+                self.engine.close()
+            log.info("stopped")
+
+    async def _warm_up_speech(self) -> None:
+        warm_up = getattr(self.speech, "warm_up", None)
+        if warm_up is not None:
+            try:
+                await anyio.to_thread.run_sync(warm_up)
+            except Exception as error:  # the first message will report it properly
+                log.warning("TTS warm-up failed: %s", error)
+
+    async def _wait_for_stop_signal(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for received in signals:
+                log.info("received %s", signal.Signals(received).name)
+                return
+
+
+async def run_service(settings: Settings) -> None:
+    service = await anyio.to_thread.run_sync(Service, settings)
+    await service.run()

@@ -1,0 +1,5 @@
+"""Placeholder registration until the benchmark lands."""
+
+
+def add_parser(subparsers) -> None:
+    pass

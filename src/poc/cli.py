@@ -1,0 +1,170 @@
+"""`python -m poc [run|send|bench|models|avatar|statechart]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from poc.config import ConfigError, load_settings
+
+# CLI flag → setting it overrides (flags beat the environment, which beats .env)
+_RUN_OVERRIDES = {
+    "rtmp_url": "RTMP_URL",
+    "resolution": "RTMP_RESOLUTION",
+    "fps": "RTMP_FPS",
+    "avatar": "TALKING_FACE_AVATAR_IMAGE",
+    "engine": "TALKING_FACE_MODEL",
+    "tts": "TTS_PROVIDER",
+    "queue": "RABBITMQ_QUEUE",
+    "http_port": "HTTP_PORT",
+}
+
+
+def _add_run(subparsers) -> None:
+    run = subparsers.add_parser("run", help="stream the avatar and consume messages (default)")
+    run.add_argument("--rtmp-url")
+    run.add_argument("--resolution", help="e.g. 1280x720")
+    run.add_argument("--fps")
+    run.add_argument("--avatar", help="avatar image or video")
+    run.add_argument("--engine", help="warp or musetalk")
+    run.add_argument("--tts", help="piper, espeak or edge")
+    run.add_argument("--queue")
+    run.add_argument("--http-port")
+    run.set_defaults(func=_run)
+
+
+def settings_from_args(args: argparse.Namespace, names: dict[str, str] | None = None):
+    overrides = {
+        env: str(getattr(args, attr))
+        for attr, env in (names or _RUN_OVERRIDES).items()
+        if getattr(args, attr, None) is not None
+    }
+    env_file = Path(args.env_file) if getattr(args, "env_file", None) else None
+    return load_settings(env_file=env_file, overrides=overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import anyio
+
+    from poc.app import run_service
+    from poc.face.avatar import AvatarError
+    from poc.face.base import EngineError
+    from poc.ops.logs import configure_logging
+
+    settings = settings_from_args(args)
+    configure_logging(settings.log_level, settings.secrets())
+    try:
+        anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+    except (AvatarError, EngineError) as error:
+        logging.getLogger("poc").error("%s", error)
+        return 2
+    return 0
+
+
+def _add_send(subparsers) -> None:
+    send = subparsers.add_parser("send", help="publish a message to the service's queue")
+    send.add_argument("text", nargs="?", help="text for the avatar to say")
+    send.add_argument("--audio", type=Path, help="an audio file to play (wav, mp3, ogg, opus, flac)")
+    send.add_argument("--interrupt", action="store_true", help="cut the current speech, play this next")
+    send.add_argument("--control", choices=["interrupt", "clear"], help="send a control message")
+    send.add_argument("--voice")
+    send.add_argument("--queue")
+    send.set_defaults(func=_send)
+
+
+def _send(args: argparse.Namespace) -> int:
+    import anyio
+
+    from poc.source.amqp import AmqpSettings
+    from poc.source.publish import build_audio, build_control, build_text, publish
+
+    settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE"})
+    if sum(x is not None for x in (args.text, args.audio, args.control)) != 1:
+        print("poc send: give exactly one of TEXT, --audio FILE or --control ACTION", file=sys.stderr)
+        return 2
+    if args.control:
+        body, control = build_control(args.control), True
+    elif args.audio:
+        if not args.audio.is_file():
+            print(f"poc send: audio file not found: {args.audio}", file=sys.stderr)
+            return 2
+        body, control = build_audio(args.audio, interrupt=args.interrupt), False
+    else:
+        body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), False
+    amqp = AmqpSettings(
+        host=settings.rabbitmq_host,
+        port=settings.rabbitmq_port,
+        user=settings.rabbitmq_user,
+        password=settings.rabbitmq_password,
+        vhost=settings.rabbitmq_vhost,
+        queue=settings.rabbitmq_queue,
+        use_tls=settings.rabbitmq_tls,
+    )
+    anyio.run(lambda: publish(amqp, body, queue=settings.rabbitmq_queue, control=control), backend="asyncio")
+    target = settings.rabbitmq_queue + (".control" if control else "")
+    print(f"sent to {target}: {body.get('type')} {body.get('id', '')}".rstrip())
+    return 0
+
+
+def _add_statechart(subparsers) -> None:
+    chart = subparsers.add_parser("statechart", help="print (or --write) docs/statechart.md")
+    chart.add_argument("--write", type=Path, nargs="?", const=Path("docs/statechart.md"))
+    chart.set_defaults(func=_statechart)
+
+
+def _statechart(args: argparse.Namespace) -> int:
+    from poc.statechart import statechart_markdown
+
+    text = statechart_markdown()
+    if args.write:
+        args.write.write_text(text, encoding="utf-8")
+        print(f"wrote {args.write}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m poc", description=__doc__)
+    parser.add_argument("--env-file", help="settings file (default: .env in the current folder)")
+    subparsers = parser.add_subparsers(dest="command")
+    _add_run(subparsers)
+    _add_send(subparsers)
+    _add_statechart(subparsers)
+    bench = subparsers.add_parser("bench", help="measure stream, latency or MuseTalk figures")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    from poc.bench import latency, stream
+
+    stream.add_parser(bench_sub)
+    latency.add_parser(bench_sub)
+    try:
+        from poc.bench import musetalk as musetalk_bench
+
+        musetalk_bench.add_parser(bench_sub)
+    except ImportError:
+        pass
+    try:
+        from poc.face.musetalk.commands import add_avatar_parser, add_models_parser
+
+        add_models_parser(subparsers)
+        add_avatar_parser(subparsers)
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args([*(argv or sys.argv[1:]), "run"])
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as error:
+        print(f"poc: configuration error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

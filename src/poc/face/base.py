@@ -1,0 +1,91 @@
+"""The talking-face engine contract, shared by the CPU warp engine and MuseTalk.
+
+The compositor owns the clock and a single frame counter. Before an utterance goes on air the
+pipeline lays its audio onto that counter: one `SpeechSlot` per output frame, carrying exactly
+the samples that will be written with that frame. An engine turns slots into `RenderedFrame`s
+for the same counter values, so the body frame it draws on is the one the compositor will show
+at that moment (the avatar's ping-pong cycle indexed by the counter).
+
+Engines are synchronous and run in a worker thread; one `Utterance` lives per message so an
+engine can keep audio context across feeds (MuseTalk needs ~120 ms of future audio per frame,
+so `feed` may hold frames back until more audio or `finish` arrives).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import attrs
+import numpy as np
+
+
+@attrs.frozen
+class FacePatch:
+    """Pixels to paste over the output frame at rows y..y+h and columns x..x+w.
+
+    `pixels` is uint8 HxWx3 in the avatar's colour order (BGR), already blended onto the body
+    frame of its index, so pasting the rectangle is all the compositor does.
+    """
+
+    x: int
+    y: int
+    pixels: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+@attrs.frozen
+class SpeechSlot:
+    """One output frame's worth of speech.
+
+    index: the frame counter value at which this frame is shown (selects the body frame).
+    audio: int16 mono samples at the stream sample rate written with this frame.
+    phoneme: the phoneme sounding at the middle of the frame when the TTS reported timings
+        (espeak/IPA symbols as piper gives them), else None (audio messages, edge-tts).
+    """
+
+    index: int
+    audio: np.ndarray
+    phoneme: str | None = None
+
+
+@attrs.frozen
+class RenderedFrame:
+    """The face for one slot. patch None means: show the idle frame (mouth at rest)."""
+
+    index: int
+    patch: FacePatch | None
+
+
+class Utterance(Protocol):
+    """Renders one message. Returned frames are in index order, never repeated or skipped:
+    over feed()+finish() exactly one RenderedFrame per slot fed."""
+
+    def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]: ...
+
+    def finish(self) -> list[RenderedFrame]: ...
+
+
+class FaceEngine(Protocol):
+    """A talking-face engine bound to one avatar and one output geometry."""
+
+    name: str
+
+    @property
+    def lead_seconds(self) -> float:
+        """How far ahead of playout audio must reach the engine for frames to be ready in time."""
+        ...
+
+    def start_utterance(self) -> Utterance: ...
+
+    def close(self) -> None: ...
+
+
+class EngineError(RuntimeError):
+    """The engine cannot run (missing weights, bad avatar): a start-up error, said in one line."""

@@ -1,0 +1,32 @@
+"""Pick and build the talking-face engine named by the settings."""
+
+from __future__ import annotations
+
+from poc.config import Settings
+from poc.face.avatar import Avatar
+from poc.face.base import EngineError, FaceEngine
+
+
+def create_engine(settings: Settings, avatar: Avatar) -> FaceEngine:
+    """Build the engine (blocking: loads landmarks or weights; run it in a worker thread)."""
+    if settings.talking_face_model == "warp":
+        from poc.face.warp import WarpEngine
+
+        return WarpEngine(avatar, fps=settings.fps, sample_rate=settings.sample_rate)
+    if settings.talking_face_model == "musetalk":
+        try:
+            from poc.face.musetalk.engine import MuseTalkEngine
+        except ImportError as error:
+            raise EngineError(
+                "TALKING_FACE_MODEL=musetalk needs the musetalk extra: pip install 'poc[musetalk]' "
+                f"({error})"
+            ) from None
+        return MuseTalkEngine(
+            avatar,
+            models_dir=settings.model_path,
+            device=settings.device,
+            batch_size=settings.batch_size,
+            fps=settings.fps,
+            sample_rate=settings.sample_rate,
+        )
+    raise EngineError(f"TALKING_FACE_MODEL: unknown engine {settings.talking_face_model!r}")

@@ -1,0 +1,55 @@
+"""68-point face landmarks, offline: dlib's HOG detector and the predictor that the
+`face-recognition-models` package ships (iBUG 300-W scheme, 0-based: jaw 0-16, nose 27-35,
+outer lips 48-59, inner lips 60-67).
+
+The detector also fires on face-like patches (on the astronaut photo, a mission badge), so we
+keep the detection with the best score rather than the largest box.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+
+class NoFaceFound(ValueError):
+    """No face in the image: the avatar cannot be animated."""
+
+
+@functools.cache
+def _models():  # loading the predictor costs ~0.3 s; do it once per process
+    import dlib
+
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(predictor_path()))
+    return detector, predictor
+
+
+def predictor_path() -> Path:
+    """The 68-point predictor inside `face-recognition-models`, found without importing the
+    package: its __init__ imports pkg_resources, which current setuptools no longer ships."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise NoFaceFound("the face-recognition-models package is not installed")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return root / "models" / "shape_predictor_68_face_landmarks.dat"
+
+
+def detect_landmarks(image_bgr: np.ndarray, upsample: int = 1) -> np.ndarray:
+    """Return the 68 landmarks (float32, shape (68, 2), x then y) of the best face."""
+    import dlib
+
+    detector, predictor = _models()
+    rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
+    boxes, scores, _ = detector.run(rgb, upsample, 0.0)
+    if not boxes:
+        boxes, scores, _ = detector.run(rgb, upsample + 1, -0.5)
+    if not boxes:
+        raise NoFaceFound("no face found in the avatar image")
+    best = max(range(len(boxes)), key=lambda i: scores[i])
+    box: dlib.rectangle = boxes[best]
+    shape = predictor(rgb, box)
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)

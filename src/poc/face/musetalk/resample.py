@@ -1,0 +1,111 @@
+"""Streaming conversion of the stream's audio to Whisper's 16 kHz.
+
+Audio arrives in per-frame pieces at the stream rate (48 kHz, 22.05 kHz, ...). A rational
+polyphase resampler with a Hann-windowed sinc low-pass turns it into 16 kHz as it comes, so each
+input sample is filtered once and a piecewise feed gives exactly the samples a one-shot
+conversion would. With rates reduced to up/down, output block q (samples q*up .. q*up+up-1)
+depends only on input samples around q*down, which is why a block can be emitted as soon as its
+right-hand taps have arrived; `flush` pads the end with zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+ZERO_CROSSINGS = 16  # filter half-width, in zero crossings of the low-pass sinc
+ROLLOFF = 0.94  # cut-off as a fraction of the lower Nyquist rate
+
+
+def _phase_filters(up: int, down: int) -> tuple[np.ndarray, int]:
+    """Taps for each output phase: (K, up) float32, and the half-width W in input samples.
+
+    Output sample q*up + p sits at input position q*down + p*down/up; its taps cover input
+    samples q*down - W .. q*down + down + W - 1 (K = down + 2W of them).
+    """
+    cutoff = 0.5 * ROLLOFF * min(1.0, up / down)  # cycles per input sample
+    half = math.ceil(ZERO_CROSSINGS / (2 * cutoff))
+    taps = np.arange(-half, down + half, dtype=np.float64)  # offsets from q*down
+    phases = np.arange(up, dtype=np.float64) * down / up
+    x = phases[None, :] - taps[:, None]  # distance from each tap to each output position
+    h = 2 * cutoff * np.sinc(2 * cutoff * x)
+    h *= np.where(np.abs(x) < half, 0.5 * (1 + np.cos(np.pi * x / half)), 0.0)
+    h /= h.sum(axis=0, keepdims=True)  # unity gain at DC for every phase
+    return h.astype(np.float32), half
+
+
+class StreamResampler:
+    """Converts a growing mono stream from rate_in to rate_out; `output` holds what is final."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        if rate_in <= 0 or rate_out <= 0:
+            raise ValueError(f"sample rates must be positive, got {rate_in} -> {rate_out}")
+        self.rate_in, self.rate_out = rate_in, rate_out
+        g = math.gcd(rate_in, rate_out)
+        self.up, self.down = rate_out // g, rate_in // g
+        self._identity = self.up == self.down
+        if not self._identity:
+            self._filters, self._half = _phase_filters(self.up, self.down)
+        else:
+            self._half = 0
+        self._pending = np.zeros(self._half, np.float32)  # left zero history, then unconsumed input
+        self._chunks: list[np.ndarray] = []
+        self._out = np.zeros(0, np.float32)
+        self._n_in = 0
+        self._flushed = False
+
+    @property
+    def latency_seconds(self) -> float:
+        """How far the input must run past an output sample before that sample is final."""
+        return 0.0 if self._identity else (self.down + self._half) / self.rate_in
+
+    @property
+    def output(self) -> np.ndarray:
+        """All final output samples so far (float32)."""
+        if self._chunks:
+            self._out = np.concatenate([self._out, *self._chunks])
+            self._chunks.clear()
+        return self._out
+
+    @property
+    def samples_in(self) -> int:
+        return self._n_in
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append input samples (int16 full scale 32768, or float in [-1, 1])."""
+        if self._flushed:
+            raise RuntimeError("push after flush")
+        x = np.asarray(samples)
+        x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32)
+        self._n_in += x.size
+        if self._identity:
+            self._chunks.append(x)
+            return
+        self._pending = np.concatenate([self._pending, x])
+        self._emit()
+
+    def flush(self) -> None:
+        """Treat the input as ended: emit the tail, padded with zeros, to ceil(n*up/down)."""
+        if self._flushed:
+            return
+        self._flushed = True
+        if self._identity:
+            return
+        total = -(-self._n_in * self.up // self.down)
+        produced = self.output.size
+        if total > produced:
+            k = self.down + 2 * self._half
+            self._pending = np.concatenate([self._pending, np.zeros(k, np.float32)])
+            self._emit()
+            self._out = self.output[:total]
+
+    def _emit(self) -> None:
+        k = self.down + 2 * self._half
+        blocks = (self._pending.size - k) // self.down + 1
+        if blocks <= 0:
+            return
+        span = self._pending[: (blocks - 1) * self.down + k]
+        windows = np.lib.stride_tricks.sliding_window_view(span, k)[:: self.down]
+        self._chunks.append((windows @ self._filters).reshape(-1))
+        self._pending = self._pending[blocks * self.down :]

@@ -1,0 +1,316 @@
+"""The FFmpeg writer: raw frames and raw PCM in, H.264 + AAC in FLV out to the RTMP server.
+
+ffmpeg runs as a child process (an argument list, never a shell) reading video on stdin and
+audio on a second pipe. Timestamps come from counts: rawvideo at a fixed rate and s16le at a
+fixed sample rate, so ffmpeg stamps frame k at k/fps and audio by samples written.
+
+The writer is isolated from the clock by a small bounded queue: `offer` never blocks. If the
+encoder or the network is slow the queue fills and frames are dropped (and counted) rather than
+stalling the clock. If ffmpeg dies, refuses to connect, or stops reading (ffmpeg 5.1 sometimes
+hangs after the server dies: every write has a deadline), the supervisor kills it and starts a
+new one with back-off capped at 2 s; the clock never notices. An outage is logged once when it
+starts and once when it ends, not once per retry.
+
+Audio goes through its own thread and pipe so a blocked video write can never starve ffmpeg of
+audio (and vice versa); `-probesize 32 -analyzeduration 0` stops ffmpeg probing one pipe while
+we block on the other at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from poc.ops.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_STOP = None  # queue sentinel: flush and close
+
+
+def ffmpeg_command(
+    ffmpeg: str,
+    url: str,
+    width: int,
+    height: int,
+    fps: int,
+    sample_rate: int,
+    audio_fd: int,
+    video_bitrate: str,
+    audio_bitrate: str,
+    keyframe_seconds: float,
+) -> list[str]:
+    gop = max(1, round(fps * keyframe_seconds))
+    raw_input = ["-probesize", "32", "-analyzeduration", "0", "-thread_queue_size", "64"]
+    return [
+        ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
+        *raw_input, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+        "-r", str(fps), "-i", "pipe:0",
+        *raw_input, "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", f"pipe:{audio_fd}",
+        "-map", "0:v", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate,
+        "-c:a", "aac", "-b:a", audio_bitrate, "-ar", str(sample_rate), "-ac", "1",
+        "-f", "flv", "-flvflags", "no_duration_filesize", url,
+    ]  # fmt: skip
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+class _Session:
+    """One ffmpeg process and the two threads feeding it."""
+
+    def __init__(self, command_for_fd: Callable[[int], list[str]], writer: "FfmpegWriter") -> None:
+        self.writer = writer
+        audio_read, self.audio_write = os.pipe()
+        self.process = subprocess.Popen(
+            command_for_fd(audio_read),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(audio_read,),
+            bufsize=0,
+            start_new_session=True,  # a Ctrl-C to our terminal must not kill ffmpeg mid-flush
+        )
+        os.close(audio_read)
+        self.error: str | None = None
+        self.write_started: float | None = None  # when the current blocking write began
+        self.frames_written = 0
+        self.last_write = time.monotonic()
+        self.video_queue: queue.Queue = queue.Queue(maxsize=writer.queue_frames)
+        self.audio_queue: queue.Queue = queue.Queue(maxsize=writer.queue_frames * 4)
+        self._threads = [
+            threading.Thread(target=self._feed_video, name="ffmpeg-video", daemon=True),
+            threading.Thread(target=self._feed_audio, name="ffmpeg-audio", daemon=True),
+            threading.Thread(target=self._read_errors, name="ffmpeg-stderr", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _feed_video(self) -> None:
+        fd = self.process.stdin.fileno()  # type: ignore[union-attr]
+        try:
+            while (picture := self.video_queue.get()) is not _STOP:
+                self.write_started = time.monotonic()
+                _write_all(fd, memoryview(picture).cast("B"))
+                self.write_started = None
+                self.frames_written += 1
+                self.last_write = time.monotonic()
+        except OSError as error:
+            self.error = self.error or f"video pipe: {error.strerror or error}"
+        finally:
+            self.write_started = None
+            _close_quietly(self.process.stdin)
+
+    def _feed_audio(self) -> None:
+        try:
+            while (samples := self.audio_queue.get()) is not _STOP:
+                _write_all(self.audio_write, memoryview(samples).cast("B"))
+        except OSError as error:
+            self.error = self.error or f"audio pipe: {error.strerror or error}"
+        finally:
+            try:
+                os.close(self.audio_write)
+            except OSError:
+                pass
+
+    def _read_errors(self) -> None:
+        for raw in self.process.stderr:  # type: ignore[union-attr]
+            line = raw.decode("utf-8", "replace").strip().replace(self.writer.url, self.writer.url_for_logs)
+            if line:
+                self.writer.last_ffmpeg_message = line
+                log.debug("ffmpeg: %s", line)
+
+    def offer(self, picture: np.ndarray, audio: np.ndarray) -> bool:
+        if self.video_queue.full():
+            return False
+        self.video_queue.put_nowait(picture)
+        self.audio_queue.put_nowait(audio)
+        return True
+
+    def stuck_for(self) -> float:
+        started = self.write_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def finish(self, timeout: float) -> None:
+        """Let ffmpeg drain what is queued and exit; kill it if it does not in time."""
+        for q in (self.video_queue, self.audio_queue):
+            try:
+                q.put(_STOP, timeout=timeout)
+            except queue.Full:
+                pass
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            log.error("ffmpeg (pid %s) did not die after SIGKILL", self.process.pid)
+        for q in (self.video_queue, self.audio_queue):  # unblock the feeder threads
+            _drain(q)
+            q.put_nowait(_STOP)
+        for thread in self._threads:
+            thread.join(timeout=2)
+
+
+class FfmpegWriter:
+    """Keeps one ffmpeg pushing to `url`, restarting it whenever it fails."""
+
+    def __init__(
+        self,
+        ffmpeg: str,
+        url: str,
+        url_for_logs: str,
+        width: int,
+        height: int,
+        fps: int,
+        sample_rate: int,
+        metrics: Metrics,
+        video_bitrate: str = "2000k",
+        audio_bitrate: str = "128k",
+        keyframe_seconds: float = 2.0,
+        queue_frames: int = 8,
+        write_deadline: float = 2.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.url_for_logs = url_for_logs
+        self.metrics = metrics
+        self.queue_frames = queue_frames
+        self.write_deadline = write_deadline
+        self.max_backoff = max_backoff
+        self.dropped = 0
+        self.restarts = 0
+        self.last_ffmpeg_message = ""
+        self._command_for_fd = lambda fd: ffmpeg_command(
+            ffmpeg, url, width, height, fps, sample_rate, fd, video_bitrate, audio_bitrate,
+            keyframe_seconds,
+        )  # fmt: skip
+        self._session: _Session | None = None
+        self._outage_started: float | None = None
+        self._closing = threading.Event()
+        self._first_session = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, name="ffmpeg-supervisor", daemon=True)
+
+    @property
+    def up(self) -> bool:
+        """True while frames are actually leaving: ffmpeg alive and writing in the last second."""
+        session = self._session
+        return (
+            session is not None
+            and session.process.poll() is None
+            and session.frames_written > 0
+            and time.monotonic() - session.last_write < 1.0
+        )
+
+    def start(self) -> None:
+        self._supervisor.start()
+        self._first_session.wait(timeout=2.0)  # so the very first frames are not dropped
+
+    def offer(self, picture: np.ndarray, audio: np.ndarray) -> bool:
+        """Queue one frame and its audio; never blocks. False (and counted) if dropped."""
+        session = self._session
+        if session is not None and session.error is None and session.offer(picture, audio):
+            return True
+        self.dropped += 1
+        self.metrics.dropped.inc()
+        return False
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Flush what is queued, let ffmpeg finish the FLV, and stop (at most ~timeout s)."""
+        self._closing.set()
+        self._supervisor.join(timeout=timeout + 2)
+
+    def _supervise(self) -> None:
+        backoff = 0.25
+        while not self._closing.is_set():
+            try:
+                session = _Session(self._command_for_fd, self)
+            except OSError as error:
+                log.error("cannot start ffmpeg: %s", error)
+                self._closing.wait(self.max_backoff)
+                continue
+            self._session = session
+            self._first_session.set()
+            started = time.monotonic()
+            reason = self._watch(session)
+            if reason is None:  # closing
+                session.finish(timeout=3.0)
+                break
+            self._session = None
+            session.kill()
+            self.metrics.rtmp_up.set(0)
+            if self._outage_started is None:
+                self._outage_started = time.monotonic()
+                log.warning(
+                    "RTMP output to %s %s (%s); reconnecting with back-off up to %.0f s",
+                    self.url_for_logs, "lost" if session.frames_written else "not available",
+                    reason, self.max_backoff,
+                )  # fmt: skip
+            self.restarts += 1
+            self.metrics.writer_restarts.inc()
+            if time.monotonic() - started > 10:
+                backoff = 0.25
+            self._closing.wait(backoff)
+            backoff = min(self.max_backoff, backoff * 2)
+        self.metrics.rtmp_up.set(0)
+
+    def _watch(self, session: _Session) -> str | None:
+        """Wait until the session fails (returns why) or the writer closes (returns None)."""
+        announced = False
+        while not self._closing.wait(0.1):
+            if session.process.poll() is not None:
+                return f"ffmpeg exited with code {session.process.returncode}: {self.last_ffmpeg_message}"
+            if session.error:
+                return session.error
+            if session.stuck_for() > self.write_deadline:
+                return f"ffmpeg stopped reading for {self.write_deadline:.0f} s"
+            if not announced and session.frames_written >= _FRAMES_BEFORE_UP:
+                announced = True
+                self.metrics.rtmp_up.set(1)
+                if self._outage_started is not None:
+                    log.warning(
+                        "RTMP output to %s is back after %.1f s",
+                        self.url_for_logs, time.monotonic() - self._outage_started,
+                    )  # fmt: skip
+                    self._outage_started = None
+                else:
+                    log.info("on air: streaming to %s", self.url_for_logs)
+        return None
+
+
+# ffmpeg accepts a few frames into its pipe before it has even connected; only count the
+# output as up once a handful went through.
+_FRAMES_BEFORE_UP = 5
+
+
+def _drain(q: queue.Queue) -> None:
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _close_quietly(stream) -> None:
+    try:
+        stream.close()
+    except OSError:
+        pass

@@ -1,0 +1,299 @@
+"""The message contract: what a producer may put on the RabbitMQ queue, and its validation.
+
+Bodies are JSON objects with a ``type`` of ``text``, ``audio`` or ``control``. Everything a
+producer can get wrong is reported by :func:`parse_message` as one :class:`InvalidMessage`
+whose text is a single line, because that line travels as the ``x-error`` header of the
+dead-lettered copy and is the only thing the producer will see.
+
+The checks run cheapest-first and each one protects the next: the size limit before anything
+reads the body, UTF-8 before JSON, and a bracket-depth scan before ``json.loads`` so that a
+hostile ``[[[[...`` body can never reach a recursive parser or pydantic.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import uuid
+from typing import Annotated, Any, Literal, Union
+
+import attrs
+import pydantic
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
+
+AUDIO_FORMATS = ("wav", "mp3", "ogg", "opus", "flac")
+CONTROL_ACTIONS = ("interrupt", "clear")
+MESSAGE_TYPES = ("text", "audio", "control")
+
+
+class InvalidMessage(ValueError):
+    """A body that can never be processed; str() is one line saying what was wrong."""
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
+
+
+@attrs.frozen
+class MessageLimits:
+    """Bounds on what one message may cost us (memory, parse time, air time)."""
+
+    max_body_bytes: int = attrs.field(default=2_000_000, validator=_positive)
+    max_text_chars: int = attrs.field(default=2000, validator=_positive)
+    # Enforced by the speech stage once the audio is decoded (the body only bounds bytes).
+    max_audio_seconds: float = attrs.field(default=60.0, validator=_positive)
+    max_json_depth: int = attrs.field(default=8, validator=_positive)
+
+
+def _none_if_blank(value: Any) -> Any:
+    # An empty voice/language means "use the default", the same as leaving it out.
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+OptionalName = Annotated[StrictStr | None, pydantic.BeforeValidator(_none_if_blank)]
+
+
+class _Base(BaseModel):
+    # strict: "yes" is not a bool and 5 is not a string; extra fields are ignored so producers
+    # can add their own bookkeeping without breaking us.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    id: StrictStr | None = None
+    session_id: StrictStr | None = None
+    # Informational only; producers send ISO strings or epoch seconds.
+    timestamp: StrictStr | float | None = None
+
+
+class _Speech(_Base):
+    data: StrictStr
+    voice: OptionalName = None
+    language: OptionalName = None
+    interrupt: StrictBool = False
+
+    @pydantic.field_validator("data")
+    @classmethod
+    def _data_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty")
+        return value
+
+
+class TextMessage(_Speech):
+    type: Literal["text"]
+
+
+class AudioMessage(_Speech):
+    type: Literal["audio"]
+    format: Literal["wav", "mp3", "ogg", "opus", "flac"]
+    _audio: bytes = pydantic.PrivateAttr(default=b"")
+
+    @pydantic.field_validator("format", mode="before")
+    @classmethod
+    def _format_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @pydantic.model_validator(mode="after")
+    def _decode(self) -> AudioMessage:
+        # Decode once here: it both validates the base64 and saves the speech stage a second pass.
+        # Line breaks are tolerated because common encoders wrap base64 at 76 columns.
+        compact = re.sub(r"\s+", "", self.data)
+        try:
+            self._audio = base64.b64decode(compact, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"'data' is not valid base64 ({exc})") from None
+        if not self._audio:
+            raise ValueError("'data' decodes to no bytes")
+        return self
+
+    def audio_bytes(self) -> bytes:
+        """The encoded audio file (still wav/mp3/...; decoding happens in the speech stage)."""
+        return self._audio
+
+
+class ControlMessage(_Base):
+    type: Literal["control"]
+    action: Literal["interrupt", "clear"]
+
+    @pydantic.field_validator("action", mode="before")
+    @classmethod
+    def _action_lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+Message = Union[TextMessage, AudioMessage, ControlMessage]
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "text": TextMessage,
+    "audio": AudioMessage,
+    "control": ControlMessage,
+}
+
+# A JSON string literal (escapes included); removing these leaves only structure to count.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def parse_message(body: bytes, limits: MessageLimits) -> Message:
+    """Validate one delivery body against the contract.
+
+    Raises InvalidMessage (and nothing else) for any body that does not follow it.
+    """
+    if len(body) > limits.max_body_bytes:
+        raise InvalidMessage(
+            f"body is {len(body)} bytes, over the {limits.max_body_bytes}-byte limit"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(
+            f"body is not UTF-8 text (byte 0x{body[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        raise InvalidMessage("body is empty (expected a JSON object)")
+    depth = _json_depth(text, limits.max_json_depth)
+    if depth > limits.max_json_depth:
+        raise InvalidMessage(f"JSON is nested deeper than {limits.max_json_depth} levels")
+    try:
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(
+            f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a 5000-digit integer
+        raise InvalidMessage(f"body is not usable JSON: {_one_line(str(exc))}") from None
+    if not isinstance(raw, dict):
+        raise InvalidMessage(f"body is a JSON {_json_kind(raw)}, expected an object")
+
+    kind = raw.get("type")
+    if kind is None:
+        raise InvalidMessage(f"missing 'type' (expected {_choices(MESSAGE_TYPES)})")
+    if not isinstance(kind, str):
+        raise InvalidMessage(f"'type' must be a string, got {_json_kind(kind)}")
+    model = _MODELS.get(kind)
+    if model is None:
+        raise InvalidMessage(f"unknown type {_show(kind)} (expected {_choices(MESSAGE_TYPES)})")
+    try:
+        message = model.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise InvalidMessage(_describe(exc)) from None
+
+    if isinstance(message, TextMessage) and len(message.data) > limits.max_text_chars:
+        raise InvalidMessage(
+            f"text is {len(message.data)} characters, over the "
+            f"{limits.max_text_chars}-character limit"
+        )
+    return message  # type: ignore[return-value]
+
+
+def message_id(msg: Message, amqp_message_id: str | None) -> str:
+    """The id used in logs and the DLQ: AMQP message_id, else the body's id, else a new uuid."""
+    if amqp_message_id:
+        return amqp_message_id
+    if msg.id:
+        return msg.id
+    return uuid.uuid4().hex
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """Deepest bracket nesting in `text`, stopping as soon as it exceeds `limit`.
+
+    Works on the raw text (strings removed) without recursion, so it is safe on any input; on
+    malformed JSON the number may be meaningless, but json.loads reports that next.
+    """
+    depth = deepest = 0
+    for match in _BRACKETS.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+# What each field must be, for "'x' must be ..., got ..." lines (pydantic's wording names
+# Python types, which mean nothing to a producer writing JSON).
+_EXPECTED = {
+    "interrupt": "true or false",
+    "timestamp": "a string or a number",
+}
+_TYPE_ERRORS = {"string_type", "bool_type", "float_type", "int_type", "none_required"}
+
+
+def _describe(exc: pydantic.ValidationError) -> str:
+    """One line for the first field pydantic rejected (and how many other fields were wrong)."""
+    errors = exc.errors(include_url=False)
+    # Unions report one error per member under loc (field, member); group them by field.
+    fields = list(dict.fromkeys(str(e["loc"][0]) if e["loc"] else "" for e in errors))
+    field = fields[0]
+    first = errors[0]
+    kind = first["type"]
+    if kind == "literal_error" and field == "format":
+        line = (
+            f"unsupported audio format {_show(first['input'])} "
+            f"(supported: {', '.join(AUDIO_FORMATS)})"
+        )
+    elif kind == "literal_error" and field == "action":
+        line = (
+            f"unknown control action {_show(first['input'])} "
+            f"(expected {_choices(CONTROL_ACTIONS)})"
+        )
+    elif kind == "missing":
+        line = f"'{field}' is required"
+    elif kind == "value_error":
+        # Our own validators: either a fragment about the field or a whole sentence.
+        text = str(first["ctx"]["error"]) if "ctx" in first else first["msg"]
+        line = text if text.startswith("'") else f"'{field}' {text}"
+    elif kind in _TYPE_ERRORS:
+        expected = _EXPECTED.get(field, "a string")
+        line = f"'{field}' must be {expected}, got {_json_kind(first['input'])}"
+    else:
+        where = f"'{field}': " if field else ""
+        line = f"{where}{first['msg']}"
+    if len(fields) > 1:
+        others = ", ".join(f"'{f}'" for f in fields[1:])
+        line += f" (also wrong: {others})"
+    return _one_line(line)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _choices(options: tuple[str, ...]) -> str:
+    return ", ".join(options[:-1]) + " or " + options[-1]
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    # Shown as JSON (the producer's language); escaping keeps producer text on one line.
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,55 @@
+"""Prometheus metrics for one service instance (its own registry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STATES = ("idle", "processing", "transitioning", "talking")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.state = Gauge("poc_state", "1 for the statechart's current state", ["state"], registry=r)
+        self.frames = Counter("poc_frames_total", "Frames produced by the media clock", registry=r)
+        self.output_fps = Gauge("poc_output_fps", "Frames per second written to ffmpeg (last 2 s)", registry=r)
+        self.underruns = Counter(
+            "poc_underrun_frames_total",
+            "Talking frames not rendered in time (held or substituted; audio kept flowing)",
+            registry=r,
+        )
+        self.audio_underruns = Counter(
+            "poc_audio_underrun_frames_total", "Talking frames whose speech had not arrived", registry=r
+        )
+        self.dropped = Counter(
+            "poc_dropped_frames_total", "Frames the writer could not send (encoder slow or down)", registry=r
+        )
+        self.writer_restarts = Counter("poc_writer_restarts_total", "ffmpeg restarts", registry=r)
+        self.rtmp_up = Gauge("poc_rtmp_up", "1 while frames are leaving for the RTMP server", registry=r)
+        self.amqp_reconnects = Counter("poc_amqp_reconnects_total", "RabbitMQ reconnections", registry=r)
+        self.messages = Counter("poc_messages_total", "Messages by outcome", ["outcome"], registry=r)
+        self.queued_speech = Gauge(
+            "poc_queued_speech_seconds", "Speech scheduled ahead of the clock", registry=r
+        )
+        self.tick_lateness = Histogram(
+            "poc_tick_lateness_seconds",
+            "How late each frame tick woke up after its deadline",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "poc_message_latency_seconds",
+            "Per-stage latency of a message, from dequeue",
+            ["stage"],
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=r,
+        )
+        self.set_state("idle")
+
+    def set_state(self, current: str) -> None:
+        for name in STATES:
+            self.state.labels(state=name).set(1 if name == current else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

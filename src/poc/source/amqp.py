@@ -1,0 +1,525 @@
+"""RabbitMQ adapter: deliveries in, jobs out, each delivery settled when its job is.
+
+Why it is shaped this way:
+
+- A speech delivery is acked only after its job settles (played, interrupted, dropped), so if
+  the service dies first RabbitMQ redelivers it: at-least-once. The prefetch count is therefore
+  also how many speech messages the pipeline can hold at once.
+- Control messages have their own queue and channel. The main channel's prefetch window is
+  full of held, unacked speech, so a control message queued behind it would never arrive.
+- aio-pika calls consumer callbacks from tasks of its own; they only pass each delivery into a
+  memory stream, and the work happens in tasks this adapter's task group owns, one lane per
+  queue, in delivery order (so jobs reach the sink in publish order).
+- ``clear`` purges the queue *before* dropping the held jobs: dropping first would ack them,
+  free the prefetch window and let RabbitMQ hand over the next queued messages before the
+  purge reached it.
+- A broker blip kills the channel, so acks for deliveries held across it fail (logged) and
+  RabbitMQ redelivers them. A redelivery whose id matches a job still held, or one settled
+  moments ago, is settled along with that job instead of being spoken twice.
+
+asyncio only: aio-pika does not run on trio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+from typing import NoReturn
+from urllib.parse import quote
+
+import aio_pika
+import anyio
+import attrs
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from poc.jobs import Job, Outcome
+from poc.messages import ControlMessage, InvalidMessage, MessageLimits, message_id, parse_message
+from poc.source.base import JobSink, SourceStatus
+
+LOG = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+CONTROL_PREFETCH = 16
+SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
+RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
+# aio-pika/aiormq log every reconnect attempt; these loggers get the repeat filter below.
+_CHATTY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.connection")
+
+_Delivery = tuple[int, AbstractIncomingMessage]  # (hand-over sequence number, message)
+
+
+@attrs.frozen
+class AmqpSettings:
+    host: str = "127.0.0.1"
+    port: int = 5672
+    user: str = "guest"
+    password: str = attrs.field(default="guest", repr=False)
+    vhost: str = "/"
+    queue: str = "talking_face_input"
+    use_tls: bool = False
+
+    def url_for_logs(self) -> str:
+        scheme = "amqps" if self.use_tls else "amqp"
+        return f"{scheme}://{self.user}:***@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
+
+    def connect_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for aio_pika.connect / connect_robust."""
+        return dict(
+            host=self.host,
+            port=self.port,
+            login=self.user,
+            password=self.password,
+            virtualhost=self.vhost,
+            ssl=self.use_tls,
+            timeout=CONNECT_TIMEOUT_S,
+        )
+
+
+def control_queue_name(queue: str) -> str:
+    return f"{queue}.control"
+
+
+def dead_letter_queue_name(queue: str) -> str:
+    return f"{queue}.dlq"
+
+
+def describe_connect_error(exc: BaseException, settings: AmqpSettings) -> str:
+    """One stable line for a failed connection attempt, never containing the password.
+
+    Stable matters: start-up retries log again only when this text changes.
+    """
+    text = str(exc)
+    if isinstance(exc, aio_pika.exceptions.ProbableAuthenticationError) or "ACCESS_REFUSED" in text:
+        line = f"login refused for user {settings.user!r} (wrong user or password?)"
+    elif isinstance(exc, aio_pika.exceptions.InvalidFrameError) and "Connection.Close" in text:
+        # RabbitMQ answers a bad virtual host with a bare Connection.Close during open.
+        line = (
+            f"broker refused virtual host {settings.vhost!r} "
+            f"(does it exist, and may {settings.user!r} use it?)"
+        )
+    elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        line = f"no answer from {settings.host}:{settings.port} within {CONNECT_TIMEOUT_S:g} s"
+    elif isinstance(exc, OSError) and exc.errno == 111:
+        line = f"connection refused by {settings.host}:{settings.port} (is RabbitMQ running?)"
+    elif isinstance(exc, OSError):
+        line = f"cannot reach {settings.host}:{settings.port}: {exc.strerror or text}"
+    else:
+        line = f"{type(exc).__name__}: {text}"
+    if settings.password:
+        line = line.replace(settings.password, "***")
+    line = re.sub(r" at 0x[0-9a-f]+", "", line)  # object addresses would defeat the de-duplication
+    return " ".join(line.split())[:300]
+
+
+class _RepeatFilter(logging.Filter):
+    """Mutes aio-pika's per-attempt log lines: all of them while we connect at start-up (we log
+    our own single line), and repeats of the same line during an outage afterwards."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mute = True
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.mute:
+            return False
+        key = re.sub(r"0x[0-9a-f]+|\d+", "#", record.getMessage())
+        if key in self._seen:
+            return False
+        if len(self._seen) > 100:
+            self._seen.clear()
+        self._seen.add(key)
+        return True
+
+    def reset(self) -> None:
+        self._seen.clear()
+
+
+@attrs.define(eq=False)
+class _Held:
+    """A submitted job and the deliveries (one, or more after a redelivery) it settles."""
+
+    job: Job
+    deliveries: list[AbstractIncomingMessage]
+    origin: str
+    finished: bool = False
+
+
+class AmqpSource:
+    """Consumes the speech queue and its control queue and drives a JobSink."""
+
+    def __init__(
+        self,
+        settings: AmqpSettings,
+        sink: JobSink,
+        limits: MessageLimits,
+        *,
+        queue: str | None = None,
+        prefetch: int = 4,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be at least 1, got {prefetch}")
+        self._settings = settings
+        self._sink = sink
+        self._limits = limits
+        self._queue = queue or settings.queue
+        self._control_queue = control_queue_name(self._queue)
+        self._dlq = dead_letter_queue_name(self._queue)
+        self._prefetch = prefetch
+        self._reconnect_interval = reconnect_interval
+        self._connection: AbstractRobustConnection | None = None
+        self._main_channel: AbstractChannel | None = None
+        self._main: AbstractQueue | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._sends: dict[str, MemoryObjectSendStream[_Delivery]] = {}
+        self._tg: TaskGroup | None = None
+        self._held: dict[Job, _Held] = {}
+        self._recent: collections.OrderedDict[str, tuple[Outcome, str]] = (
+            collections.OrderedDict()
+        )
+        self._handed_over = 0  # deliveries passed to the main lane so far
+        self._dropped_through = 0  # main-lane deliveries up to this number were cleared
+        self._log_filter = _RepeatFilter()
+        self._closing = False
+        self._connected = False
+        self._reconnects = 0
+        self._last_error = ""
+
+    @property
+    def status(self) -> SourceStatus:
+        return SourceStatus(
+            connected=self._connected, reconnects=self._reconnects, last_error=self._last_error
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> NoReturn:
+        """Connect (retrying forever), consume both queues, and settle deliveries; never returns.
+
+        `task_status.started()` is called once both queues are being consumed, so a caller
+        that must not wait for the broker should use start_soon rather than start.
+        Handled here: broker down or refusing us at start-up (one log line per distinct error,
+        retried every reconnect_interval), outages later (aio-pika reconnects; acks that fail
+        are logged), bad messages (dead-lettered). Cancellation: stops consuming, acks jobs that
+        already settled (up to SHUTDOWN_FLUSH_S), leaves the rest unacked for redelivery.
+        """
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
+        send_main, receive_main = anyio.create_memory_object_stream[_Delivery](self._prefetch)
+        send_control, receive_control = anyio.create_memory_object_stream[_Delivery](
+            CONTROL_PREFETCH
+        )
+        self._sends = {self._queue: send_main, self._control_queue: send_control}
+        try:
+            async with anyio.create_task_group() as tg, send_main, send_control:
+                self._tg = tg
+                tg.start_soon(self._lane, receive_main, self._queue)
+                tg.start_soon(self._lane, receive_control, self._control_queue)
+                await self._connect()
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_FLUSH_S):
+                await self.aclose()
+            for name in _CHATTY_LOGGERS:
+                logging.getLogger(name).removeFilter(self._log_filter)
+        raise AssertionError("unreachable")  # sleep_forever only ends by cancellation
+
+    async def aclose(self) -> None:
+        """Stop consuming, ack/dead-letter/requeue jobs that already settled, close the
+        connection. Unsettled jobs stay unacked, so RabbitMQ redelivers them. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the channel may already be gone; closing covers it
+                LOG.debug("cancelling consumer on %s failed: %s", queue.name, exc)
+        for held in list(self._held.values()):
+            if held.job.is_settled:
+                await self._finish(held)
+        unsettled = sum(1 for held in self._held.values() if not held.job.is_settled)
+        if unsettled:
+            LOG.info("closing with %d unsettled message(s); RabbitMQ will redeliver them", unsettled)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+        self._connected = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Connect and start consuming, retrying until it works; one log line per new error."""
+        last = ""
+        while True:
+            connection = None
+            try:
+                connection = await aio_pika.connect_robust(
+                    **self._settings.connect_kwargs(),  # type: ignore[arg-type]
+                    reconnect_interval=self._reconnect_interval,
+                    client_properties={"connection_name": f"poc source {self._queue}"},
+                )
+                await self._start_consuming(connection)
+            except Exception as exc:  # any failure here is "not yet": log it once and retry
+                if connection is not None:
+                    with anyio.CancelScope(shield=True):
+                        await connection.close()
+                error = describe_connect_error(exc, self._settings)
+                if error != last:
+                    LOG.warning(
+                        "RabbitMQ at %s not available: %s; retrying every %g s",
+                        self._settings.url_for_logs(),
+                        error,
+                        self._reconnect_interval,
+                    )
+                    last = error
+                self._last_error = error
+                await anyio.sleep(self._reconnect_interval)
+                continue
+            self._connection = connection
+            self._connected = True
+            self._log_filter.mute = False
+            connection.close_callbacks.add(self._on_connection_lost)
+            connection.reconnect_callbacks.add(self._on_reconnected)
+            LOG.info(
+                "connected to RabbitMQ at %s; consuming %r (prefetch %d) and %r",
+                self._settings.url_for_logs(),
+                self._queue,
+                self._prefetch,
+                self._control_queue,
+            )
+            return
+
+    async def _start_consuming(self, connection: AbstractRobustConnection) -> None:
+        # Robust channels remember qos, declarations and consumers and replay them on reconnect.
+        main_channel = await connection.channel()
+        await main_channel.set_qos(prefetch_count=self._prefetch)
+        main = await main_channel.declare_queue(self._queue, durable=True)
+        await main_channel.declare_queue(self._control_queue, durable=True)
+        await main_channel.declare_queue(self._dlq, durable=True)
+        control_channel = await connection.channel()
+        await control_channel.set_qos(prefetch_count=CONTROL_PREFETCH)
+        control = await control_channel.declare_queue(self._control_queue, durable=True)
+        self._main_channel, self._main = main_channel, main
+        self._consumers = [
+            (main, await main.consume(self._on_main_delivery)),
+            (control, await control.consume(self._on_control_delivery)),
+        ]
+
+    def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        if self._closing:
+            return
+        self._connected = False
+        self._last_error = (
+            describe_connect_error(exc, self._settings) if exc else "connection closed"
+        )
+        LOG.warning(
+            "lost RabbitMQ connection (%s); reconnecting every %g s; held messages will be "
+            "redelivered",
+            self._last_error,
+            self._reconnect_interval,
+        )
+
+    def _on_reconnected(self, _connection: object) -> None:
+        self._connected = True
+        self._reconnects += 1
+        self._log_filter.reset()
+        LOG.info("reconnected to RabbitMQ at %s", self._settings.url_for_logs())
+
+    # -- deliveries ---------------------------------------------------------------------------
+
+    async def _on_main_delivery(self, message: AbstractIncomingMessage) -> None:
+        self._handed_over += 1
+        await self._hand_over(self._queue, (self._handed_over, message))
+
+    async def _on_control_delivery(self, message: AbstractIncomingMessage) -> None:
+        await self._hand_over(self._control_queue, (0, message))
+
+    async def _hand_over(self, queue: str, delivery: _Delivery) -> None:
+        try:
+            await self._sends[queue].send(delivery)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # shutting down: left unacked, RabbitMQ redelivers it
+
+    async def _lane(self, receive: MemoryObjectReceiveStream[_Delivery], origin: str) -> None:
+        """Handle one queue's deliveries in order; never waits for a job to play."""
+        async with receive:
+            async for seq, delivery in receive:
+                if self._closing:
+                    continue  # left unacked for redelivery
+                await self._handle(delivery, origin, seq)
+
+    async def _handle(self, delivery: AbstractIncomingMessage, origin: str, seq: int) -> None:
+        try:
+            msg = parse_message(delivery.body, self._limits)
+        except InvalidMessage as exc:
+            LOG.warning("rejected message id=%s from %s: %s", delivery.message_id, origin, exc)
+            await self._dead_letter(delivery, str(exc), origin, delivery.message_id)
+            return
+        if isinstance(msg, ControlMessage):
+            await self._control(msg, delivery)
+            return
+        job_id = message_id(msg, delivery.message_id)
+        if origin == self._control_queue:
+            error = f"{msg.type} message on the control queue; publish speech to {self._queue!r}"
+            LOG.warning("rejected message id=%s: %s", job_id, error)
+            await self._dead_letter(delivery, error, origin, job_id)
+            return
+        if seq <= self._dropped_through:
+            LOG.info("dropped message id=%s: delivered before a clear", job_id)
+            await self._ack(delivery, job_id)
+            return
+        if delivery.redelivered and await self._settle_redelivery(delivery, job_id, origin):
+            return
+
+        job = Job(message=msg, id=job_id)
+        held = _Held(job=job, deliveries=[delivery], origin=origin)
+        self._held[job] = held
+        if msg.type == "text":
+            size = f"{len(msg.data)} chars"
+        else:
+            size = f"{msg.format}, {len(msg.audio_bytes())} bytes"  # type: ignore[union-attr]
+        LOG.info(
+            "accepted %s message id=%s (%s)%s",
+            msg.type,
+            job_id,
+            size,
+            ", interrupting" if msg.interrupt else "",
+        )
+        try:
+            self._sink.submit(job, urgent=msg.interrupt)
+        except Exception as exc:  # a sink bug must not stop the stream; the message is kept
+            LOG.exception("pipeline refused message id=%s", job_id)
+            job.settle(Outcome.DEAD_LETTERED, f"pipeline refused the job: {exc}")
+        assert self._tg is not None
+        self._tg.start_soon(self._settle_when_done, held)
+
+    async def _settle_redelivery(
+        self, delivery: AbstractIncomingMessage, job_id: str, origin: str
+    ) -> bool:
+        """Attach a redelivery to the job it repeats, or settle it as that job was; True if so."""
+        for held in self._held.values():
+            if held.job.id == job_id and not held.finished:
+                held.deliveries.append(delivery)
+                LOG.info("redelivered message id=%s is already held; not submitting it again", job_id)
+                return True
+        previous = self._recent.get(job_id)
+        if previous is None:
+            return False
+        outcome, reason = previous
+        LOG.info("redelivered message id=%s was already %s; not replaying it", job_id, outcome.value)
+        await self._apply(delivery, outcome, reason, origin, job_id)
+        return True
+
+    async def _settle_when_done(self, held: _Held) -> None:
+        await held.job.settled.wait()
+        await self._finish(held)
+
+    async def _finish(self, held: _Held) -> None:
+        job = held.job
+        assert job.outcome is not None
+        # A redelivery may be appended while we await below; the loop picks it up.
+        while held.deliveries:
+            delivery = held.deliveries.pop(0)
+            await self._apply(delivery, job.outcome, job.reason, held.origin, job.id)
+        held.finished = True
+        self._held.pop(job, None)
+        if job.outcome is not Outcome.REQUEUED:
+            self._recent[job.id] = (job.outcome, job.reason)
+            while len(self._recent) > RECENT_SETTLED:
+                self._recent.popitem(last=False)
+
+    async def _apply(
+        self,
+        delivery: AbstractIncomingMessage,
+        outcome: Outcome,
+        reason: str,
+        origin: str,
+        job_id: str,
+    ) -> None:
+        if outcome is Outcome.DEAD_LETTERED:
+            await self._dead_letter(delivery, reason or "dead-lettered by the pipeline", origin, job_id)
+        elif outcome is Outcome.REQUEUED:
+            try:
+                await delivery.nack(requeue=True)
+            except Exception as exc:
+                LOG.warning("could not requeue message id=%s (%s); RabbitMQ will redeliver it", job_id, exc)
+            else:
+                LOG.info("requeued message id=%s", job_id)
+        else:
+            LOG.debug("message id=%s %s; acking", job_id, outcome.value)
+            await self._ack(delivery, job_id)
+
+    async def _ack(self, delivery: AbstractIncomingMessage, job_id: str | None) -> None:
+        try:
+            await delivery.ack()
+        except Exception as exc:  # the channel died since delivery: that is the at-least-once case
+            LOG.warning(
+                "could not ack message id=%s (%s); RabbitMQ will redeliver it",
+                job_id,
+                type(exc).__name__,
+            )
+
+    async def _dead_letter(
+        self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None
+    ) -> None:
+        """Copy the original body to the DLQ with the reason, then ack the delivery."""
+        error = " ".join(error.split())[:500]
+        headers: dict[str, str] = {"x-error": error, "x-original-queue": origin}
+        dead = aio_pika.Message(
+            body=delivery.body,
+            headers=headers,  # type: ignore[arg-type]
+            content_type=delivery.content_type,
+            message_id=job_id or None,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            assert self._main_channel is not None
+            await self._main_channel.default_exchange.publish(dead, routing_key=self._dlq)
+        except Exception as exc:
+            LOG.warning(
+                "could not dead-letter message id=%s (%s); returning it to the queue",
+                job_id,
+                type(exc).__name__,
+            )
+            try:
+                await delivery.nack(requeue=True)
+            except Exception:
+                pass  # channel gone: RabbitMQ requeues it anyway
+            return
+        LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
+        await self._ack(delivery, job_id)
+
+    async def _control(self, msg: ControlMessage, delivery: AbstractIncomingMessage) -> None:
+        if msg.action == "interrupt":
+            self._sink.interrupt()
+            LOG.info("control: interrupt")
+        else:
+            purged = await self._purge()
+            # Anything already handed to the main lane before the purge answered is cleared too.
+            self._dropped_through = self._handed_over
+            dropped = self._sink.clear()
+            LOG.info(
+                "control: clear dropped %d held job(s) and purged %s queued message(s)",
+                dropped,
+                purged,
+            )
+        await self._ack(delivery, delivery.message_id)
+
+    async def _purge(self) -> int | str:
+        try:
+            assert self._main is not None
+            result = await self._main.purge()
+        except Exception as exc:
+            LOG.warning("could not purge %s: %s", self._queue, exc)
+            return "no"
+        return int(getattr(result, "message_count", 0) or 0)

@@ -1,0 +1,133 @@
+"""Sentence-by-sentence speech: split text into sentences, join sentence chunks back.
+
+Providers speak one sentence at a time so the first sentence can go on air while the rest is
+still being synthesised; the time to first audio is then the cost of one sentence, not of the
+whole message. The splitter is deliberately simple (punctuation and line breaks, a short list of
+abbreviations that end in a dot): a wrong split only costs a slightly longer pause, a missed one
+only delays the first audio. Sentences longer than `MAX_SENTENCE_CHARS` are cut again at the last
+comma-like mark (else the last space) before the limit, for the same reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk
+
+MAX_SENTENCE_CHARS = 300
+
+# Words that end in a dot without ending the sentence (compared lower-case, without the dot).
+# Dotted forms like "e.g.", "i.e.", "U.S.", "a.m." and single initials ("J.") are caught by
+# `_DOTTED` below rather than listed here.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc approx dept est fig inc ltd co corp no vol mt ave "
+    "rd blvd gen col capt lt sgt rev hon jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?\.?")
+
+# A sentence end: terminal punctuation, any closing quotes/brackets, then whitespace.
+_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
+_CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
+_SPEAKABLE = re.compile(r"\w")
+
+
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
+    """Split `text` into sentences to synthesise one by one.
+
+    Line breaks always end a sentence; '.', '!', '?' and '…' end one when whitespace follows,
+    except after a known abbreviation or an initial ("Dr. Smith", "e.g. this", "J. Doe").
+    Pieces longer than `max_chars` are cut further. Pieces with nothing speakable ("...") are
+    merged into the sentence before them. Returns an empty list for blank text.
+    """
+    sentences: list[str] = []
+    for line in text.splitlines():
+        for sentence in _split_line(line):
+            for piece in _cut_long(sentence, max_chars):
+                if sentences and not _SPEAKABLE.search(piece):
+                    sentences[-1] = f"{sentences[-1]} {piece}"
+                else:
+                    sentences.append(piece)
+    return sentences
+
+
+def _split_line(line: str) -> list[str]:
+    pieces: list[str] = []
+    start = 0
+    for match in _END.finditer(line):
+        if match.group().startswith(".") and match.group().rstrip("\"'\u201d\u2019)]") == ".":
+            if _is_abbreviation(line[start : match.start()]):
+                continue
+        pieces.append(line[start : match.end()].strip())
+        start = match.end()
+    pieces.append(line[start:].strip())
+    return [piece for piece in pieces if piece]
+
+
+def _is_abbreviation(before_dot: str) -> bool:
+    """True when the word just before a single '.' is an abbreviation, not a sentence end."""
+    words = before_dot.split()
+    if not words:
+        return False
+    word = words[-1].lstrip("\"'(\u201c\u2018[")
+    if word.lower() in _ABBREVIATIONS:
+        return True
+    # "e.g" / "U.S" (the final dot is the match) or a single initial like "J" (but "I." is
+    # the pronoun far more often than an initial).
+    if word == "I":
+        return False
+    return bool(_DOTTED.fullmatch(word + ".")) and (len(word) == 1 or "." in word)
+
+
+def _cut_long(sentence: str, max_chars: int) -> list[str]:
+    pieces: list[str] = []
+    rest = sentence
+    while len(rest) > max_chars:
+        window = rest[: max_chars + 1]
+        cut = max((m.end() for m in _CLAUSE_BREAK.finditer(window)), default=0)
+        if cut < max_chars // 3:  # a comma near the start would leave the problem in place
+            space = window.rfind(" ")
+            cut = space + 1 if space > 0 else max_chars
+        pieces.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def require_speakable(text: str) -> list[str]:
+    """The sentences of `text`; InvalidSpeechRequest when there is nothing to say at all."""
+    sentences = split_sentences(text)
+    if not any(_SPEAKABLE.search(sentence) for sentence in sentences):
+        raise InvalidSpeechRequest("the text has nothing to speak (no letters or digits)")
+    return sentences
+
+
+def normalize_language(language: str) -> str:
+    """'en_US' / 'EN-us' -> 'en-us', so language tags compare equal however they are written."""
+    return language.strip().replace("_", "-").lower()
+
+
+def language_matches(requested: str, spoken: str) -> bool:
+    """'en', 'en-US' and 'en_US' all match a voice that speaks en-us; 'en-GB' does not."""
+    wanted = normalize_language(requested)
+    spoken = normalize_language(spoken)
+    return wanted == spoken or wanted == spoken.split("-")[0]
+
+
+def join_chunks(chunks: Iterable[SpeechChunk]) -> SpeechChunk:
+    """One chunk holding every chunk's audio in order, phoneme marks shifted to match.
+
+    This is `synthesize` for every provider: the concatenation of `synthesize_stream`.
+    """
+    audio: list[np.ndarray] = []
+    marks: list[PhonemeMark] = []
+    offset = 0
+    for chunk in chunks:
+        audio.append(chunk.audio)
+        marks.extend(PhonemeMark(m.sample + offset, m.phoneme) for m in chunk.phonemes)
+        offset += len(chunk.audio)
+    joined = np.concatenate(audio) if audio else np.zeros(0, dtype=np.int16)
+    return SpeechChunk(audio=joined.astype(np.int16, copy=False), phonemes=tuple(marks))
