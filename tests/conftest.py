@@ -1,6 +1,73 @@
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support.processes import RtmpServer, ServiceProcess, free_port  # noqa: E402
 
 
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def _rabbitmq_up() -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", 5672)) == 0
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> str:
+    """The machine's RabbitMQ (scripts/test.sh starts it); started here as a last resort."""
+    if not _rabbitmq_up():
+        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True)
+        deadline = time.monotonic() + 60
+        while not _rabbitmq_up():
+            if time.monotonic() > deadline:
+                pytest.fail("RabbitMQ is not running on 127.0.0.1:5672 and could not be started")
+            time.sleep(0.5)
+    return "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture(scope="session")
+def rtmp_server(tmp_path_factory: pytest.TempPathFactory):
+    server = RtmpServer(tmp_path_factory.mktemp("nginx"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def service_env(rtmp_server: RtmpServer, rabbitmq: str) -> dict[str, str]:
+    """Settings for one service under test: its own stream key, queue and HTTP port."""
+    name = f"t{uuid.uuid4().hex[:10]}"
+    return {
+        "RTMP_URL": f"{rtmp_server.base_url}/{name}",
+        "RABBITMQ_QUEUE": f"poc_test_{name}",
+        "RABBITMQ_RECONNECT_SECONDS": "0.5",
+        "HTTP_PORT": str(free_port()),
+        "LOG_LEVEL": "info",
+    }
+
+
+@pytest.fixture
+def start_service(tmp_path: Path, service_env: dict[str, str]):
+    """Start `python -m poc run` with the test's settings (plus overrides); killed afterwards."""
+    started: list[ServiceProcess] = []
+
+    def start(**overrides: str) -> ServiceProcess:
+        env = {**service_env, **overrides}
+        service = ServiceProcess(env, tmp_path / f"service{len(started)}.log").start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.kill()

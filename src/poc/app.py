@@ -86,6 +86,7 @@ class Service:
             video_bitrate=settings.bitrate,
             audio_bitrate=settings.audio_bitrate,
             keyframe_seconds=settings.keyframe_seconds,
+            queue_frames=settings.fps,  # 1 s: covers ffmpeg's start-up; idle frames are shared, not copied
         )
         self.clock = FrameClock(settings.fps)
         self.source = None  # set in run(): the RabbitMQ adapter needs a running event loop

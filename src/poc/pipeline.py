@@ -96,6 +96,8 @@ class Pipeline:
         self._engine = engine
         self._decode_audio = decode_audio
         self.schedule = Schedule()
+        self._waiting: deque[Job] = deque()  # accepted, not taken by the speech stage yet
+        self._preparing: list[Job] = []  # taken, not on air yet (in order)
         self.chart = StreamChart(has_pending=self.has_pending)
         self.compositor = Compositor(
             avatar,
@@ -108,8 +110,6 @@ class Pipeline:
             on_started=self._on_started,
             on_settled=self._on_settled,
         )
-        self._waiting: deque[Job] = deque()  # accepted, not taken by the speech stage yet
-        self._preparing: list[Job] = []  # taken, not on air yet (in order)
         self._spoken: dict[Job, list[SpeechChunk]] = {}  # complete speech kept across re-plans
         self._wake = anyio.Event()
         self._generation: anyio.CancelScope | None = None

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 
 import aio_pika
 import pytest
-from amqp_fakes import Broker, FakeSink
+from aio_pika.abc import AbstractChannel
 
 from poc.source.amqp import AmqpSettings, control_queue_name, dead_letter_queue_name
 
 BROKER = AmqpSettings(host="127.0.0.1", port=5672, user="guest", password="guest", vhost="/")
-
-
-def _broker_up() -> bool:
-    try:
-        with socket.create_connection((BROKER.host, BROKER.port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -29,9 +20,8 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def settings() -> AmqpSettings:
-    if not _broker_up():
-        pytest.skip("RabbitMQ is not listening on 127.0.0.1:5672")
+def settings(rabbitmq: str) -> AmqpSettings:
+    """The machine's RabbitMQ (the `rabbitmq` fixture makes sure it is running)."""
     return BROKER
 
 
@@ -48,12 +38,8 @@ async def queue(settings: AmqpSettings) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def broker(settings: AmqpSettings) -> AsyncIterator[Broker]:
+async def channel(settings: AmqpSettings) -> AsyncIterator[AbstractChannel]:
+    """The test's own channel, to look at queues the way an operator would."""
     connection = await aio_pika.connect(**settings.connect_kwargs())  # type: ignore[arg-type]
     async with connection:
-        yield Broker(await connection.channel())
-
-
-@pytest.fixture
-def sink() -> FakeSink:
-    return FakeSink()
+        yield await connection.channel()

@@ -12,14 +12,19 @@ import base64
 import json
 import logging
 import shutil
+import socket
 import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import aio_pika
 import anyio
+import attrs
 import pytest
-from amqp_fakes import Broker, FakeSink, eventually, eventually_async, running
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from anyio.abc import SocketStream, TaskStatus
 
-from poc.jobs import Outcome
+from poc.jobs import Job, Outcome
 from poc.messages import MessageLimits, TextMessage
 from poc.source.amqp import (
     AmqpSettings,
@@ -32,6 +37,69 @@ from poc.source.publish import build_control, build_text, publish
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 LIMITS = MessageLimits(max_body_bytes=10_000, max_text_chars=50)
+
+
+async def ready(channel: AbstractChannel, name: str) -> int:
+    """Messages waiting in `name` (delivered-but-unacked ones are not counted)."""
+    declared = await channel.declare_queue(name, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def drain(channel: AbstractChannel, name: str) -> list[AbstractIncomingMessage]:
+    queue = await channel.declare_queue(name, passive=True)
+    messages = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        messages.append(message)
+    return messages
+
+
+async def wait_ready(channel: AbstractChannel, name: str, count: int) -> None:
+    """Wait until `name` holds at least `count` messages (the broker is real, so this polls)."""
+    with anyio.fail_after(5):
+        while await ready(channel, name) < count:
+            await anyio.sleep(0.02)
+
+
+async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait until check() is truthy."""
+    with anyio.fail_after(timeout):
+        while not check():
+            await anyio.sleep(0.01)
+
+
+class FakeSink:
+    """Records what the adapter asked of the pipeline; jobs are settled by the test."""
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []
+        self.urgent: list[bool] = []
+        self.interrupts = 0
+        self.clears = 0
+
+    def submit(self, job: Job, *, urgent: bool = False) -> None:
+        self.jobs.append(job)
+        self.urgent.append(urgent)
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+
+    def clear(self) -> int:
+        self.clears += 1
+        return sum(job.settle(Outcome.DROPPED) for job in self.jobs)
+
+
+@pytest.fixture
+def sink() -> FakeSink:
+    return FakeSink()
+
+
+@asynccontextmanager
+async def running(source: AmqpSource) -> AsyncIterator[AmqpSource]:
+    """Run the source until the block ends, then cancel it as the service's shutdown would."""
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        yield source
+        tg.cancel_scope.cancel()
 
 
 def make_source(settings: AmqpSettings, queue: str, sink: FakeSink, prefetch: int = 4) -> AmqpSource:
@@ -63,7 +131,7 @@ BAD_BODIES = [
 
 
 async def test_every_bad_message_is_dead_lettered_with_its_body_and_reason(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     dlq = dead_letter_queue_name(queue)
     async with running(make_source(settings, queue, sink)):
@@ -71,11 +139,11 @@ async def test_every_bad_message_is_dead_lettered_with_its_body_and_reason(
             await publish(settings, body, queue)
         # Speech on the control queue is a mistake too, reported as such.
         await publish(settings, build_text("hello"), queue, control=True)
-        await eventually_async(lambda: _has(broker, dlq, len(BAD_BODIES) + 1))
+        await wait_ready(channel, dlq, len(BAD_BODIES) + 1)
     # Stopped: anything left unacked would now be back in the queue.
-    assert await broker.ready(queue) == 0
-    assert await broker.ready(control_queue_name(queue)) == 0
-    dead = await broker.drain(dlq)
+    assert await ready(channel, queue) == 0
+    assert await ready(channel, control_queue_name(queue)) == 0
+    dead = await drain(channel, dlq)
     assert sink.jobs == []
     by_body = {m.body: m for m in dead}
     for body, fragment in BAD_BODIES:
@@ -88,12 +156,8 @@ async def test_every_bad_message_is_dead_lettered_with_its_body_and_reason(
     assert "control queue" in str(misplaced[0].headers["x-error"])
 
 
-async def _has(broker: Broker, name: str, count: int) -> bool:
-    return await broker.ready(name) >= count
-
-
 async def test_speech_is_acked_only_after_the_pipeline_settles_it(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     msg_id = await publish(settings, build_text("Hello!", voice="joe"), queue)
     async with running(make_source(settings, queue, sink)):
@@ -102,9 +166,9 @@ async def test_speech_is_acked_only_after_the_pipeline_settles_it(
         assert job.id == msg_id
         assert isinstance(job.message, TextMessage) and job.message.data == "Hello!"
         assert job.message.voice == "joe"
-        assert await broker.ready(queue) == 0  # delivered, held unacked
+        assert await ready(channel, queue) == 0  # delivered, held unacked
     # The service stopped before the job settled: the broker must still have it.
-    await eventually_async(lambda: _has(broker, queue, 1))
+    await wait_ready(channel, queue, 1)
 
     again = FakeSink()
     async with running(make_source(settings, queue, again)):
@@ -112,11 +176,11 @@ async def test_speech_is_acked_only_after_the_pipeline_settles_it(
         assert again.jobs[0].id == msg_id
         again.jobs[0].settle(Outcome.PLAYED)
     # Settled PLAYED before the stop: acked, gone for good.
-    assert await broker.ready(queue) == 0
+    assert await ready(channel, queue) == 0
 
 
 async def test_interrupted_and_dropped_jobs_are_acked(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink)):
         await publish(settings, build_text("one"), queue)
@@ -124,12 +188,12 @@ async def test_interrupted_and_dropped_jobs_are_acked(
         await eventually(lambda: len(sink.jobs) == 2)
         sink.jobs[0].settle(Outcome.INTERRUPTED)
         sink.jobs[1].settle(Outcome.DROPPED)
-    assert await broker.ready(queue) == 0
-    assert await broker.ready(dead_letter_queue_name(queue)) == 0
+    assert await ready(channel, queue) == 0
+    assert await ready(channel, dead_letter_queue_name(queue)) == 0
 
 
 async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     body = build_text("Bonjour", voice="no-such-voice")
     async with running(make_source(settings, queue, sink)):
@@ -137,16 +201,16 @@ async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
         await eventually(lambda: len(sink.jobs) == 1)
         sink.jobs[0].settle(Outcome.DEAD_LETTERED, "unknown voice 'no-such-voice'")
         dlq = dead_letter_queue_name(queue)
-        await eventually_async(lambda: _has(broker, dlq, 1))
-    assert await broker.ready(queue) == 0
-    [dead] = await broker.drain(dead_letter_queue_name(queue))
+        await wait_ready(channel, dlq, 1)
+    assert await ready(channel, queue) == 0
+    [dead] = await drain(channel, dead_letter_queue_name(queue))
     assert json.loads(dead.body) == body
     assert dead.headers["x-error"] == "unknown voice 'no-such-voice'"
     assert dead.message_id == msg_id
 
 
 async def test_requeued_job_comes_back(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink)):
         msg_id = await publish(settings, build_text("later"), queue)
@@ -155,26 +219,26 @@ async def test_requeued_job_comes_back(
         await eventually(lambda: len(sink.jobs) == 2)
         assert sink.jobs[1].id == msg_id and not sink.jobs[1].is_settled
         sink.jobs[1].settle(Outcome.PLAYED)
-    assert await broker.ready(queue) == 0
+    assert await ready(channel, queue) == 0
 
 
 async def test_control_reaches_the_sink_while_speech_is_held(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink, prefetch=4)):
         for i in range(6):
             await publish(settings, build_text(f"speech {i}"), queue)
         await eventually(lambda: len(sink.jobs) == 4)
-        assert await broker.ready(queue) == 2  # the prefetch window is full
+        assert await ready(channel, queue) == 2  # the prefetch window is full
         await publish(settings, build_control("interrupt"), queue, control=True)
         await eventually(lambda: sink.interrupts == 1)
         assert not any(job.is_settled for job in sink.jobs)
         assert len(sink.jobs) == 4
-    assert await broker.ready(control_queue_name(queue)) == 0  # the control message was acked
+    assert await ready(channel, control_queue_name(queue)) == 0  # the control message was acked
 
 
 async def test_clear_drops_held_jobs_and_purges_the_queue(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink, prefetch=4)):
         for i in range(7):
@@ -189,12 +253,12 @@ async def test_clear_drops_held_jobs_and_purges_the_queue(
         await eventually(lambda: len(sink.jobs) == 5)
         assert sink.jobs[4].id == marker
         sink.jobs[4].settle(Outcome.PLAYED)
-    assert await broker.ready(queue) == 0
-    assert await broker.ready(dead_letter_queue_name(queue)) == 0
+    assert await ready(channel, queue) == 0
+    assert await ready(channel, dead_letter_queue_name(queue)) == 0
 
 
 async def test_control_on_the_main_queue_acts_the_same(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink)):
         await publish(settings, build_text("speak"), queue)
@@ -204,7 +268,7 @@ async def test_control_on_the_main_queue_acts_the_same(
         await publish(settings, build_control("clear"), queue)
         await eventually(lambda: sink.clears == 1)
         assert sink.jobs[0].outcome is Outcome.DROPPED
-    assert await broker.ready(queue) == 0
+    assert await ready(channel, queue) == 0
 
 
 async def test_jobs_reach_the_sink_in_publish_order(
@@ -298,7 +362,7 @@ def _close_connection_of(queue: str) -> None:
 
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_held_message_survives_an_outage_and_is_not_spoken_twice(
-    settings: AmqpSettings, queue: str, sink: FakeSink, broker: Broker
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:
     async with running(make_source(settings, queue, sink)) as source:
         msg_id = await publish(settings, build_text("through the storm"), queue)
@@ -312,4 +376,100 @@ async def test_held_message_survives_an_outage_and_is_not_spoken_twice(
         assert [job.id for job in sink.jobs] == [msg_id, marker]
         sink.jobs[0].settle(Outcome.PLAYED)  # its old ack fails; the redelivery is acked
         sink.jobs[1].settle(Outcome.PLAYED)
-    assert await broker.ready(queue) == 0
+    assert await ready(channel, queue) == 0
+
+
+class Relay:
+    """A TCP relay to the real broker that the test can take down and bring back: an outage
+    only this test's source sees (the broker itself is shared and stays up)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self._scope: anyio.CancelScope | None = None
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.CancelScope() as self._scope:
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+            async with listener:
+                task_status.started()
+                await listener.serve(self._relay)
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        assert self._scope is not None
+        self._scope.cancel()
+
+    async def _relay(self, client: SocketStream) -> None:
+        async with client, await anyio.connect_tcp("127.0.0.1", self.target_port) as upstream:
+            async with anyio.create_task_group() as tg:
+
+                async def pipe(src: SocketStream, dst: SocketStream) -> None:
+                    try:
+                        async for chunk in src:
+                            await dst.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(pipe, client, upstream)
+                tg.start_soon(pipe, upstream, client)
+
+
+def warnings(caplog: pytest.LogCaptureFixture, name: str = "") -> list[str]:
+    # The text as formatted when logged: some aio-pika records cannot be formatted later.
+    return [
+        r.message
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(name)
+    ]
+
+
+async def test_source_waits_for_the_broker_and_rides_out_an_outage(
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    channel: AbstractChannel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    relay = Relay(settings.port)
+    source = make_source(attrs.evolve(settings, port=relay.port), queue, sink)
+    caplog.set_level(logging.INFO)
+    async with anyio.create_task_group() as relay_tg:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(source.run)
+            await anyio.sleep(0.7)  # nothing listening yet: a few refused attempts
+            assert not source.status.connected
+            startup = warnings(caplog)
+            await relay_tg.start(relay.serve)
+            await eventually(lambda: source.status.connected)
+
+            first = await publish(settings, build_text("before the outage"), queue)
+            await eventually(lambda: len(sink.jobs) == 1)
+            caplog.clear()
+            relay.down()
+            await eventually(lambda: not source.status.connected)
+            sink.jobs[0].settle(Outcome.PLAYED)  # plays while the broker is unreachable
+            await anyio.sleep(1.5)  # ~7 reconnect attempts
+            outage = warnings(caplog)
+            ours = warnings(caplog, "poc.")
+            await relay_tg.start(relay.serve)
+            await eventually(lambda: source.status.reconnects == 1)
+            assert source.status.connected
+
+            # The broker redelivers the first message; it already played, so it must not
+            # reach the sink again: the next thing the sink sees is this one.
+            second = await publish(settings, build_text("after the outage"), queue)
+            await eventually(lambda: len(sink.jobs) == 2)
+            assert [job.id for job in sink.jobs] == [first, second]
+            sink.jobs[1].settle(Outcome.PLAYED)
+            tg.cancel_scope.cancel()  # the service stops first, then the relay
+        relay.down()
+    assert await ready(channel, queue) == 0  # both acked, nothing left for redelivery
+
+    assert len(startup) == 1 and "connection refused" in startup[0], startup
+    # A few lines about the drop (some from aio-pika), not one per reconnect attempt.
+    assert len(outage) <= 10, outage
+    assert len(set(ours)) == len(ours), ours

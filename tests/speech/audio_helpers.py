@@ -12,7 +12,7 @@ def dominant_frequency(audio: np.ndarray, rate: int) -> float:
     peak = int(np.argmax(spectrum[1:-1])) + 1
     left, centre, right = np.log(spectrum[peak - 1 : peak + 2] + 1e-12)
     shift = 0.5 * (left - right) / (left - 2 * centre + right)
-    return (peak + shift) * rate / len(audio)
+    return float((peak + shift) * rate / len(audio))
 
 
 def rms(audio: np.ndarray) -> float:

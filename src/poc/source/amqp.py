@@ -106,12 +106,14 @@ def describe_connect_error(exc: BaseException, settings: AmqpSettings) -> str:
             f"broker refused virtual host {settings.vhost!r} "
             f"(does it exist, and may {settings.user!r} use it?)"
         )
+    elif isinstance(exc, aio_pika.exceptions.ConnectionClosed):
+        line = f"broker closed the connection ({exc.strerror or text})"
     elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         line = f"no answer from {settings.host}:{settings.port} within {CONNECT_TIMEOUT_S:g} s"
     elif isinstance(exc, OSError) and exc.errno == 111:
         line = f"connection refused by {settings.host}:{settings.port} (is RabbitMQ running?)"
     elif isinstance(exc, OSError):
-        line = f"cannot reach {settings.host}:{settings.port}: {exc.strerror or text}"
+        line = f"{settings.host}:{settings.port}: {exc.strerror or text}"
     else:
         line = f"{type(exc).__name__}: {text}"
     if settings.password:
@@ -316,18 +318,20 @@ class AmqpSource:
         ]
 
     def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
+        # aio-pika calls this for the drop and again for every failed reconnect attempt; log
+        # the drop, then only a change of reason.
         if self._closing:
             return
+        error = describe_connect_error(exc, self._settings) if exc else "connection closed"
+        if self._connected or error != self._last_error:
+            LOG.warning(
+                "lost RabbitMQ connection (%s); reconnecting every %g s; held messages will be "
+                "redelivered",
+                error,
+                self._reconnect_interval,
+            )
         self._connected = False
-        self._last_error = (
-            describe_connect_error(exc, self._settings) if exc else "connection closed"
-        )
-        LOG.warning(
-            "lost RabbitMQ connection (%s); reconnecting every %g s; held messages will be "
-            "redelivered",
-            self._last_error,
-            self._reconnect_interval,
-        )
+        self._last_error = error
 
     def _on_reconnected(self, _connection: object) -> None:
         self._connected = True
@@ -430,7 +434,9 @@ class AmqpSource:
         # A redelivery may be appended while we await below; the loop picks it up.
         while held.deliveries:
             delivery = held.deliveries.pop(0)
-            await self._apply(delivery, job.outcome, job.reason, held.origin, job.id)
+            # When a redelivery follows, this one came on a channel that has since died.
+            stale = bool(held.deliveries)
+            await self._apply(delivery, job.outcome, job.reason, held.origin, job.id, stale)
         held.finished = True
         self._held.pop(job, None)
         if job.outcome is not Outcome.REQUEUED:
@@ -445,7 +451,16 @@ class AmqpSource:
         reason: str,
         origin: str,
         job_id: str,
+        stale: bool = False,
     ) -> None:
+        if stale:
+            # Most likely on a channel that has died (the redelivery after it carries the
+            # outcome, incl. any DLQ copy); try anyway in case it is alive, and fail quietly.
+            try:
+                await (delivery.nack(requeue=True) if outcome is Outcome.REQUEUED else delivery.ack())
+            except Exception as exc:
+                LOG.debug("earlier delivery of message id=%s not settled: %s", job_id, exc)
+            return
         if outcome is Outcome.DEAD_LETTERED:
             await self._dead_letter(delivery, reason or "dead-lettered by the pipeline", origin, job_id)
         elif outcome is Outcome.REQUEUED:

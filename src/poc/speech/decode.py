@@ -156,9 +156,7 @@ def _check_layout(
                 f"WAV header declares {size} bytes of audio but only {present} are present"
             )
         if tag in (1, 3, 0xFFFE) and size % align:
-            raise InvalidAudio(
-                f"WAV data size {size} is not a whole number of {align}-byte frames"
-            )
+            raise InvalidAudio(f"WAV data size {size} is not a whole number of {align}-byte frames")
     elif size == _STREAMING_SIZE or size > present:
         size = present - present % align
     return WavLayout(tag, channels, rate, align, bits, body, size)

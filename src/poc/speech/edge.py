@@ -147,7 +147,7 @@ class EdgeProvider:
             raise InvalidSpeechRequest(
                 f"edge-tts returned no audio for voice {voice!r} (is it a real voice?)"
             ) from None
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as error:
+        except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
             raise SpeechError(f"edge-tts cannot reach its service: {_describe(error)}") from error
         except (aiohttp.ClientError, edge_tts.exceptions.EdgeTTSException) as error:
             raise SpeechError(f"edge-tts service failed: {_describe(error)}") from error

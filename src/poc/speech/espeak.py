@@ -95,8 +95,7 @@ class EspeakProvider:
             )
         if language and not language_matches(language, chosen.language):
             raise InvalidSpeechRequest(
-                f"language {language!r} is not spoken by espeak voice {name!r} "
-                f"({chosen.language})"
+                f"language {language!r} is not spoken by espeak voice {name!r} ({chosen.language})"
             )
         return chosen
 
@@ -164,7 +163,7 @@ def parse_voice_list(listing: str) -> dict[str, EspeakVoice]:
         for key in (language, voice_name, file_name):
             voices.setdefault(key.lower(), voice)
         extras = " ".join(fields[5:]).replace("(", " ").replace(")", " ").split()
-        for code, priority in zip(extras[::2], extras[1::2]):
+        for code, priority in zip(extras[::2], extras[1::2], strict=False):
             rank = int(priority) if priority.isdigit() else 99
             if code.lower() not in alternatives or rank < alternatives[code.lower()][0]:
                 alternatives[code.lower()] = (rank, voice)

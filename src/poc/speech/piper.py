@@ -93,7 +93,7 @@ class PiperProvider:
 
     def _voice_for(self, voice: str | None, language: str | None) -> VoiceFiles:
         files = resolve_voice(voice) if voice else self._default
-        if language is not None and not language_matches(language, files.language):
+        if language and not language_matches(language, files.language):
             raise InvalidSpeechRequest(
                 f"language {language!r} is not spoken by piper voice {files.name!r} "
                 f"({files.language})"

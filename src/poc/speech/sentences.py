@@ -57,9 +57,9 @@ def _split_line(line: str) -> list[str]:
     pieces: list[str] = []
     start = 0
     for match in _END.finditer(line):
-        if match.group().startswith(".") and match.group().rstrip("\"'\u201d\u2019)]") == ".":
-            if _is_abbreviation(line[start : match.start()]):
-                continue
+        single_dot = match.group().rstrip("\"'\u201d\u2019)]") == "."
+        if single_dot and _is_abbreviation(line[start : match.start()]):
+            continue
         pieces.append(line[start : match.end()].strip())
         start = match.end()
     pieces.append(line[start:].strip())

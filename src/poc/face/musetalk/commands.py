@@ -1,0 +1,97 @@
+"""CLI glue: `python -m poc models check|fetch` and `python -m poc avatar prepare`.
+
+Each command sets `func` on its namespace; `func(args)` returns the exit code (0 ok, 1 problems
+found, 2 cannot run). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from poc.face.avatar import AvatarError, load_avatar
+from poc.face.base import EngineError
+from poc.paths import DEFAULT_MODELS_DIR
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1280x720' -> (1280, 720)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320):
+        raise argparse.ArgumentTypeError(f"size {w}x{h} is out of range (16..7680 x 16..4320)")
+    return w, h
+
+
+def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `models check|fetch [--models-dir D]`."""
+    parser = subparsers.add_parser("models", help="check or download the MuseTalk v1.5 weights")
+    sub = parser.add_subparsers(dest="models_command", required=True, metavar="{check,fetch}")
+    check = sub.add_parser("check", help="say what is missing or corrupt under the models directory")
+    fetch = sub.add_parser("fetch", help="download what is missing from the Hugging Face hub, then check")
+    for p, func in ((check, run_check), (fetch, run_fetch)):
+        p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="default: %(default)s")
+        p.set_defaults(func=func)
+
+
+def add_avatar_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `avatar prepare <image-or-video> [--size WxH] [--models-dir D] [--device ...]`."""
+    from poc.face.musetalk.prepare import DEFAULT_CACHE_DIR
+
+    parser = subparsers.add_parser("avatar", help="prepare an avatar for MuseTalk (cached)")
+    sub = parser.add_subparsers(dest="avatar_command", required=True, metavar="{prepare}")
+    p = sub.add_parser("prepare", help="landmarks, crop boxes, masks and reference latents, cached on disk")
+    p.add_argument("source", type=Path, help="avatar image or video")
+    p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="default: %(default)s")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="default: %(default)s")
+    p.set_defaults(func=run_prepare)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from poc.face.musetalk.weights import check_weights
+
+    problems = check_weights(args.models_dir)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print(f"MuseTalk v1.5 weights in {args.models_dir} are complete")
+    return 1 if problems else 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from poc.face.musetalk.weights import fetch_weights
+
+    problems = fetch_weights(args.models_dir)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if not problems:
+        print(f"MuseTalk v1.5 weights in {args.models_dir} are complete")
+    return 1 if problems else 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from poc.face.musetalk.model import load_vae
+    from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
+
+    t0 = time.perf_counter()
+    try:
+        avatar = load_avatar(args.source, *args.size)
+        codec = load_vae(args.models_dir, args.device)
+        prepared = prepare_avatar(avatar, codec.encode_reference, args.cache_dir, vae_fingerprint(args.models_dir))
+    except (AvatarError, EngineError) as e:
+        print(f"avatar prepare: {e}", file=sys.stderr)
+        return 2
+    how = "loaded from cache" if prepared.from_cache else "prepared"
+    x1, y1, x2, y2 = prepared.geometry[0].box
+    print(
+        f"{how}: {args.source} ({len(avatar.frames)} frame(s) at {args.size[0]}x{args.size[1]}, "
+        f"face box {x2 - x1}x{y2 - y1} at ({x1},{y1})) in {time.perf_counter() - t0:.1f} s -> "
+        f"{args.cache_dir / prepared.key}"
+    )
+    return 0

@@ -1,0 +1,177 @@
+"""MuseTalk v1.5 as a streaming FaceEngine.
+
+Slots arrive with exactly their frame's audio at the stream rate. The utterance resamples the
+audio to 16 kHz as it comes and renders a frame once the audio its window reaches (120 ms past
+the frame's start) is in, so `feed` may return fewer frames than it was given and `finish`
+returns the rest (past the end the window is padded, as upstream pads clip ends). Ready frames
+go through the model in batches of at most `batch_size`; everything happens inside feed/finish
+on the caller's (worker) thread, so dropping an utterance leaves nothing running.
+
+Start-up does all the slow and fallible work: weight checks (missing or corrupt files are an
+EngineError here, never mid-stream), model loading, and avatar preparation (cached on disk).
+`warm_up()` then measures the real batch latency, which sets `lead_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from poc.face.avatar import Avatar
+from poc.face.base import EngineError, RenderedFrame, SpeechSlot
+from poc.face.musetalk import _deps
+from poc.face.musetalk.model import load_model
+from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
+from poc.face.musetalk.render import FrameRenderer
+from poc.face.musetalk.resample import StreamResampler
+from poc.face.musetalk.timing import ENCODER_RATE, LOOKAHEAD_SECONDS, audio_steps_for_frame, steps_in_samples
+
+log = logging.getLogger(__name__)
+
+
+class MuseTalkEngine:
+    """A FaceEngine running MuseTalk v1.5 for one avatar at one frame rate and sample rate."""
+
+    name = "musetalk"
+
+    def __init__(
+        self,
+        avatar: Avatar,
+        models_dir: Path,
+        device: str,
+        batch_size: int,
+        fps: int,
+        sample_rate: int,
+        cache_dir: Path | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise EngineError(f"batch size must be at least 1, got {batch_size}")
+        if fps <= 0 or sample_rate <= 0:
+            raise EngineError(f"fps and sample rate must be positive, got {fps} fps and {sample_rate} Hz")
+        _deps.require("torch")
+        self.batch_size = batch_size
+        self.fps = fps
+        self.sample_rate = sample_rate
+        models_dir = Path(models_dir)
+        model = load_model(models_dir, device)
+        self.device = model.device
+        prepared = prepare_avatar(avatar, model.codec.encode_reference, cache_dir, vae_fingerprint(models_dir))
+        self.prepared = prepared
+        self._renderer: FrameRenderer | None = FrameRenderer(model, prepared, avatar, fps)
+        self._resample_lag = StreamResampler(sample_rate, ENCODER_RATE).latency_seconds
+        self.measured_fps: float | None = None  # frames/s of one full batch, set by warm_up()
+        self._batch_seconds: float | None = None
+
+    @property
+    def lead_seconds(self) -> float:
+        """Batch latency (measured by warm_up; before that, a batch's worth of real time) plus
+        the 120-ms audio look-ahead and the resampler's few-ms lag."""
+        batch = self._batch_seconds if self._batch_seconds is not None else self.batch_size / self.fps
+        return batch + LOOKAHEAD_SECONDS + self._resample_lag
+
+    def start_utterance(self) -> "MuseTalkUtterance":
+        return MuseTalkUtterance(self._live_renderer(), self.batch_size, self.fps, self.sample_rate)
+
+    def warm_up(self) -> float:
+        """Render one full batch twice on voiced synthetic audio (the first pass pays for CUDA
+        start-up and kernel selection), time the second, log the result; returns frames/s."""
+        renderer = self._live_renderer()
+        seconds = self.batch_size / self.fps + 2 * LOOKAHEAD_SECONDS
+        audio = _voiced_audio(int(seconds * ENCODER_RATE))
+        frames = [(n, n) for n in range(self.batch_size)]
+        renderer.render(frames, audio)
+        t0 = time.perf_counter()
+        renderer.render(frames, audio)
+        self._batch_seconds = time.perf_counter() - t0
+        self.measured_fps = self.batch_size / self._batch_seconds
+        log.info(
+            "MuseTalk on %s: %.1f frames/s at batch %d (%.0f ms per batch); the stream needs %d fps",
+            self.device, self.measured_fps, self.batch_size, 1000 * self._batch_seconds, self.fps,
+        )
+        if self.measured_fps < self.fps:
+            log.warning(
+                "MuseTalk renders %.1f frames/s, slower than the stream's %d fps: talking frames will be late",
+                self.measured_fps, self.fps,
+            )
+        return self.measured_fps
+
+    def close(self) -> None:
+        """Release the model (and GPU memory); the engine cannot start utterances afterwards."""
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None and renderer.model.device.startswith("cuda"):
+            torch = renderer.model.torch
+            del renderer
+            torch.cuda.empty_cache()
+
+    def _live_renderer(self) -> FrameRenderer:
+        if self._renderer is None:
+            raise EngineError("the MuseTalk engine is closed")
+        return self._renderer
+
+
+class MuseTalkUtterance:
+    """One message: feed slots in any pieces; exactly one RenderedFrame per slot comes back,
+    in order, over feed() + finish()."""
+
+    def __init__(self, renderer: FrameRenderer, batch_size: int, fps: int, sample_rate: int) -> None:
+        self._renderer = renderer
+        self._batch_size = batch_size
+        self._fps = fps
+        self._resampler = StreamResampler(sample_rate, ENCODER_RATE)
+        self._pending: list[SpeechSlot] = []  # fed but not yet rendered
+        self._done = 0  # frames of this utterance already returned
+        self._finished = False
+
+    def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        for slot in slots:
+            audio = np.asarray(slot.audio)
+            if audio.ndim != 1:
+                raise ValueError(f"slot {slot.index}: audio must be mono 1-D samples, got shape {audio.shape}")
+            self._resampler.push(audio)
+            self._pending.append(slot)
+        return self._render(final=False)
+
+    def finish(self) -> list[RenderedFrame]:
+        if self._finished:
+            return []
+        self._finished = True
+        self._resampler.flush()
+        return self._render(final=True)
+
+    def _ready(self, final: bool) -> int:
+        """How many pending frames have all the audio their window needs."""
+        if final:
+            return len(self._pending)
+        have = steps_in_samples(self._resampler.output.size)
+        n = 0
+        while n < len(self._pending) and audio_steps_for_frame(self._done + n, self._fps).stop <= have:
+            n += 1
+        return n
+
+    def _render(self, final: bool) -> list[RenderedFrame]:
+        n = self._ready(final)
+        if n == 0:
+            return []
+        audio = self._resampler.output
+        out: list[RenderedFrame] = []
+        for start in range(0, n, self._batch_size):
+            batch = self._pending[start : min(n, start + self._batch_size)]
+            frames = [(self._done + start + k, slot.index) for k, slot in enumerate(batch)]
+            patches = self._renderer.render(frames, audio)
+            out += [RenderedFrame(index=slot.index, patch=patch) for slot, patch in zip(batch, patches)]
+        del self._pending[:n]
+        self._done += n
+        return out
+
+
+def _voiced_audio(n: int) -> np.ndarray:
+    """A loud vowel-like buzz (harmonics of 140 Hz, syllable-rate tremolo): never 'silent'."""
+    t = np.arange(n) / ENCODER_RATE
+    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
+    return (0.2 * buzz * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)

@@ -1,0 +1,238 @@
+"""The MuseTalk v1.5 networks and the few tensor operations between them.
+
+MuseTalk is not a diffusion sampler: one UNet forward at timestep 0 maps
+(lower-half-masked face latent ‖ reference face latent) plus 50 audio tokens to the latent of
+the face with a new mouth, which the SD VAE decodes. Audio tokens are Whisper-tiny encoder
+states (input embedding + 4 layers = 5 per 20-ms step, 10 steps per frame) with a sinusoidal
+position code added. Everything runs in float16 on CUDA and float32 on CPU.
+
+The 3.4 GB UNet checkpoint is a raw state dict: the module is built on torch's `meta` device and
+the (memory-mapped) tensors are assigned into it, strictly, so loading costs no random init and
+no second copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from poc.face.base import EngineError
+from poc.face.musetalk import _deps, configs
+from poc.face.musetalk.timing import ENCODER_RATE, LAYERS, SAMPLES_PER_STEP, TOKENS_PER_FRAME, WINDOW_STEPS
+from poc.face.musetalk.weights import (
+    UNET_CONFIG,
+    UNET_WEIGHTS,
+    VAE_CONFIG,
+    WHISPER_CONFIG,
+    load_state_dict,
+    read_json,
+    require_weights,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+CROP = 256  # the face crop the model sees (and returns), in pixels
+LATENT = CROP // 8  # 32
+AUDIO_WIDTH = 384
+DEFAULT_SCALING = 0.18215  # SD VAE latent scale (sd-vae-ft-mse's config does not set one)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; an unusable choice is an EngineError."""
+    torch = _deps.require("torch")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EngineError(f"device {device!r} requested but torch sees no CUDA GPU (use --device cpu or auto)")
+    try:
+        torch.device(device)
+    except RuntimeError as e:
+        raise EngineError(f"unknown torch device {device!r}") from e
+    return device
+
+
+def positional_encoding(length: int, width: int) -> np.ndarray:
+    """The standard sinusoid table: even columns sin(p / 10000^(2i/width)), odd columns cos."""
+    pos = np.arange(length, dtype=np.float64)[:, None]
+    rates = np.exp(-np.log(10000.0) * np.arange(0, width, 2, dtype=np.float64) / width)
+    table = np.zeros((length, width), np.float64)
+    table[:, 0::2] = np.sin(pos * rates)
+    table[:, 1::2] = np.cos(pos * rates)
+    return table.astype(np.float32)
+
+
+class VaeCodec:
+    """Faces <-> latents with the SD VAE (only this is needed to prepare an avatar)."""
+
+    def __init__(self, vae: Any, device: str) -> None:
+        torch = _deps.require("torch")
+        self.torch = torch
+        self.device = device
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.vae = vae.to(device=device, dtype=self.dtype).eval()
+        self.scaling = float(getattr(vae.config, "scaling_factor", None) or DEFAULT_SCALING)
+
+    def encode_reference(self, crops_bgr: np.ndarray, batch: int = 8) -> np.ndarray:
+        """Crops (N, 256, 256, 3) uint8 BGR -> (N, 8, 32, 32) float32: masked-lower-half ‖ full.
+
+        The lower half is set to -1 (black after normalisation) as in training; latents are the
+        posterior means, so a prepared avatar is deterministic.
+        """
+        torch = self.torch
+        if crops_bgr.ndim != 4 or crops_bgr.shape[1:] != (CROP, CROP, 3):
+            raise ValueError(f"expected (N, {CROP}, {CROP}, 3) crops, got {crops_bgr.shape}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops_bgr), batch):
+                rgb = torch.from_numpy(np.ascontiguousarray(crops_bgr[i : i + batch, :, :, ::-1]))
+                x = rgb.to(self.device).permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0
+                masked = x.clone()
+                masked[:, :, CROP // 2 :, :] = -1.0
+                both = self.vae.encode(torch.cat([masked, x])).latent_dist.mode() * self.scaling
+                n = x.shape[0]
+                out.append(torch.cat([both[:n], both[n:]], dim=1).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 8, LATENT, LATENT), np.float32)
+
+    def decode(self, latents: "torch.Tensor") -> np.ndarray:
+        """(B, 4, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR faces on the host."""
+        torch = self.torch
+        with torch.inference_mode():
+            img = self.vae.decode(latents.to(self.dtype) / self.scaling).sample
+            img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+            return img.permute(0, 2, 3, 1).flip(-1).contiguous().cpu().numpy()
+
+
+class MuseTalkModel:
+    """UNet + VAE + Whisper-tiny encoder on one device, ready for inference."""
+
+    def __init__(self, unet: Any, codec: VaeCodec, audio_encoder: Any, feature_extractor: Any) -> None:
+        torch = codec.torch
+        self.torch = torch
+        self.codec = codec
+        self.device, self.dtype = codec.device, codec.dtype
+        self.unet = unet.to(device=self.device, dtype=self.dtype).eval()
+        self.audio_encoder = audio_encoder.to(device=self.device, dtype=self.dtype).eval()
+        self.feature_extractor = feature_extractor
+        # Whisper pads/cuts every input to one fixed window (30 s for whisper-tiny).
+        self.window_steps = int(audio_encoder.config.max_source_positions)
+        self.window_samples = int(feature_extractor.n_samples)
+        if self.window_samples != self.window_steps * SAMPLES_PER_STEP:
+            raise EngineError(
+                f"whisper preprocessor window ({self.window_samples} samples) does not match the encoder's "
+                f"{self.window_steps} steps of {SAMPLES_PER_STEP} samples"
+            )
+        # t is always 0: make the timestep tensor once, on the device.
+        self._timestep = torch.zeros(1, dtype=torch.long, device=self.device)
+        pe = positional_encoding(TOKENS_PER_FRAME, AUDIO_WIDTH)
+        self._pe = torch.from_numpy(pe).to(device=self.device, dtype=self.dtype)
+
+    def encode_audio(self, samples: np.ndarray) -> "torch.Tensor":
+        """16 kHz mono float samples (at most one encoder window) -> (steps, 5, 384) on device,
+        one row per 20 ms of the window (rows past the samples' end describe the padding)."""
+        torch = self.torch
+        if samples.size > self.window_samples:
+            raise ValueError(f"{samples.size} samples exceed the encoder window of {self.window_samples}")
+        fe_device = "cuda" if self.device.startswith("cuda") else "cpu"
+        mel = self.feature_extractor(
+            samples.astype(np.float32), sampling_rate=ENCODER_RATE, return_tensors="pt", device=fe_device
+        ).input_features
+        with torch.inference_mode():
+            out = self.audio_encoder(mel.to(self.device, self.dtype), output_hidden_states=True)
+            states = out.hidden_states
+            if len(states) != LAYERS:
+                raise EngineError(f"whisper encoder gave {len(states)} hidden states, MuseTalk needs {LAYERS}")
+            return torch.stack(states, dim=2)[0]
+
+    def audio_tokens(self, windows: "torch.Tensor") -> "torch.Tensor":
+        """(B, 10, 5, 384) per-frame windows -> (B, 50, 384) time-major tokens + position code."""
+        b = windows.shape[0]
+        if tuple(windows.shape[1:]) != (WINDOW_STEPS, LAYERS, AUDIO_WIDTH):
+            raise ValueError(f"expected (B, {WINDOW_STEPS}, {LAYERS}, {AUDIO_WIDTH}) windows, got {tuple(windows.shape)}")
+        return windows.reshape(b, TOKENS_PER_FRAME, AUDIO_WIDTH).to(self.dtype) + self._pe
+
+    def unet_step(self, latents: "torch.Tensor", tokens: "torch.Tensor") -> "torch.Tensor":
+        """(B, 8, 32, 32) reference latents + (B, 50, 384) tokens -> (B, 4, 32, 32) face latents."""
+        with self.torch.inference_mode():
+            return self.unet(latents.to(self.dtype), self._timestep, encoder_hidden_states=tokens).sample
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work (only timing needs this; results are copied to the host anyway)."""
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+
+def load_vae(models_dir: Path, device: str) -> VaeCodec:
+    """The VAE alone (all that avatar preparation needs), after checking its files."""
+    models_dir = Path(models_dir)
+    require_weights(models_dir, ("vae",))
+    return _vae(models_dir, resolve_device(device))
+
+
+def load_model(models_dir: Path, device: str) -> MuseTalkModel:
+    """All three networks from the v1.5 layout under models_dir (checked first: EngineError)."""
+    models_dir = Path(models_dir)
+    require_weights(models_dir)
+    torch = _deps.require("torch")
+    diffusers = _deps.require("diffusers")
+    transformers = _deps.require("transformers")
+    device = resolve_device(device)
+    codec = _vae(models_dir, device)
+    whisper_dir = (models_dir / WHISPER_CONFIG.path).parent
+    try:
+        with torch.device("meta"):
+            unet = diffusers.UNet2DConditionModel.from_config(read_json(UNET_CONFIG, models_dir))
+        unet.load_state_dict(load_state_dict(models_dir / UNET_WEIGHTS.path), strict=True, assign=True)
+        encoder = transformers.WhisperModel.from_pretrained(str(whisper_dir)).encoder
+        extractor = transformers.WhisperFeatureExtractor.from_pretrained(str(whisper_dir))
+    except Exception as e:
+        raise EngineError(f"cannot load MuseTalk weights from {models_dir}: {_first_line(e)}") from e
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
+    log.info("MuseTalk v1.5 loaded from %s on %s (%s)", models_dir, device, codec.dtype)
+    return MuseTalkModel(unet, codec, encoder, extractor)
+
+
+def _vae(models_dir: Path, device: str) -> VaeCodec:
+    diffusers = _deps.require("diffusers")
+    _deps.quiet_libraries()
+    vae_dir = (models_dir / VAE_CONFIG.path).parent
+    try:
+        # accelerate is not a dependency; say so up front instead of letting diffusers warn
+        vae = diffusers.AutoencoderKL.from_pretrained(str(vae_dir), low_cpu_mem_usage=False)
+    except Exception as e:
+        raise EngineError(f"cannot load the VAE from {vae_dir}: {_first_line(e)}") from e
+    return VaeCodec(vae, device)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def build_random(device: str, tiny: bool = False) -> MuseTalkModel:
+    """The real architectures (or small stand-ins) with random weights: same cost, no files."""
+    torch = _deps.require("torch")
+    diffusers = _deps.require("diffusers")
+    transformers = _deps.require("transformers")
+    device = resolve_device(device)
+    unet_cfg, vae_cfg, whisper_cfg = dict(configs.UNET), dict(configs.VAE), dict(configs.WHISPER)
+    pre_cfg = dict(configs.WHISPER_PREPROCESSOR)
+    if tiny:
+        unet_cfg.update(block_out_channels=[32, 64, 64, 64], layers_per_block=1)
+        vae_cfg.update(block_out_channels=[16, 16, 32, 32], layers_per_block=1, norm_num_groups=8)
+        whisper_cfg.update(encoder_ffn_dim=64, decoder_layers=1, decoder_ffn_dim=64, vocab_size=64,
+                           max_source_positions=150, max_target_positions=16)
+        pre_cfg.update(chunk_length=3)
+    with torch.device(device):  # random init straight on the device: fast on a GPU
+        unet = diffusers.UNet2DConditionModel.from_config(unet_cfg)
+        vae = diffusers.AutoencoderKL.from_config(vae_cfg)
+        whisper_cfg = {k: v for k, v in whisper_cfg.items() if k != "model_type"}
+        encoder = transformers.WhisperModel(transformers.WhisperConfig(**whisper_cfg)).encoder
+    extractor = transformers.WhisperFeatureExtractor(**pre_cfg)
+    return MuseTalkModel(unet, VaeCodec(vae, device), encoder, extractor)

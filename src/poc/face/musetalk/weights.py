@@ -1,0 +1,344 @@
+"""The MuseTalk v1.5 weight files: where they go, where they come from, whether they are sound.
+
+Layout under the models directory (the upstream `models/` layout for v1.5):
+
+    musetalkV15/musetalk.json, musetalkV15/unet.pth         <- TMElyralab/MuseTalk
+    sd-vae/config.json, sd-vae/diffusion_pytorch_model.{safetensors,bin}
+                                                             <- stabilityai/sd-vae-ft-mse
+    whisper/config.json, whisper/{model.safetensors,pytorch_model.bin},
+    whisper/preprocessor_config.json                         <- openai/whisper-tiny
+
+A check costs well under a second even for the 3.4 GB UNet: configs are parsed, checkpoints are
+opened lazily (safetensors headers, torch zip files memory-mapped) and their tensor names and
+shapes compared with a model built from the config on torch's `meta` device (no memory, no
+init). So "corrupt" covers unreadable JSON, truncated or unloadable files, and a checkpoint that
+does not fit its config, each reported on one line naming the file and how to replace it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import attrs
+
+from poc.face.base import EngineError
+from poc.face.musetalk import _deps
+from poc.face.musetalk.timing import LAYERS
+
+HUB = "https://huggingface.co"
+PARTS = ("unet", "vae", "whisper")
+AUDIO_WIDTH = 384  # whisper-tiny width = the UNet's cross-attention width
+
+
+@attrs.frozen
+class WeightFile:
+    """One file of the layout: `path` under models_dir, `repo_path` inside the HF repo.
+    `alternatives` are other acceptable names in the same folder (same repo folder too)."""
+
+    part: str
+    path: str
+    repo: str
+    repo_path: str
+    alternatives: tuple[str, ...] = ()
+
+    def candidates(self) -> list[tuple[str, str]]:
+        """(path under models_dir, path in the repo), first choice first."""
+        out = [(self.path, self.repo_path)]
+        repo_dir = self.repo_path.rpartition("/")[0]
+        for alt in self.alternatives:
+            name = alt.rpartition("/")[2]
+            out.append((alt, f"{repo_dir}/{name}" if repo_dir else name))
+        return out
+
+    def find(self, models_dir: Path) -> Path | None:
+        for rel, _ in self.candidates():
+            if (models_dir / rel).is_file():
+                return models_dir / rel
+        return None
+
+    def where(self, models_dir: Path) -> str:
+        names = " or ".join(rel.rpartition("/")[2] for rel, _ in self.candidates())
+        return f"{names} from {HUB}/{self.repo} (repo path {self.repo_path}) into {models_dir / self.path.rpartition('/')[0]}/"
+
+
+UNET_CONFIG = WeightFile("unet", "musetalkV15/musetalk.json", "TMElyralab/MuseTalk", "musetalkV15/musetalk.json")
+UNET_WEIGHTS = WeightFile("unet", "musetalkV15/unet.pth", "TMElyralab/MuseTalk", "musetalkV15/unet.pth")
+VAE_CONFIG = WeightFile("vae", "sd-vae/config.json", "stabilityai/sd-vae-ft-mse", "config.json")
+VAE_WEIGHTS = WeightFile(
+    "vae",
+    "sd-vae/diffusion_pytorch_model.safetensors",
+    "stabilityai/sd-vae-ft-mse",
+    "diffusion_pytorch_model.safetensors",
+    alternatives=("sd-vae/diffusion_pytorch_model.bin",),
+)
+WHISPER_CONFIG = WeightFile("whisper", "whisper/config.json", "openai/whisper-tiny", "config.json")
+WHISPER_WEIGHTS = WeightFile(
+    "whisper",
+    "whisper/model.safetensors",
+    "openai/whisper-tiny",
+    "model.safetensors",
+    alternatives=("whisper/pytorch_model.bin",),
+)
+WHISPER_PREPROCESSOR = WeightFile(
+    "whisper", "whisper/preprocessor_config.json", "openai/whisper-tiny", "preprocessor_config.json"
+)
+FILES = (UNET_CONFIG, UNET_WEIGHTS, VAE_CONFIG, VAE_WEIGHTS, WHISPER_CONFIG, WHISPER_WEIGHTS, WHISPER_PREPROCESSOR)
+
+
+@attrs.frozen
+class Problem:
+    """What is wrong with one file (file None: a problem with the check itself)."""
+
+    file: WeightFile | None
+    message: str
+
+
+def check_weights(models_dir: Path, parts: Iterable[str] = PARTS) -> list[str]:
+    """Problems with the weights under models_dir, one line each; empty means ready to load."""
+    return [p.message for p in find_problems(models_dir, parts)]
+
+
+def require_weights(models_dir: Path, parts: Iterable[str] = PARTS) -> None:
+    """Raise a one-line EngineError naming every problem (a start-up check)."""
+    problems = check_weights(models_dir, parts)
+    if problems:
+        more = "; ".join(problems)
+        raise EngineError(f"MuseTalk weights are not usable ({len(problems)} problem(s)): {more}")
+
+
+def find_problems(models_dir: Path, parts: Iterable[str] = PARTS) -> list[Problem]:
+    models_dir = Path(models_dir)
+    problems: list[Problem] = []
+    deep = _deps.available()
+    for part in parts:
+        if part not in PARTS:
+            raise ValueError(f"unknown weight part {part!r} (expected one of {PARTS})")
+        problems += _check_part(part, models_dir, deep)
+    if not deep:
+        problems.append(Problem(None, f"cannot verify the checkpoints' contents: {_deps.EXTRA_HINT}"))
+    return problems
+
+
+def read_json(file: WeightFile, models_dir: Path) -> dict[str, Any]:
+    """A config file as a dict, or EngineError naming the file."""
+    path = models_dir / file.path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise EngineError(_corrupt(file, path, models_dir, f"unreadable JSON ({_one_line(e)})")) from e
+    if not isinstance(data, dict):
+        raise EngineError(_corrupt(file, path, models_dir, "not a JSON object"))
+    return data
+
+
+def _check_part(part: str, models_dir: Path, deep: bool) -> list[Problem]:
+    files = [f for f in FILES if f.part == part]
+    problems = [Problem(f, _missing(f, models_dir)) for f in files if f.find(models_dir) is None]
+    configs: dict[str, dict[str, Any]] = {}
+    for f in files:
+        if f.path.endswith(".json") and f.find(models_dir) is not None:
+            try:
+                configs[f.path] = read_json(f, models_dir)
+            except EngineError as e:
+                problems.append(Problem(f, str(e)))
+    config_file = {"unet": UNET_CONFIG, "vae": VAE_CONFIG, "whisper": WHISPER_CONFIG}[part]
+    weights_file = {"unet": UNET_WEIGHTS, "vae": VAE_WEIGHTS, "whisper": WHISPER_WEIGHTS}[part]
+    config = configs.get(config_file.path)
+    if config is None:
+        return problems
+    wrong = _config_mismatch(part, config, configs.get(WHISPER_PREPROCESSOR.path))
+    if wrong:
+        bad = WHISPER_PREPROCESSOR if wrong.startswith("preprocessor") else config_file
+        problems.append(Problem(bad, _corrupt(bad, models_dir / bad.path, models_dir, wrong)))
+        return problems
+    weights = weights_file.find(models_dir)
+    if weights is not None and deep:
+        reason = _state_dict_mismatch(part, config, models_dir, weights)
+        if reason:
+            problems.append(Problem(weights_file, _corrupt(weights_file, weights, models_dir, reason)))
+    return problems
+
+
+def _config_mismatch(part: str, config: dict[str, Any], preprocessor: dict[str, Any] | None) -> str:
+    """Why this config cannot be the MuseTalk v1.5 component ('' if it can)."""
+    def expect(key: str, want: Any) -> str:
+        got = config.get(key)
+        return "" if got == want else f"{key} is {got!r}, MuseTalk needs {want!r}"
+
+    if part == "unet":
+        return expect("in_channels", 8) or expect("out_channels", 4) or expect("cross_attention_dim", AUDIO_WIDTH)
+    if part == "vae":
+        return expect("in_channels", 3) or expect("latent_channels", 4)
+    reason = expect("d_model", AUDIO_WIDTH) or expect("encoder_layers", LAYERS - 1)
+    if reason or preprocessor is None:
+        return reason
+    frames = 2 * int(config.get("max_source_positions", 1500))
+    if preprocessor.get("sampling_rate") != 16000:
+        return f"preprocessor sampling_rate is {preprocessor.get('sampling_rate')!r}, MuseTalk needs 16000"
+    if preprocessor.get("feature_size") != config.get("num_mel_bins", 80):
+        return "preprocessor feature_size does not match the encoder's num_mel_bins"
+    if preprocessor.get("nb_max_frames") != frames:
+        return f"preprocessor nb_max_frames is {preprocessor.get('nb_max_frames')!r}, the encoder needs {frames}"
+    return ""
+
+
+def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, weights: Path) -> str:
+    """Compare the checkpoint's tensor names and shapes with the config's model ('' if fine)."""
+    try:
+        found = tensor_shapes(weights)
+    except Exception as e:  # any reader failure means the file cannot be loaded
+        return f"cannot read it as a {'safetensors' if weights.suffix == '.safetensors' else 'torch'} checkpoint ({_one_line(e)}), truncated or damaged"
+    expected = _expected_shapes(part, config, models_dir)
+    if part == "vae":
+        found = {_modern_attention_name(k): v for k, v in found.items()}
+    elif part == "whisper":
+        found = {k.removeprefix("model."): v for k, v in found.items()}
+        expected = {k: v for k, v in expected.items() if k.startswith("encoder.")}
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected] if part == "unet" else []
+    shapes = [k for k in expected if k in found and _squeeze(found[k]) != _squeeze(expected[k])]
+    if not (missing or unexpected or shapes):
+        return ""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensors of other shapes (e.g. {k}: file {list(found[k])}, config {list(expected[k])})")
+    config_name = {"unet": UNET_CONFIG, "vae": VAE_CONFIG, "whisper": WHISPER_CONFIG}[part].path
+    return f"does not match {config_name}: " + ", ".join(parts)
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a checkpoint's tensors without reading their data."""
+    if path.suffix == ".safetensors":
+        safe_open = _deps.require("safetensors").safe_open
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    state = load_state_dict(path)
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """A raw torch state dict, memory-mapped when the file format allows it (the 3.4 GB UNet
+    then costs no copy on CPU), read fully otherwise (old non-zip checkpoints)."""
+    torch = _deps.require("torch")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap can only be used" not in str(e):
+            raise
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("not a state dict of tensors")
+    return state
+
+
+def _expected_shapes(part: str, config: dict[str, Any], models_dir: Path) -> dict[str, tuple[int, ...]]:
+    torch = _deps.require("torch")
+    with torch.device("meta"):
+        if part == "unet":
+            model = _deps.require("diffusers").UNet2DConditionModel.from_config(config)
+        elif part == "vae":
+            model = _deps.require("diffusers").AutoencoderKL.from_config(config)
+        else:
+            transformers = _deps.require("transformers")
+            cfg = transformers.WhisperConfig.from_json_file(str(models_dir / WHISPER_CONFIG.path))
+            model = transformers.WhisperModel(cfg)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+_OLD_ATTENTION = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
+
+
+def _modern_attention_name(key: str) -> str:
+    """Old diffusers VAE checkpoints (sd-vae-ft-mse is from 2022) name the mid-block attention
+    query/key/value/proj_attn; diffusers renames them on load, so the check does too."""
+    for old, new in _OLD_ATTENTION.items():
+        if old in key:
+            return key.replace(old, new)
+    return key
+
+
+def _squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
+    while len(shape) > 2 and shape[-1] == 1:  # 1x1 conv vs linear for the same attention weight
+        shape = shape[:-1]
+    return shape
+
+
+def _missing(file: WeightFile, models_dir: Path) -> str:
+    return f"missing {models_dir / file.path}: download {file.where(models_dir)} (or run: python -m poc models fetch)"
+
+
+def _corrupt(file: WeightFile, path: Path, models_dir: Path, reason: str) -> str:
+    return f"corrupt {path}: {reason}; download it again: {file.where(models_dir)}"
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+# --- fetching ---------------------------------------------------------------------------------
+
+
+def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Download whatever is missing or corrupt from the Hugging Face hub, then check again.
+
+    Returns the problems left (empty: all good). When the hub cannot be reached it returns at
+    once, one line per file still needed, instead of letting huggingface_hub retry for minutes.
+    """
+    models_dir = Path(models_dir)
+    needed: list[WeightFile] = []
+    for p in find_problems(models_dir):
+        if p.file is not None and p.file not in needed:
+            needed.append(p.file)
+    if not needed:
+        return check_weights(models_dir)
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
+    unreachable = _probe(endpoint, timeout)
+    if unreachable:
+        return [f"cannot download {f.repo_path} from {f.repo} ({unreachable}); {_missing(f, models_dir)}" for f in needed]
+    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
+    os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
+    try:
+        hub = _deps.require("huggingface_hub")
+    except EngineError as e:
+        return [str(e)]
+    failures: dict[WeightFile, str] = {}
+    for f in needed:
+        error = ""
+        for rel, repo_path in f.candidates():
+            local_dir = models_dir / rel[: len(rel) - len(repo_path)]
+            try:
+                hub.hf_hub_download(
+                    f.repo, repo_path, local_dir=local_dir, endpoint=endpoint, etag_timeout=timeout,
+                    force_download=(models_dir / rel).exists(),
+                )
+                error = ""
+                break
+            except Exception as e:  # network, 404, disk: try the alternative, then report
+                error = _one_line(e)
+        if error:
+            failures[f] = f"cannot download {f.repo_path} from {f.repo} ({error}); {_missing(f, models_dir)}"
+    left = [p.message for p in find_problems(models_dir) if p.file not in failures]
+    return list(failures.values()) + left
+
+
+def _probe(endpoint: str, timeout: float) -> str:
+    """'' when a TCP connection to the hub opens, else why not (DNS, refused, timeout)."""
+    url = urlparse(endpoint)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout, 5.0)):
+            return ""
+    except OSError as e:
+        return f"{endpoint} unreachable: {_one_line(e)}"

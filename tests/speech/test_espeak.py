@@ -1,0 +1,80 @@
+"""espeak-ng speaks any voice it lists, one chunk per sentence, and says clearly when it cannot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poc.speech.base import InvalidSpeechRequest, SpeechError
+from poc.speech.espeak import EspeakProvider, parse_voice_list
+
+from .audio_helpers import rms
+
+TEXT = "This is the first sentence. And here is a second one! Is there a third?"
+
+
+@pytest.fixture(scope="module")
+def espeak() -> EspeakProvider:
+    return EspeakProvider(48000)
+
+
+def test_one_audible_chunk_per_sentence_at_the_stream_rate(espeak: EspeakProvider) -> None:
+    chunks = list(espeak.synthesize_stream(TEXT))
+    assert len(chunks) == 3
+    for chunk, words in zip(chunks, (5, 6, 4), strict=True):
+        assert chunk.audio.dtype == np.int16 and rms(chunk.audio) > 500
+        assert words / 6 < len(chunk.audio) / 48000 < words / 1.2
+        assert chunk.phonemes == ()  # espeak-ng gives no timings
+
+
+def test_the_rate_follows_the_stream() -> None:
+    slow = EspeakProvider(16000).synthesize("Rate check.")
+    fast = EspeakProvider(44100).synthesize("Rate check.")
+    assert len(slow.audio) / 16000 == pytest.approx(len(fast.audio) / 44100, rel=0.01)
+
+
+def test_text_that_looks_like_an_option_is_spoken_not_obeyed(espeak: EspeakProvider) -> None:
+    chunk = espeak.synthesize("--voices -v de hello")
+    assert rms(chunk.audio) > 500 and len(chunk.audio) > 48000 * 0.5
+
+
+@pytest.mark.parametrize("voice", ["en-us", "EN-US", "en", "English_(America)", "gmw/en-US"])
+def test_voices_by_language_name_or_file(espeak: EspeakProvider, voice: str) -> None:
+    espeak.check_voice(voice, None)
+
+
+def test_a_language_alone_picks_its_voice(espeak: EspeakProvider) -> None:
+    espeak.check_voice(None, "de")
+    assert rms(espeak.synthesize("Guten Tag.", language="de").audio) > 500
+    espeak.check_voice("en-us", "en_US")
+
+
+def test_unknown_voices_and_languages_are_permanent_errors(espeak: EspeakProvider) -> None:
+    unknown = "unknown voice 'no-such-voice' for espeak; available"
+    with pytest.raises(InvalidSpeechRequest, match=unknown):
+        espeak.synthesize_stream("Hi.", voice="no-such-voice")
+    with pytest.raises(InvalidSpeechRequest, match="language 'tlh' has no espeak-ng voice"):
+        espeak.check_voice(None, "tlh")
+    with pytest.raises(InvalidSpeechRequest, match="language 'en' is not spoken by espeak voice"):
+        espeak.check_voice("de", "en")
+    with pytest.raises(InvalidSpeechRequest, match="nothing to speak"):
+        espeak.synthesize("?!")
+
+
+def test_a_missing_binary_is_a_clear_transient_error() -> None:
+    missing = EspeakProvider(48000, binary="espeak-ng-not-installed")
+    with pytest.raises(SpeechError, match="espeak-ng is not installed"):
+        missing.synthesize("Hello.")
+
+
+def test_voice_list_parsing_prefers_the_best_ranked_alternative() -> None:
+    listing = (
+        "Pty Language       Age/Gender VoiceName          File                 Other Languages\n"
+        " 2  en-gb           --/M      English_(Great_Britain) gmw/en               (en 2)\n"
+        " 2  en-us           --/M      English_(America)  gmw/en-US            (en 3)\n"
+        " 5  cmn             --/M      Chinese_(Mandarin) sit/cmn              (zh-cmn 5)(zh 5)\n"
+    )
+    voices = parse_voice_list(listing)
+    assert voices["en"].argument == "en-gb"
+    assert voices["english_(america)"].argument == "en-us"
+    assert voices["zh"].argument == "cmn" and voices["sit/cmn"].language == "cmn"

