@@ -177,6 +177,14 @@ def test_a_nesting_bomb_is_rejected_quickly_without_recursion() -> None:
     assert time.perf_counter() - start < 1.0
 
 
+def test_hostile_bodies_cost_linear_time() -> None:
+    # An unterminated string of escaped quotes made a string-skipping regex quadratic.
+    escaped_quotes = b'"' + b'\\"' * 200_000
+    start = time.perf_counter()
+    assert "not JSON" in rejected(escaped_quotes)
+    assert time.perf_counter() - start < 0.2
+
+
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     raw = body(type="text", data="[[[[[[[[[[{{{{{{{{{{ \" [[[[[[[[[[")
     assert isinstance(parse_message(raw, LIMITS), TextMessage)
@@ -192,11 +200,11 @@ def test_largest_allowed_audio_body_parses_fast() -> None:
     assert time.perf_counter() - start < 0.5
 
 
-def test_message_id_prefers_amqp_property_then_body_then_generates() -> None:
+def test_message_id_prefers_the_body_id_then_the_amqp_property_then_generates() -> None:
     msg = parse_message(body(type="text", data="hi", id="body-id"), LIMITS)
-    assert message_id(msg, "amqp-id") == "amqp-id"
-    assert message_id(msg, None) == "body-id"
-    anonymous = parse_message(body(type="text", data="hi"), LIMITS)
+    assert message_id(msg, "amqp-id") == "body-id"
+    anonymous = parse_message(body(type="text", data="hi", id=""), LIMITS)
+    assert message_id(anonymous, "amqp-id") == "amqp-id"
     first, second = message_id(anonymous, None), message_id(anonymous, "")
     assert first and second and first != second
 

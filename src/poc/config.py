@@ -160,6 +160,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str, bool]] = {
     "SHUTDOWN_DEADLINE_SECONDS": ("shutdown_deadline_seconds", _float_between(0, 60), "3", False),
     "HTTP_HOST": ("http_host", _parse_text, "127.0.0.1", False),
     "HTTP_PORT": ("http_port", _int_between(0, 65535), "8080", False),
+    "STUDIO_HLS_URL": ("studio_hls_url", _parse_optional_text, "", False),
     "LOG_LEVEL": ("log_level", _parse_choice("debug", "info", "warning", "error"), "info", False),
 }
 
@@ -204,6 +205,7 @@ class Settings:
     shutdown_deadline_seconds: float
     http_host: str
     http_port: int
+    studio_hls_url: str | None
     log_level: str
 
     @property

@@ -136,7 +136,8 @@ class Pipeline:
     def interrupt(self) -> None:
         job = self.compositor.interrupt()
         if job is not None:
-            log.info("message %s: interrupted", job.id)
+            frame = self.compositor.frame
+            log.info("message %s: interrupt at frame %d (stream time %.3f s)", job.id, frame, frame / self.options.fps)
         self._replan()
 
     def clear(self) -> int:
@@ -173,14 +174,21 @@ class Pipeline:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._speech_stage, send)
                     tg.start_soon(self._face_stage, receive)
+            # Between the cancel and the stages unwinding, a stage may still have taken a job
+            # or placed a segment, so the hand-back happens here, once the stages are gone.
+            self._take_back_unstarted()
 
     def _replan(self) -> None:
-        """Take prepared-but-not-started work back, in order, and restart the stages."""
+        """Drop prepared-but-not-started work and restart the stages (see run())."""
+        self._take_back_unstarted()
+        self._restart_stages()
+
+    def _take_back_unstarted(self) -> None:
+        """Jobs prepared but not on air go back to the head of the queue, in their order."""
         self.schedule.remove_not_started()
         back = [job for job in self._preparing if not job.is_settled]
         self._preparing.clear()
         self._waiting.extendleft(reversed(back))
-        self._restart_stages()
 
     def _restart_stages(self) -> None:
         if self._generation is not None:
@@ -333,11 +341,19 @@ class Pipeline:
             state.segment.add_rendered(frames)
 
     def _render(self, utterance: Utterance, slots: Sequence[SpeechSlot], last: bool) -> list[RenderedFrame]:
+        """Faces for these slots. If the engine fails, the idle face stands in: the words
+        still play (a message is never lost to a lip-sync fault), and the fault is logged."""
         with self._engine_lock:
-            frames = utterance.feed(slots) if slots else []
-            if last:
-                frames += utterance.finish()
-            return frames
+            try:
+                frames = utterance.feed(slots) if slots else []
+                if last:
+                    frames += utterance.finish()
+                return frames
+            except Exception:
+                self.metrics.engine_errors.inc()
+                log.exception("face engine failed on frames %d..%d; showing the idle face",
+                              slots[0].index if slots else -1, slots[-1].index if slots else -1)  # fmt: skip
+                return [RenderedFrame(index=slot.index, patch=None) for slot in slots]
 
     # -- callbacks from the compositor (on the event loop) -------------------------------------
 
@@ -346,7 +362,10 @@ class Pipeline:
             self._preparing.remove(job)
         delay = (job.on_air_at or time.monotonic()) - job.received_at
         self.metrics.latency.labels(stage="on_air").observe(delay)
-        log.info("message %s: on air %.2f s after it was received", job.id, delay)
+        log.info(
+            "message %s: on air at frame %d, %.2f s after it was received",
+            job.id, self.compositor.frame - 1, delay,
+        )  # fmt: skip
 
     def _on_settled(self, job: Job) -> None:
         self._spoken.pop(job, None)

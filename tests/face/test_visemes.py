@@ -123,3 +123,19 @@ def test_a_very_short_utterance_still_yields_every_slot() -> None:
     tracked = list(iter_tracked(FPS, [SpeechSlot(7, tone(-15.0), "a")]))
     assert [t.slot.index for t in tracked] == [7]
     assert tracked[0].pose == REST
+
+
+def test_stress_and_length_marks_belong_to_their_vowel() -> None:
+    """piper times 'ˈ' before a stressed vowel and 'ː' after a long one: the mouth holds the
+    vowel's shape through them instead of falling back to a neutral one."""
+
+    def widths(sequence: list[str]) -> list[float]:
+        slots = [SpeechSlot(i, tone(-18.0), p) for i, p in enumerate(sequence)]
+        return [t.pose.width for t in iter_tracked(FPS, slots)]
+
+    rounded = widths(["t", "ˈ", "ˈ", "u", "ː", "ː", "t", "t"])
+    neutral = widths(["t", " ", " ", "u", " ", " ", "t", "t"])
+    assert rounded[2] < neutral[2] < 0.5  # the stress mark already rounds the lips
+    assert rounded[5] < neutral[5]  # the length mark keeps them round
+    spread = widths(["t", "i", "ː", "ː", "ː", "t", "t", "t"])
+    assert spread[3] > 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -38,7 +39,7 @@ def avatar() -> Avatar:
 
 
 @pytest.fixture(scope="module")
-def engine(avatar: Avatar) -> WarpEngine:
+def engine(avatar: Avatar) -> Iterator[WarpEngine]:
     eng = WarpEngine(avatar, FPS, RATE)
     yield eng
     eng.close()
@@ -52,8 +53,9 @@ def run(engine: WarpEngine, slots: list[SpeechSlot], chunk: int = 4) -> list[Ren
     return frames + utterance.finish()
 
 
-def mouth_box(avatar: Avatar) -> tuple[slice, slice]:
-    """Rows and columns around the lips and chin in the output frame."""
+@pytest.fixture(scope="module")
+def box(avatar: Avatar) -> tuple[slice, slice]:
+    """Rows and columns around the lips and chin of the default avatar."""
     lm = detect_landmarks(avatar.frames[0])
     x0, x1 = int(lm[48, 0]) - 4, int(lm[54, 0]) + 5
     y0, y1 = int(lm[51, 1]) - 2, int(lm[8, 1]) + 2
@@ -68,9 +70,9 @@ def paste(avatar: Avatar, frame: RenderedFrame) -> np.ndarray:
     return out
 
 
-def opening(avatar: Avatar, frame: RenderedFrame) -> int:
+def opening(avatar: Avatar, frame: RenderedFrame, box: tuple[slice, slice]) -> int:
     """Pixels near the mouth that are dark (the mouth interior) but were not in the idle frame."""
-    rows, cols = mouth_box(avatar)
+    rows, cols = box
     idle = cv2.cvtColor(avatar.frame_at(frame.index)[rows, cols], cv2.COLOR_BGR2GRAY)
     now = cv2.cvtColor(paste(avatar, frame)[rows, cols], cv2.COLOR_BGR2GRAY)
     return int(np.count_nonzero((now < 70) & (idle >= 70)))
@@ -96,33 +98,37 @@ def test_silence_gives_no_patch(engine: WarpEngine) -> None:
 
 
 def test_loud_audio_opens_the_mouth_and_louder_opens_more(
-    engine: WarpEngine, avatar: Avatar
+    engine: WarpEngine, avatar: Avatar, box: tuple[slice, slice]
 ) -> None:
     def peak(dbfs: float) -> int:
         frames = run(engine, [SpeechSlot(i, tone(dbfs)) for i in range(14)])
-        return max(opening(avatar, f) for f in frames)
+        return max(opening(avatar, f, box) for f in frames)
 
     quiet, loud = peak(-34.0), peak(-16.0)
     assert 0 < quiet < loud
 
 
-def test_open_vowels_open_more_than_other_phonemes(engine: WarpEngine, avatar: Avatar) -> None:
+def test_open_vowels_open_more_than_other_phonemes(
+    engine: WarpEngine, avatar: Avatar, box: tuple[slice, slice]
+) -> None:
     def middle(phoneme: str) -> RenderedFrame:
         return run(engine, [SpeechSlot(i, tone(-18.0), phoneme) for i in range(11)])[5]
 
     a, schwa, m = middle("a"), middle("ə"), middle("m")
-    assert opening(avatar, a) > opening(avatar, schwa) > 0
-    assert opening(avatar, m) == 0
+    assert opening(avatar, a, box) > opening(avatar, schwa, box) > 0
+    assert opening(avatar, m, box) == 0
     # "m" still moves the lips (pressed together), so it is not the idle frame.
     assert m.patch is not None
     assert not np.array_equal(paste(avatar, m), avatar.frame_at(m.index))
 
 
-def test_an_utterance_ends_on_the_idle_mouth(engine: WarpEngine, avatar: Avatar) -> None:
+def test_an_utterance_ends_on_the_idle_mouth(
+    engine: WarpEngine, avatar: Avatar, box: tuple[slice, slice]
+) -> None:
     """Even when speech runs to the last slot, the final frame shows the resting mouth."""
     frames = run(engine, [SpeechSlot(i, tone(-16.0), "a") for i in range(10)])
     assert np.array_equal(paste(avatar, frames[-1]), avatar.frame_at(frames[-1].index))
-    assert opening(avatar, frames[-2]) < opening(avatar, frames[-5])
+    assert opening(avatar, frames[-2], box) < opening(avatar, frames[-5], box)
 
 
 def test_patch_matches_the_body_frame_at_its_border(engine: WarpEngine, avatar: Avatar) -> None:

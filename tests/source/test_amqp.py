@@ -290,9 +290,10 @@ async def test_jobs_reach_the_sink_in_publish_order(
 async def test_audio_message_reaches_the_sink_with_its_bytes(
     settings: AmqpSettings, queue: str, sink: FakeSink
 ) -> None:
-    payload = bytes(range(256)) * 4
+    payload = bytes(range(256)) * 800  # big enough to be validated in a worker thread
     body = {"type": "audio", "data": base64.b64encode(payload).decode(), "format": "wav", "id": "a1"}
-    async with running(make_source(settings, queue, sink)):
+    source = AmqpSource(settings, sink, MessageLimits(), queue=queue, reconnect_interval=0.2)
+    async with running(source):
         await publish(settings, body, queue)
         await eventually(lambda: len(sink.jobs) == 1)
         assert sink.jobs[0].message.audio_bytes() == payload  # type: ignore[union-attr]
@@ -473,3 +474,53 @@ async def test_source_waits_for_the_broker_and_rides_out_an_outage(
     # A few lines about the drop (some from aio-pika), not one per reconnect attempt.
     assert len(outage) <= 10, outage
     assert len(set(ours)) == len(ours), ours
+
+
+async def test_shutdown_returns_requeued_jobs_and_keeps_unsettled_ones(
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
+) -> None:
+    source = make_source(settings, queue, sink)
+    async with anyio.create_task_group() as tg:
+        await tg.start(source.run)
+        for i in range(3):
+            await publish(settings, build_text(f"speech {i}"), queue)
+        await eventually(lambda: len(sink.jobs) == 3)
+        # What the service's shutdown does: settle what it can, then close the source at once.
+        sink.jobs[0].settle(Outcome.PLAYED)
+        sink.jobs[1].settle(Outcome.REQUEUED, "shutting down")
+        await source.aclose()
+        assert not source.status.connected
+        # The played one is gone; the requeued and the never-settled one are waiting again.
+        await wait_ready(channel, queue, 2)
+        tg.cancel_scope.cancel()
+    assert await ready(channel, queue) == 2
+
+
+class BrokenSink(FakeSink):
+    def submit(self, job: Job, *, urgent: bool = False) -> None:
+        raise RuntimeError("pipeline bug")
+
+
+async def test_a_sink_that_raises_dead_letters_the_message_instead_of_crashing(
+    settings: AmqpSettings, queue: str, channel: AbstractChannel
+) -> None:
+    source = make_source(settings, queue, BrokenSink())
+    async with running(source):
+        await publish(settings, build_text("hello"), queue)
+        await wait_ready(channel, dead_letter_queue_name(queue), 1)
+        [dead] = await drain(channel, dead_letter_queue_name(queue))
+        assert "pipeline refused the job: pipeline bug" in str(dead.headers["x-error"])
+        assert source.status.connected
+
+
+async def test_job_id_is_the_body_id_else_the_amqp_message_id(
+    settings: AmqpSettings, queue: str, sink: FakeSink
+) -> None:
+    async with running(make_source(settings, queue, sink)):
+        amqp_id = await publish(settings, text("mine", id="producer-42"), queue)
+        anonymous_amqp_id = await publish(settings, text("anonymous"), queue)
+        await eventually(lambda: len(sink.jobs) == 2)
+        assert amqp_id != "producer-42"
+        assert [job.id for job in sink.jobs] == ["producer-42", anonymous_amqp_id]
+        for job in sink.jobs:
+            job.settle(Outcome.PLAYED)

@@ -112,6 +112,8 @@ def decode_video_gray(path: Path, width: int, height: int, box: tuple[int, int, 
     command = [ffmpeg(), "-v", "error", "-i", str(path), "-map", "0:v:0"]
     if fps:
         vf.append(f"fps={fps}")
+    else:
+        command += ["-fps_mode", "passthrough"]  # one output frame per coded frame, no padding
     if vf:
         command += ["-vf", ",".join(vf)]
     command += ["-f", "rawvideo", "-pix_fmt", "gray", "-"]

@@ -27,6 +27,8 @@ inner lips 60-67.
 
 from __future__ import annotations
 
+import warnings
+
 import attrs
 import cv2
 import numpy as np
@@ -36,14 +38,14 @@ MAX_DROP_OF_MOUTH_WIDTH = 0.28
 # How far each lip corner moves at width=+1 (spread) and width=-1 (round), as a fraction of
 # half the outer mouth width.
 MAX_SPREAD_OF_HALF_WIDTH = 0.10
-MAX_ROUND_OF_HALF_WIDTH = 0.20
+MAX_ROUND_OF_HALF_WIDTH = 0.24
 # Below this outer mouth width (pixels) the fields degenerate; the avatar is too small.
 MIN_MOUTH_WIDTH_PX = 12.0
 
-FEATHER_PX = 0.9
+FEATHER_PX = 0.9  # half-width of the soft edge around the filled opening
 LIP_OVERLAP_PX = 0.8  # the fill reaches this far onto the lowered lip's inner edge
 # Shape of the opening along the mouth: (1 - u^2)^p; larger p keeps the corners thinner.
-LENS_POWER = 1.1  # half-width of the soft edge around the filled opening
+LENS_POWER = 1.1
 
 
 class RigError(ValueError):
@@ -149,7 +151,10 @@ def _lip_line(sampler: _FaceSampler, local: np.ndarray) -> tuple[np.ndarray, np.
     t = (xs - (left + right) / 2.0) / max(1.0, (right - left) / 2.0)
     keep = ok.copy()
     for _ in range(2):
-        coef = np.polyfit(t[keep], found[keep], deg=min(4, int(keep.sum()) - 1), w=strength[keep])
+        with warnings.catch_warnings():  # a poorly conditioned fit is still a usable curve
+            warnings.simplefilter("ignore", np.exceptions.RankWarning)
+            deg = min(4, int(keep.sum()) - 1)
+            coef = np.polyfit(t[keep], found[keep], deg=deg, w=strength[keep])
         resid = np.abs(np.polyval(coef, t) - found)
         keep = ok & (resid < max(1.0, 0.35 * reach))
         if keep.sum() < 5:
@@ -162,128 +167,175 @@ def _lip_line(sampler: _FaceSampler, local: np.ndarray) -> tuple[np.ndarray, np.
     )
 
 
-class MouthRig:
-    """The precomputed warp of one avatar frame; `render` draws it at any `MouthPose`."""
+@attrs.frozen
+class _Face:
+    """The lower face in face coordinates: x along the eye line, y down the face (pixels),
+    origin between the inner lip corners."""
 
-    def __init__(self, frame: np.ndarray, landmarks: np.ndarray) -> None:
-        """frame: the avatar frame (uint8 HxWx3 BGR); landmarks: (68, 2) in its pixels."""
+    origin: np.ndarray
+    ex: np.ndarray  # unit vectors of the face axes in the frame
+    ey: np.ndarray
+    local: np.ndarray  # the 68 landmarks in face coordinates
+
+    @classmethod
+    def from_landmarks(cls, landmarks: np.ndarray) -> _Face:
         lm = np.asarray(landmarks, dtype=np.float64)
         if lm.shape != (68, 2) or not np.all(np.isfinite(lm)):
             raise RigError("expected 68 finite (x, y) landmarks")
-        frame_h, frame_w = frame.shape[:2]
-
-        # Face axes: x along the eye line (robust to a smile), y perpendicular, pointing down.
-        eye_l, eye_r = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
-        ex = eye_r - eye_l
+        # The eye line rather than the lip corners: a smile tilts those.
+        ex = lm[42:48].mean(axis=0) - lm[36:42].mean(axis=0)
         if np.hypot(*ex) < 1e-6:
             raise RigError("degenerate eye landmarks")
         ex /= np.hypot(*ex)
         ey = np.array([-ex[1], ex[0]])
         origin = (lm[60] + lm[64]) / 2.0
-        local = (lm - origin) @ np.stack([ex, ey]).T  # (68, 2) in face coordinates
-
+        local = (lm - origin) @ np.stack([ex, ey]).T
         mouth_w = local[54, 0] - local[48, 0]
         if mouth_w < MIN_MOUTH_WIDTH_PX:
             raise RigError(
                 f"face too small for the mouth warp: mouth {mouth_w:.0f} px wide, "
                 f"need at least {MIN_MOUTH_WIDTH_PX:.0f}"
             )
-        half_w = mouth_w / 2.0
-        mid_x = (local[48, 0] + local[54, 0]) / 2.0
-        in_cx = (local[60, 0] + local[64, 0]) / 2.0
-        in_hw = max(2.0, (local[64, 0] - local[60, 0]) / 2.0)
+        return cls(origin=origin, ex=ex, ey=ey, local=local)
 
-        # Lower inner lip contour: where the jaw field steps (refined on the image, so teeth
-        # stay up and the lip goes down whole). Upper inner contour: how far the lower lip may
-        # rise when the lips press together.
-        sampler = _FaceSampler(frame, origin, ex, ey)
-        split_x, split_y = _lip_line(sampler, local)
-        upper_x, upper_y = _curve(local[[60, 61, 62, 63, 64]])
-        lip_bgr = _lower_lip_colour(sampler, local)
-        # Interior tones from the lip colour, red kept a little stronger (shadowed flesh).
+    @property
+    def mouth_width(self) -> float:
+        return float(self.local[54, 0] - self.local[48, 0])
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        return self.origin + points @ np.stack([self.ex, self.ey])
+
+
+class MouthRig:
+    """The precomputed warp of one avatar frame; `render` draws it at any `MouthPose`.
+
+    `x, y, w, h` is the ROI in the frame; nothing outside it ever changes.
+    """
+
+    def __init__(self, frame: np.ndarray, landmarks: np.ndarray) -> None:
+        """frame: the avatar frame (uint8 HxWx3 BGR); landmarks: (68, 2) in its pixels."""
+        face = _Face.from_landmarks(landmarks)
+        loc = face.local
+        sampler = _FaceSampler(frame, face.origin, face.ex, face.ey)
+
+        # Where the jaw field steps (the lower lip's inner edge, refined on the image) and how
+        # far the lower lip may rise before it meets the upper one.
+        self._split = _lip_line(sampler, loc)
+        in_cx = (loc[60, 0] + loc[64, 0]) / 2.0
+        split_c = float(np.interp(in_cx, *self._split))
+        upper = _curve(loc[[60, 61, 62, 63, 64]])
+        self.mouth_to_chin = max(4.0, float(loc[8, 1]) - split_c)
+        self._split_c = split_c
+        # Plain floats: a NumPy float64 scalar would promote the float32 maps to float64.
+        self.max_drop = float(MAX_DROP_OF_MOUTH_WIDTH * face.mouth_width)
+        self.max_raise = float(max(0.0, split_c - float(np.interp(in_cx, *upper))))
+        self.max_spread = float(MAX_SPREAD_OF_HALF_WIDTH * face.mouth_width / 2.0)
+        self.max_round = float(MAX_ROUND_OF_HALF_WIDTH * face.mouth_width / 2.0)
+
+        # Interior tones from the lip colour (so they match the photo's grading), red kept a
+        # little stronger: shadowed flesh.
+        lip_bgr = _lower_lip_colour(sampler, loc)
         self._interior_edge = (lip_bgr * [0.30, 0.30, 0.42]).astype(np.float32)
         self._interior_deep = (lip_bgr * [0.09, 0.09, 0.12]).astype(np.float32)
         self._tongue = (lip_bgr * [0.50, 0.50, 0.68]).astype(np.float32)
-        # The jaw line as a parabola through points 3-13: a polyline would put its kinks into
-        # the field and ripple the edge of the chin.
-        jaw_coef = np.polyfit(local[3:14, 0], local[3:14, 1], deg=2)
-        chin_y = local[8, 1]
-        split_c = float(np.interp(in_cx, split_x, split_y))
-        mouth_to_chin = max(4.0, chin_y - split_c)
-        # Plain floats: a NumPy float64 scalar would promote the float32 maps to float64.
-        self.max_drop = float(MAX_DROP_OF_MOUTH_WIDTH * mouth_w)
-        self.max_raise = float(max(0.0, split_c - float(np.interp(in_cx, upper_x, upper_y))))
-        self.max_spread = float(MAX_SPREAD_OF_HALF_WIDTH * half_w)
-        self.max_round = float(MAX_ROUND_OF_HALF_WIDTH * half_w)
 
-        # Extent of the moving region in face coordinates, then the ROI around it.
-        face_half = max(half_w * 1.3, (local[13, 0] - local[3, 0]) / 2.0)
-        lat_in = half_w * 1.05  # full jaw motion up to just beyond the lip corners
-        lat_out = max(lat_in + 4.0, face_half * 1.05)  # none past the jaw line
-        # Fade-out distance below the chin: short, so the chin slides over the neck and the
-        # collar or background further down stays put.
-        below = max(0.45 * mouth_to_chin + 0.3 * self.max_drop, 4.0)
-        nose_y = local[33, 1]
-        top = min(nose_y, local[51, 1] - 4.0)
-        bottom = chin_y + below + 2.0
+        self._place_roi(face, frame.shape[1], frame.shape[0])
+        gy, gx = np.mgrid[self.y : self.y + self.h, self.x : self.x + self.w].astype(np.float64)
+        rel_x, rel_y = gx - face.origin[0], gy - face.origin[1]
+        lx = rel_x * face.ex[0] + rel_y * face.ex[1]
+        ly = rel_x * face.ey[0] + rel_y * face.ey[1]
+        border = self._edge_fade(self.w, self.h)
+        self._jaw, self._depth_x = self._jaw_maps(face, lx, ly, border)
+        self._width = self._width_field(face, lx, ly, border)
+
+        self._ex = face.ex.astype(np.float32)
+        self._ey = face.ey.astype(np.float32)
+        self._gx = gx.astype(np.float32)
+        self._gy = gy.astype(np.float32)
+        self._rx = self._gx - np.float32(self.x)  # ROI pixel grid, to resample the jaw maps
+        self._ry = self._gy - np.float32(self.y)
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _lateral(self, face: _Face) -> tuple[float, float]:
+        """Full jaw motion out to just beyond the lip corners, none past the jaw line."""
+        loc = face.local
+        half_w = face.mouth_width / 2.0
+        face_half = max(half_w * 1.3, (loc[13, 0] - loc[3, 0]) / 2.0)
+        inner = half_w * 1.05
+        return inner, max(inner + 4.0, face_half * 1.05)
+
+    def _below_chin(self) -> float:
+        """Fade-out distance below the chin: short, so the chin slides over the neck and the
+        collar or background further down stays put."""
+        return max(0.45 * self.mouth_to_chin + 0.3 * self.max_drop, 4.0)
+
+    def _place_roi(self, face: _Face, frame_w: int, frame_h: int) -> None:
+        """The ROI: the box, in the frame, around everything either field can move."""
+        loc = face.local
+        in_cx = (loc[60, 0] + loc[64, 0]) / 2.0
+        _, lat_out = self._lateral(face)
+        top = min(loc[33, 1], loc[51, 1] - 4.0)  # the nose tip never moves
+        bottom = loc[8, 1] + self._below_chin() + 2.0
         left, right = in_cx - lat_out - 2.0, in_cx + lat_out + 2.0
-        corners = np.array([[left, top], [right, top], [left, bottom], [right, bottom]])
-        glob = origin + corners @ np.stack([ex, ey])
-        x0 = int(np.clip(np.floor(glob[:, 0].min()), 0, frame_w - 1))
-        y0 = int(np.clip(np.floor(glob[:, 1].min()), 0, frame_h - 1))
-        x1 = int(np.clip(np.ceil(glob[:, 0].max()) + 1, x0 + 1, frame_w))
-        y1 = int(np.clip(np.ceil(glob[:, 1].max()) + 1, y0 + 1, frame_h))
+        corners = face.to_frame(
+            np.array([[left, top], [right, top], [left, bottom], [right, bottom]])
+        )
+        x0 = int(np.clip(np.floor(corners[:, 0].min()), 0, frame_w - 1))
+        y0 = int(np.clip(np.floor(corners[:, 1].min()), 0, frame_h - 1))
+        x1 = int(np.clip(np.ceil(corners[:, 0].max()) + 1, x0 + 1, frame_w))
+        y1 = int(np.clip(np.ceil(corners[:, 1].max()) + 1, y0 + 1, frame_h))
         self.x, self.y, self.w, self.h = x0, y0, x1 - x0, y1 - y0
 
-        gy, gx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-        rel_x, rel_y = gx - origin[0], gy - origin[1]
-        lx = rel_x * ex[0] + rel_y * ex[1]
-        ly = rel_x * ey[0] + rel_y * ey[1]
-
-        # Jaw field, as three maps that are combined per frame (see `render`):
-        #   dy: distance below the lower inner lip contour;
-        #   k:  the step's share of the drop (lens profile x lateral and chin fades);
-        #   g:  the ramped share, which brings cheeks and chin along without a seam.
+    def _jaw_maps(
+        self, face: _Face, lx: np.ndarray, ly: np.ndarray, border: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The jaw field as four maps, combined per frame in `render`:
+        dy   distance below the lower lip's inner edge;
+        k    the stepped share of the drop (lens profile x sideways and under-chin fades);
+        g    the ramped share, which brings cheeks and chin along without a seam;
+        lift how much of a raise reaches here (the lower lip only, not the chin).
+        Also the interior's sideways depth shading (1 mid-mouth, 0 at the corners)."""
+        loc = face.local
+        in_cx = (loc[60, 0] + loc[64, 0]) / 2.0
+        in_hw = max(2.0, (loc[64, 0] - loc[60, 0]) / 2.0)
+        lat_in, lat_out = self._lateral(face)
         u = (lx - in_cx) / in_hw
         lens = np.clip(1.0 - u * u, 0.0, 1.0) ** LENS_POWER
         lateral = 1.0 - _smoothstep((np.abs(lx - in_cx) - lat_in) / (lat_out - lat_in))
-        split = np.interp(lx, split_x, split_y)
-        jaw = np.polyval(jaw_coef, np.clip(lx, local[3, 0], local[13, 0]))
-        under_chin = 1.0 - _smoothstep((ly - jaw) / below)
-        ramp = _smoothstep((ly - split) / (0.9 * mouth_to_chin))
-        fade = lateral * under_chin * self._edge_fade(self.w, self.h)
-        # Pressed lips lift the lower lip only; the chin stays (and so does the collar).
-        lip_h = max(1.0, local[57, 1] - split_c)
-        lift = 1.0 - _smoothstep((ly - split - lip_h) / max(2.0, 0.7 * mouth_to_chin))
-        jaw_maps = np.stack(
-            [ly - split, lens * fade, (1.0 - lens) * ramp * fade, lift], axis=-1
-        ).astype(np.float32)
+        # The jaw line as a parabola through points 3-13: a polyline would put its kinks into
+        # the field and ripple the edge of the chin.
+        jaw_coef = np.polyfit(loc[3:14, 0], loc[3:14, 1], deg=2)
+        jaw = np.polyval(jaw_coef, np.clip(lx, loc[3, 0], loc[13, 0]))
+        under_chin = 1.0 - _smoothstep((ly - jaw) / self._below_chin())
+        dy = ly - np.interp(lx, *self._split)
+        ramp = _smoothstep(dy / (0.9 * self.mouth_to_chin))
+        fade = lateral * under_chin * border
+        lip_h = max(1.0, loc[57, 1] - self._split_c)
+        lift = 1.0 - _smoothstep((dy - lip_h) / max(2.0, 0.7 * self.mouth_to_chin))
+        maps = np.stack([dy, lens * fade, (1.0 - lens) * ramp * fade, lift], axis=-1)
+        depth_x = np.clip(1.0 - u * u, 0.0, 1.0)
+        return np.ascontiguousarray(maps, dtype=np.float32), depth_x.astype(np.float32)
 
-        # Width field: corners move along x, fading out beyond them; vertically it covers the lips (and the lowered lower lip), not nose or chin.
-        v = (lx - mid_x) / half_w
+    def _width_field(
+        self, face: _Face, lx: np.ndarray, ly: np.ndarray, border: np.ndarray
+    ) -> np.ndarray:
+        """Sideways motion per unit of corner shift: the corners move most and the middle of
+        the mouth (the front teeth) barely (v|v|), fading out beyond the corners; vertically it
+        spans the lips and the lowered lower lip, and is gone by the nose and the chin."""
+        loc = face.local
+        half_w = face.mouth_width / 2.0
+        v = (lx - (loc[48, 0] + loc[54, 0]) / 2.0) / half_w
         av = np.abs(v)
-        # v*|v| inside: the middle of the mouth (front teeth) barely moves, the corners most.
         along = np.sign(v) * np.where(av <= 1.0, av * av, 1.0 - _smoothstep((av - 1.0) / 1.2))
-        lip_top, lip_bot = local[51, 1], local[57, 1]
-        above = max(3.0, lip_top - nose_y)
+        lip_top, lip_bot = loc[51, 1], loc[57, 1]
+        above = max(3.0, lip_top - loc[33, 1])
         band = np.where(
             ly < lip_top,
             1.0 - _smoothstep((lip_top - ly) / above),
-            1.0 - _smoothstep((ly - lip_bot - self.max_drop) / max(3.0, mouth_to_chin)),
+            1.0 - _smoothstep((ly - lip_bot - self.max_drop) / max(3.0, self.mouth_to_chin)),
         )
-        width_field = (along * band * self._edge_fade(self.w, self.h)).astype(np.float32)
-
-        self._ex = ex.astype(np.float32)
-        self._ey = ey.astype(np.float32)
-        self._jaw = np.ascontiguousarray(jaw_maps)
-        self._width = width_field
-        self._gx = gx.astype(np.float32)
-        self._gy = gy.astype(np.float32)
-        # ROI pixel grid, for resampling the jaw maps onto reshaped lips.
-        self._rx = (gx - x0).astype(np.float32)
-        self._ry = (gy - y0).astype(np.float32)
-        # Depth shading of the interior: 1 in the middle of the opening, 0 at the corners.
-        self._depth_x = np.clip(1.0 - u * u, 0.0, 1.0).astype(np.float32)
+        return (along * band * border).astype(np.float32)
 
     @staticmethod
     def _edge_fade(w: int, h: int) -> np.ndarray:
@@ -294,6 +346,8 @@ class MouthRig:
         xs = np.minimum(np.arange(w), np.arange(w)[None, ::-1])
         return _smoothstep(np.minimum(ys, xs) / margin)
 
+    # -- per frame ------------------------------------------------------------------------
+
     def render(self, frame: np.ndarray, pose: MouthPose) -> np.ndarray:
         """Return the ROI of `frame` (uint8 HxWx3) with the mouth at `pose`."""
         drop = float(np.clip(pose.open, -1.0, 1.0))
@@ -301,21 +355,14 @@ class MouthRig:
         width = float(np.clip(pose.width, -1.0, 1.0))
         shift = width * (self.max_spread if width >= 0 else self.max_round)
 
-        wx = self._width * shift  # corner motion, along the eye line
+        # Reshape the lips first, then open the jaw on the reshaped lips: the jaw maps are
+        # read through the width warp, so the opening follows the corners.
+        wx = self._width * shift
         if shift != 0.0:
-            jaw = cv2.remap(
-                self._jaw,
-                self._rx - wx * self._ex[0],
-                self._ry - wx * self._ex[1],
-                interpolation=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
+            sx, sy = self._rx - wx * self._ex[0], self._ry - wx * self._ex[1]
+            jaw = cv2.remap(self._jaw, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             depth_x = cv2.remap(
-                self._depth_x,
-                self._rx - wx * self._ex[0],
-                self._ry - wx * self._ex[1],
-                interpolation=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
+                self._depth_x, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
             )
         else:
             jaw, depth_x = self._jaw, self._depth_x
@@ -323,15 +370,12 @@ class MouthRig:
         if drop < 0.0:
             k, g = k * jaw[..., 3], g * jaw[..., 3]
 
-        # Where the step applies: below the lip contour, or, when the lip rises, below its new
-        # position.
+        # The step applies below the lip's edge; when the lip rises, below its new position.
         step = (dy >= min(drop, 0.0) * k).astype(np.float32)
         d = drop * (k * step + g)
         map_x = self._gx - d * self._ey[0] - wx * self._ex[0]
         map_y = self._gy - d * self._ey[1] - wx * self._ex[1]
-        out = cv2.remap(
-            frame, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-        )
+        out = cv2.remap(frame, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         if drop > 0.5:
             self._fill_opening(out, dy, drop * k, depth_x)
         return out
@@ -348,13 +392,18 @@ class MouthRig:
         rows, cols = np.nonzero(inside)
         r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
         dy, height, depth_x = dy[r0:r1, c0:c1], height[r0:r1, c0:c1], depth_x[r0:r1, c0:c1]
-        alpha = np.clip(0.5 + dy / (2 * FEATHER_PX), 0.0, 1.0) * np.clip(
-            0.5 + (height - dy) / (2 * FEATHER_PX), 0.0, 1.0
-        ) * np.clip(height / (2 * FEATHER_PX), 0.0, 1.0)  # thin at the corners, none past them
-        # Deeper (darker) away from the lips and towards the middle of the mouth.
+        soft = 2 * FEATHER_PX
+        alpha = (
+            np.clip(0.5 + dy / soft, 0.0, 1.0)
+            * np.clip(0.5 + (height - dy) / soft, 0.0, 1.0)
+            * np.clip(height / soft, 0.0, 1.0)  # thin at the corners, nothing past them
+        )
+        # Darker away from the lips (the back of the mouth) and towards its middle.
         t = np.clip(dy / np.maximum(height, 1e-3), 0.0, 1.0)
-        depth = np.sqrt(np.clip(np.sin(np.pi * t), 0.0, 1.0)) * depth_x * np.clip(height / 6.0, 0.0, 1.0)
-        colour = self._interior_edge + (self._interior_deep - self._interior_edge) * depth[..., None]
+        depth = np.sqrt(np.clip(np.sin(np.pi * t), 0.0, 1.0)) * depth_x
+        depth *= np.clip(height / 6.0, 0.0, 1.0)  # a narrow slit stays a dark line, not black
+        edge, deep = self._interior_edge, self._interior_deep
+        colour = edge + (deep - edge) * depth[..., None]
         # A hint of tongue low in a wide-open mouth, so a big opening is not a flat black hole.
         tongue = (t**3) * depth_x * np.clip((height - 8.0) / 12.0, 0.0, 0.5)
         colour += (self._tongue - colour) * tongue[..., None]

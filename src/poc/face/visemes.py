@@ -2,14 +2,16 @@
 
 Each slot gets a target pose. With phoneme timings (piper) the phoneme picks the shape (closed
 for m/b/p, spread for "ee", rounded for "oo", open for "a", medium otherwise) and the loudness
-scales how far it opens; symbols that are not sounds (stress and length marks, word gaps,
-punctuation, piper's ^ and $) carry no shape of their own and follow the audio instead, which is
-what closes the mouth in pauses; piper's stress marks take the shape of the sound they precede
-and its length marks that of the sound they lengthen. Without timings the loudness alone drives the opening.
+scales how far it opens. Symbols that are not sounds (word gaps, punctuation, piper's ^ and $)
+carry no shape of their own and follow the audio, which is what closes the mouth in pauses;
+piper gives stress and length marks time of their own, so a stress mark takes the shape of the
+sound it precedes and a length mark that of the sound it lengthens. Without timings the
+loudness alone drives the opening.
 
 Loudness is the slot's RMS in dBFS, mapped to 0..1 above a noise floor (so room noise in a
 recorded message does not keep the mouth ajar) and followed with a fast attack and a slower
-release, as a jaw does.
+release, as a jaw does. What counts as full loudness comes down (a little) to the loudest slot
+heard so far, so a quietly recorded message still moves the mouth.
 
 Targets then pass through a short centred smoothing window, so a one-frame phoneme becomes a
 gentle dip or peak instead of a flicker. Centring it needs `LOOKAHEAD` future slots, which is why
@@ -30,7 +32,9 @@ from poc.face.base import SpeechSlot
 from poc.face.mouth import REST, MouthPose
 
 NOISE_FLOOR_DBFS = -45.0  # at or below: silence, mouth at rest
-FULL_OPEN_DBFS = -18.0  # at or above: loudness 1
+FULL_OPEN_DBFS = -14.0  # at or above: loudness 1
+QUIET_FULL_OPEN_DBFS = -26.0  # for a quiet recording, "full" may come down this far
+LOUDNESS_CURVE = 1.6
 ENVELOPE_MAX_OPEN = 0.75  # opening at loudness 1 when no phoneme says otherwise
 ATTACK_S = 0.025
 RELEASE_S = 0.06
@@ -83,14 +87,14 @@ VISEMES: dict[str, MouthPose] = {
 
 # Not sounds: stress and length marks, tie bars, word and phrase boundaries, punctuation.
 _NEUTRAL = set("ˈˌːˑ̃‿͡ ^$_#|‖.,;:!?¡¿-—–…'\"()")
-# piper gives stress marks time of their own just before the stressed vowel, and length marks
-# just after a long one: they belong to those sounds, not to a pause.
+# Stress marks come just before the stressed vowel, length marks just after a long one: they
+# belong to those sounds, not to a pause.
 _STRESS = set("ˈˌ")
 _LENGTH = set("ːˑ")
 
 
 def _mark_kind(phoneme: str | None) -> str | None:
-    """"stress" or "length" when the phoneme is only such a mark, else None."""
+    """Whether the phoneme is only a stress mark ("stress") or a length mark ("length")."""
     if phoneme and all(c in _STRESS for c in phoneme):
         return "stress"
     if phoneme and all(c in _LENGTH for c in phoneme):
@@ -119,9 +123,11 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 10.0 * math.log10(mean_square / (32768.0 * 32768.0))
 
 
-def loudness(dbfs: float) -> float:
-    """0 at the noise floor and below, 1 at FULL_OPEN_DBFS and above."""
-    return min(1.0, max(0.0, (dbfs - NOISE_FLOOR_DBFS) / (FULL_OPEN_DBFS - NOISE_FLOOR_DBFS)))
+def loudness(dbfs: float, full_dbfs: float = FULL_OPEN_DBFS) -> float:
+    """0 at the noise floor and below, 1 at full_dbfs and above, curved so that the quieter
+    half of speech (consonants, syllable edges) opens the mouth clearly less than its peaks."""
+    span = max(1.0, full_dbfs - NOISE_FLOOR_DBFS)
+    return min(1.0, max(0.0, (dbfs - NOISE_FLOOR_DBFS) / span)) ** LOUDNESS_CURVE
 
 
 class EnvelopeFollower:
@@ -180,11 +186,14 @@ class MouthTrack:
         self._history: deque[tuple[float, float]] = deque([rest] * LOOKAHEAD, maxlen=LOOKAHEAD)
         self._pending: deque[_Pending] = deque()
         self._last_sound: MouthPose | None = None  # the shape a length mark continues
+        self._loudest = QUIET_FULL_OPEN_DBFS
 
     def push(self, slot: SpeechSlot) -> list[TrackedSlot]:
         """Take one slot; return the slots whose pose is now settled (0 or 1 of them)."""
-        silent = rms_dbfs(slot.audio) <= NOISE_FLOOR_DBFS
-        level = self._envelope.step(loudness(rms_dbfs(slot.audio)))
+        dbfs = rms_dbfs(slot.audio)
+        silent = dbfs <= NOISE_FLOOR_DBFS
+        self._loudest = max(self._loudest, dbfs)
+        level = self._envelope.step(loudness(dbfs, min(self._loudest, FULL_OPEN_DBFS)))
         kind = _mark_kind(slot.phoneme)
         pose = viseme_for(slot.phoneme)
         if kind == "length":
@@ -236,7 +245,8 @@ class MouthTrack:
             # window alone would average a short closure away between two vowels.
             opened = min(opened, CLOSURE_KEEP * entry.target[0] * ease)
         pose = MouthPose(open=float(opened), width=float(width))
-        return TrackedSlot(slot=entry.slot, pose=REST if pose.is_rest else pose, silent=entry.silent)
+        pose = REST if pose.is_rest else pose
+        return TrackedSlot(slot=entry.slot, pose=pose, silent=entry.silent)
 
 
 def iter_tracked(fps: float, slots: list[SpeechSlot]) -> Iterator[TrackedSlot]:

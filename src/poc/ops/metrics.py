@@ -25,6 +25,7 @@ class Metrics:
         self.dropped = Counter(
             "poc_dropped_frames_total", "Frames the writer could not send (encoder slow or down)", registry=r
         )
+        self.engine_errors = Counter("poc_engine_errors_total", "Face engine failures (idle face shown)", registry=r)
         self.writer_restarts = Counter("poc_writer_restarts_total", "ffmpeg restarts", registry=r)
         self.rtmp_up = Gauge("poc_rtmp_up", "1 while frames are leaving for the RTMP server", registry=r)
         self.amqp_reconnects = Counter("poc_amqp_reconnects_total", "RabbitMQ reconnections", registry=r)

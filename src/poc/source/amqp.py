@@ -5,8 +5,10 @@ Why it is shaped this way:
 - A speech delivery is acked only after its job settles (played, interrupted, dropped), so if
   the service dies first RabbitMQ redelivers it: at-least-once. The prefetch count is therefore
   also how many speech messages the pipeline can hold at once.
-- Control messages have their own queue and channel. The main channel's prefetch window is
-  full of held, unacked speech, so a control message queued behind it would never arrive.
+- Control messages have their own queue, consumed on their own channel: a control message
+  must never wait behind speech (a queue is FIFO and the prefetch window is full of held,
+  unacked speech), nor on the speech channel's state (being restored after an error, or on
+  brokers that count prefetch per channel; RabbitMQ counts it per consumer).
 - aio-pika calls consumer callbacks from tasks of its own; they only pass each delivery into a
   memory stream, and the work happens in tasks this adapter's task group owns, one lane per
   queue, in delivery order (so jobs reach the sink in publish order).
@@ -42,7 +44,14 @@ from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from poc.jobs import Job, Outcome
-from poc.messages import ControlMessage, InvalidMessage, MessageLimits, message_id, parse_message
+from poc.messages import (
+    ControlMessage,
+    InvalidMessage,
+    MessageLimits,
+    TextMessage,
+    message_id,
+    parse_message,
+)
 from poc.source.base import JobSink, SourceStatus
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +59,7 @@ LOG = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 CONTROL_PREFETCH = 16
 SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
+PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
 # aio-pika/aiormq log every reconnect attempt; these loggers get the repeat filter below.
 _CHATTY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.connection")
@@ -134,7 +144,10 @@ class _RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.mute:
             return False
-        key = re.sub(r"0x[0-9a-f]+|\d+", "#", record.getMessage())
+        try:
+            key = re.sub(r"0x[0-9a-f]+|\d+", "#", record.getMessage())
+        except Exception:  # a record that cannot be formatted is not ours to judge
+            return True
         if key in self._seen:
             return False
         if len(self._seen) > 100:
@@ -251,7 +264,7 @@ class AmqpSource:
                 await self._finish(held)
         unsettled = sum(1 for held in self._held.values() if not held.job.is_settled)
         if unsettled:
-            LOG.info("closing with %d unsettled message(s); RabbitMQ will redeliver them", unsettled)
+            LOG.info("closing with %d unsettled message(s) for RabbitMQ to redeliver", unsettled)
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
@@ -263,18 +276,19 @@ class AmqpSource:
         """Connect and start consuming, retrying until it works; one log line per new error."""
         last = ""
         while True:
-            connection = None
             try:
-                connection = await aio_pika.connect_robust(
+                # Stored at once so that aclose() closes it if we are cancelled half-way.
+                self._connection = connection = await aio_pika.connect_robust(
                     **self._settings.connect_kwargs(),  # type: ignore[arg-type]
                     reconnect_interval=self._reconnect_interval,
                     client_properties={"connection_name": f"poc source {self._queue}"},
                 )
                 await self._start_consuming(connection)
             except Exception as exc:  # any failure here is "not yet": log it once and retry
-                if connection is not None:
+                if self._connection is not None:
                     with anyio.CancelScope(shield=True):
-                        await connection.close()
+                        await self._connection.close()
+                    self._connection = None
                 error = describe_connect_error(exc, self._settings)
                 if error != last:
                     LOG.warning(
@@ -287,7 +301,6 @@ class AmqpSource:
                 self._last_error = error
                 await anyio.sleep(self._reconnect_interval)
                 continue
-            self._connection = connection
             self._connected = True
             self._log_filter.mute = False
             connection.close_callbacks.add(self._on_connection_lost)
@@ -364,18 +377,21 @@ class AmqpSource:
 
     async def _handle(self, delivery: AbstractIncomingMessage, origin: str, seq: int) -> None:
         try:
-            msg = parse_message(delivery.body, self._limits)
+            if len(delivery.body) > PARSE_IN_THREAD_BYTES:
+                # Big bodies (audio) take milliseconds to validate, a hostile JSON body up to a
+                # few hundred: off the event loop, where the media clock runs.
+                msg = await anyio.to_thread.run_sync(parse_message, delivery.body, self._limits)
+            else:
+                msg = parse_message(delivery.body, self._limits)
         except InvalidMessage as exc:
-            LOG.warning("rejected message id=%s from %s: %s", delivery.message_id, origin, exc)
             await self._dead_letter(delivery, str(exc), origin, delivery.message_id)
             return
         if isinstance(msg, ControlMessage):
-            await self._control(msg, delivery)
+            await self._control(msg, delivery, origin)
             return
         job_id = message_id(msg, delivery.message_id)
         if origin == self._control_queue:
             error = f"{msg.type} message on the control queue; publish speech to {self._queue!r}"
-            LOG.warning("rejected message id=%s: %s", job_id, error)
             await self._dead_letter(delivery, error, origin, job_id)
             return
         if seq <= self._dropped_through:
@@ -388,10 +404,10 @@ class AmqpSource:
         job = Job(message=msg, id=job_id)
         held = _Held(job=job, deliveries=[delivery], origin=origin)
         self._held[job] = held
-        if msg.type == "text":
+        if isinstance(msg, TextMessage):
             size = f"{len(msg.data)} chars"
         else:
-            size = f"{msg.format}, {len(msg.audio_bytes())} bytes"  # type: ignore[union-attr]
+            size = f"{msg.format}, {len(msg.audio_bytes())} bytes"
         LOG.info(
             "accepted %s message id=%s (%s)%s",
             msg.type,
@@ -414,13 +430,13 @@ class AmqpSource:
         for held in self._held.values():
             if held.job.id == job_id and not held.finished:
                 held.deliveries.append(delivery)
-                LOG.info("redelivered message id=%s is already held; not submitting it again", job_id)
+                LOG.info("redelivered message id=%s is already held; not submitting again", job_id)
                 return True
         previous = self._recent.get(job_id)
         if previous is None:
             return False
         outcome, reason = previous
-        LOG.info("redelivered message id=%s was already %s; not replaying it", job_id, outcome.value)
+        LOG.info("redelivered message id=%s was already %s; not replaying", job_id, outcome.value)
         await self._apply(delivery, outcome, reason, origin, job_id)
         return True
 
@@ -457,17 +473,25 @@ class AmqpSource:
             # Most likely on a channel that has died (the redelivery after it carries the
             # outcome, incl. any DLQ copy); try anyway in case it is alive, and fail quietly.
             try:
-                await (delivery.nack(requeue=True) if outcome is Outcome.REQUEUED else delivery.ack())
+                if outcome is Outcome.REQUEUED:
+                    await delivery.nack(requeue=True)
+                else:
+                    await delivery.ack()
             except Exception as exc:
                 LOG.debug("earlier delivery of message id=%s not settled: %s", job_id, exc)
             return
         if outcome is Outcome.DEAD_LETTERED:
-            await self._dead_letter(delivery, reason or "dead-lettered by the pipeline", origin, job_id)
+            reason = reason or "dead-lettered by the pipeline"
+            await self._dead_letter(delivery, reason, origin, job_id)
         elif outcome is Outcome.REQUEUED:
             try:
                 await delivery.nack(requeue=True)
             except Exception as exc:
-                LOG.warning("could not requeue message id=%s (%s); RabbitMQ will redeliver it", job_id, exc)
+                LOG.warning(
+                    "could not requeue message id=%s (%s); RabbitMQ will redeliver it",
+                    job_id,
+                    type(exc).__name__,
+                )
             else:
                 LOG.info("requeued message id=%s", job_id)
         else:
@@ -498,7 +522,8 @@ class AmqpSource:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            assert self._main_channel is not None
+            if self._main_channel is None:
+                raise RuntimeError("no channel yet")
             await self._main_channel.default_exchange.publish(dead, routing_key=self._dlq)
         except Exception as exc:
             LOG.warning(
@@ -514,27 +539,34 @@ class AmqpSource:
         LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
         await self._ack(delivery, job_id)
 
-    async def _control(self, msg: ControlMessage, delivery: AbstractIncomingMessage) -> None:
+    async def _control(
+        self, msg: ControlMessage, delivery: AbstractIncomingMessage, origin: str
+    ) -> None:
         if msg.action == "interrupt":
             self._sink.interrupt()
             LOG.info("control: interrupt")
         else:
             purged = await self._purge()
-            # Anything already handed to the main lane before the purge answered is cleared too.
-            self._dropped_through = self._handed_over
+            if origin == self._control_queue:
+                # Deliveries handed to the main lane before the purge answered were published
+                # before the clear too. (A clear on the main queue is itself in that lane, so
+                # everything before it has already been submitted and is cleared below.)
+                self._dropped_through = self._handed_over
             dropped = self._sink.clear()
             LOG.info(
                 "control: clear dropped %d held job(s) and purged %s queued message(s)",
                 dropped,
-                purged,
+                "?" if purged is None else purged,
             )
         await self._ack(delivery, delivery.message_id)
 
-    async def _purge(self) -> int | str:
+    async def _purge(self) -> int | None:
+        """Remove every message waiting in the main queue; how many, or None if it failed."""
+        if self._main is None:
+            return None
         try:
-            assert self._main is not None
             result = await self._main.purge()
-        except Exception as exc:
+        except Exception as exc:  # channel being restored: the held jobs are still cleared
             LOG.warning("could not purge %s: %s", self._queue, exc)
-            return "no"
+            return None
         return int(getattr(result, "message_count", 0) or 0)

@@ -80,7 +80,8 @@ def build_audio(
 def build_control(action: str) -> dict[str, Any]:
     """A control message: `interrupt` (stop current speech) or `clear` (also drop the queue)."""
     if action not in CONTROL_ACTIONS:
-        raise ValueError(f"unknown control action {action!r} (use one of: {', '.join(CONTROL_ACTIONS)})")
+        choices = ", ".join(CONTROL_ACTIONS)
+        raise ValueError(f"unknown control action {action!r} (use one of: {choices})")
     return {"type": "control", "action": action, "id": uuid.uuid4().hex, "timestamp": _now()}
 
 

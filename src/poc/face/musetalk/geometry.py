@@ -73,9 +73,11 @@ def lower_face_mask(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np
     cv2.fillPoly(hard, [polygon], 255)
     k = int(FEATHER * w) // 2 * 2 + 1  # odd kernel, as upstream computes it
     if k >= 3:
-        r = k // 2
-        hard = cv2.erode(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-        soft = cv2.GaussianBlur(hard, (k, k), 0)
+        r = k // 2 + 1  # the blur reaches k // 2 pixels: shrink one more so the edge ends at 0
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        # outside the box counts as background, so the shrink also pulls away from the box edges
+        hard = cv2.erode(hard, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        soft = cv2.GaussianBlur(hard, (k, k), 0, borderType=cv2.BORDER_CONSTANT)
     else:
         soft = hard
     return soft.astype(np.float32) / 255.0

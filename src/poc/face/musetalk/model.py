@@ -13,6 +13,7 @@ no second copy.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -225,7 +226,7 @@ def build_random(device: str, tiny: bool = False) -> MuseTalkModel:
     pre_cfg = dict(configs.WHISPER_PREPROCESSOR)
     if tiny:
         unet_cfg.update(block_out_channels=[32, 64, 64, 64], layers_per_block=1)
-        vae_cfg.update(block_out_channels=[16, 16, 32, 32], layers_per_block=1, norm_num_groups=8)
+        vae_cfg.update(block_out_channels=[8, 8, 16, 16], layers_per_block=1, norm_num_groups=4)
         whisper_cfg.update(encoder_ffn_dim=64, decoder_layers=1, decoder_ffn_dim=64, vocab_size=64,
                            max_source_positions=150, max_target_positions=16)
         pre_cfg.update(chunk_length=3)
@@ -233,6 +234,7 @@ def build_random(device: str, tiny: bool = False) -> MuseTalkModel:
         unet = diffusers.UNet2DConditionModel.from_config(unet_cfg)
         vae = diffusers.AutoencoderKL.from_config(vae_cfg)
         whisper_cfg = {k: v for k, v in whisper_cfg.items() if k != "model_type"}
-        encoder = transformers.WhisperModel(transformers.WhisperConfig(**whisper_cfg)).encoder
+        whisper = importlib.import_module("transformers.models.whisper.modeling_whisper")
+        encoder = whisper.WhisperEncoder(transformers.WhisperConfig(**whisper_cfg))  # no decoder needed
     extractor = transformers.WhisperFeatureExtractor(**pre_cfg)
     return MuseTalkModel(unet, VaeCodec(vae, device), encoder, extractor)

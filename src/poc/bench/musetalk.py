@@ -1,0 +1,140 @@
+"""`python -m poc bench musetalk`: what MuseTalk v1.5 costs per frame on this machine.
+
+Builds the real architectures with random weights in memory (same FLOPs and memory traffic as
+the real checkpoints, no files needed; `--tiny` for the test-size stand-ins), prepares the
+default avatar's geometry at the output size, and renders batches of voiced frames through the
+engine's own batch path. Each stage is timed with the GPU drained at its end: features (Whisper
+over the batch's audio window), UNet, VAE decode (including the copy to the host), and blend
+(resize + feathered paste). Prints one markdown table row per batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import numpy as np
+
+SAMPLE_RATE_16K = 16000
+GPU_BATCHES = [1, 4, 8, 16, 32]
+CPU_BATCHES = [1, 4]  # full size on a CPU is ~8 s/frame: keep the run to minutes
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive, got {text!r}")
+    return values
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register `musetalk` on the `bench` subcommand's subparsers."""
+    from poc.face.musetalk.commands import parse_size
+
+    p = subparsers.add_parser("musetalk", help="ms/frame per stage and fps of MuseTalk v1.5 (random weights)")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    p.add_argument(
+        "--batch-sizes", type=_int_list, default=None,
+        help=f"comma-separated (default {','.join(map(str, GPU_BATCHES))} on a GPU, {','.join(map(str, CPU_BATCHES))} on a CPU)",
+    )
+    p.add_argument("--tiny", action="store_true", help="tiny stand-in networks instead of the full-size ones")
+    p.add_argument("--repeats", type=int, default=None, help="timed batches per size (default 5 on a GPU, 1 on a CPU)")
+    p.add_argument("--fps", type=int, default=30, help="stream frame rate to compare against (default 30)")
+    p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from poc.face.base import EngineError
+
+    try:
+        return _run(args)
+    except EngineError as e:
+        print(f"bench musetalk: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from poc.face.musetalk import _deps
+    from poc.face.musetalk.model import build_random, resolve_device
+    from poc.face.musetalk.render import STAGES, FrameRenderer, StageTimer
+
+    torch = _deps.require("torch")
+    _deps.quiet_libraries()
+    device = resolve_device(args.device)
+    gpu = device.startswith("cuda")
+    batches = args.batch_sizes or (GPU_BATCHES if gpu or args.tiny else CPU_BATCHES)
+    repeats = args.repeats or (5 if gpu or args.tiny else 1)
+
+    t0 = time.perf_counter()
+    model = build_random(device, tiny=args.tiny)
+    build_s = time.perf_counter() - t0
+    avatar, prepared = _bench_avatar(args.size)
+    renderer = FrameRenderer(model, prepared, avatar, args.fps)
+    seconds = max(batches) / args.fps + 1.0
+    audio = _voiced(int(seconds * SAMPLE_RATE_16K))
+
+    params = sum(p.numel() for p in model.unet.parameters()) / 1e6
+    print(f"MuseTalk v1.5 {'tiny stand-in' if args.tiny else 'full size'}, random weights (UNet {params:.0f} M params, built in {build_s:.1f} s)")
+    print(f"device: {_describe(torch, device)}; {model.dtype}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up")
+    print()
+    names = {"features": "features", "unet": "UNet", "vae": "VAE decode", "blend": "blend"}
+    header = ["batch", *(f"{names[s]} ms/frame" for s in STAGES), "total ms/frame", "end-to-end fps", f"real time at {args.fps} fps"]
+    if gpu:
+        header.append("peak GPU MiB")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for b in batches:
+        frames = [(n, n) for n in range(b)]
+        renderer.timer = None
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
+        renderer.render(frames, audio)  # warm-up: allocations, kernel selection
+        timer = StageTimer()
+        renderer.timer = timer
+        start = time.perf_counter()
+        for _ in range(repeats):
+            renderer.render(frames, audio)
+        wall = time.perf_counter() - start
+        per_frame = [1000 * timer.seconds[s] / timer.frames for s in STAGES]
+        fps = timer.frames / wall
+        row = [str(b), *(f"{v:.1f}" for v in per_frame), f"{1000 * wall / timer.frames:.1f}", f"{fps:.2f}",
+               "yes" if fps >= args.fps else "no"]
+        if gpu:
+            row.append(f"{torch.cuda.max_memory_allocated() / 2**20:.0f}")
+        print("| " + " | ".join(row) + " |", flush=True)
+    return 0
+
+
+def _bench_avatar(size: tuple[int, int]):
+    """The default portrait's real geometry at the output size, with random reference latents
+    (their values do not change the cost, and encoding them would need VAE weights)."""
+    from poc.face.avatar import load_avatar
+    from poc.face.landmarks import detect_landmarks
+    from poc.face.musetalk.geometry import frame_geometry
+    from poc.face.musetalk.prepare import PreparedAvatar
+    from poc.paths import DEFAULT_AVATAR
+
+    avatar = load_avatar(DEFAULT_AVATAR, *size)
+    landmarks = detect_landmarks(avatar.frames[0])
+    geometry = frame_geometry(landmarks, *size)
+    latents = np.random.default_rng(0).standard_normal((1, 8, 32, 32)).astype(np.float32)
+    return avatar, PreparedAvatar(key="bench", geometry=(geometry,), latents=latents, landmarks=landmarks[None])
+
+
+def _voiced(n: int) -> np.ndarray:
+    t = np.arange(n) / SAMPLE_RATE_16K
+    return (0.2 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))).astype(np.float32)
+
+
+def _describe(torch, device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda})"
+    import os
+
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU"

@@ -1,0 +1,116 @@
+"""Tiny random MuseTalk weights in the real file layout, and small avatars.
+
+The files are written exactly as the real ones are (raw `torch.save` state dict for the UNet,
+diffusers `save_pretrained` for the VAE, transformers `save_pretrained` of a
+WhisperForConditionalGeneration for Whisper, so its tensors carry the real `model.` prefix), from
+the real configs shrunk: UNet widths (32, 64, 64, 64), an 8/16-channel VAE, a Whisper encoder of
+the real width (384) and depth (4 layers -> 5 states) with a 3-s window instead of 30 s. So they
+load through the same code as the real weights, at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+diffusers = pytest.importorskip("diffusers")
+transformers = pytest.importorskip("transformers")
+
+from poc.face.avatar import Avatar, load_avatar  # noqa: E402
+from poc.face.musetalk import configs  # noqa: E402
+from poc.paths import DEFAULT_AVATAR  # noqa: E402
+
+SIZE = (320, 180)
+TINY_UNET = {**configs.UNET, "block_out_channels": [32, 64, 64, 64], "layers_per_block": 1, "sample_size": 32}
+TINY_VAE = {**configs.VAE, "block_out_channels": [8, 8, 16, 16], "layers_per_block": 1, "norm_num_groups": 4}
+TINY_WHISPER = {
+    **configs.WHISPER,
+    "encoder_ffn_dim": 64,
+    "decoder_layers": 1,
+    "decoder_ffn_dim": 64,
+    "vocab_size": 64,
+    "max_source_positions": 150,  # a 3-s window: 150 steps of 20 ms
+    "max_target_positions": 16,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 1,
+}
+TINY_CHUNK_SECONDS = 3
+
+
+def write_tiny_weights(models_dir: Path, vae_format: str = "safetensors", whisper_format: str = "safetensors") -> Path:
+    """Write the v1.5 layout with tiny random weights; formats 'safetensors' or 'bin'."""
+    torch.manual_seed(0)
+    unet_dir = models_dir / "musetalkV15"
+    unet_dir.mkdir(parents=True, exist_ok=True)
+    (unet_dir / "musetalk.json").write_text(json.dumps(TINY_UNET, indent=2))
+    unet = diffusers.UNet2DConditionModel.from_config(TINY_UNET)
+    torch.save(unet.state_dict(), unet_dir / "unet.pth")
+
+    vae_dir = models_dir / "sd-vae"
+    vae = diffusers.AutoencoderKL.from_config(TINY_VAE)
+    vae.save_pretrained(vae_dir)
+    if vae_format == "bin":
+        (vae_dir / "diffusion_pytorch_model.safetensors").unlink()
+        torch.save(vae.state_dict(), vae_dir / "diffusion_pytorch_model.bin")
+
+    whisper_dir = models_dir / "whisper"
+    config = transformers.WhisperConfig(**{k: v for k, v in TINY_WHISPER.items() if k != "model_type"})
+    whisper = transformers.WhisperForConditionalGeneration(config)
+    whisper.save_pretrained(whisper_dir)
+    if whisper_format == "bin":
+        (whisper_dir / "model.safetensors").unlink()
+        torch.save({k: v.contiguous() for k, v in whisper.state_dict().items()}, whisper_dir / "pytorch_model.bin")
+    transformers.WhisperFeatureExtractor(feature_size=80, chunk_length=TINY_CHUNK_SECONDS).save_pretrained(whisper_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only tiny layout shared by the session (copy it before changing anything)."""
+    return write_tiny_weights(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def models_copy(tiny_models: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny layout that a test may break."""
+    return Path(shutil.copytree(tiny_models, tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def avatar_still() -> Avatar:
+    """The default portrait fitted to 320x180."""
+    return load_avatar(DEFAULT_AVATAR, *SIZE)
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    try:
+        for f in frames:
+            writer.write(f)
+    finally:
+        writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def avatar_video(tmp_path_factory: pytest.TempPathFactory) -> Avatar:
+    """A 3-frame video of the portrait drifting right by 6 px a frame (distinct body frames)."""
+    image = cv2.imread(str(DEFAULT_AVATAR))
+    frames = [np.roll(image, 6 * k, axis=1) for k in range(3)]
+    path = write_video(tmp_path_factory.mktemp("video") / "drift.avi", frames)
+    return load_avatar(path, *SIZE)
+
+
+def voiced(n: int, rate: int, amplitude: float = 0.3) -> np.ndarray:
+    """int16 vowel-like audio (harmonics of 130 Hz) that no silence detector takes for silence."""
+    t = np.arange(n) / rate
+    x = sum(np.sin(2 * np.pi * 130 * k * t) / k for k in range(1, 10))
+    return np.clip(amplitude * 32767 * x / 2, -32768, 32767).astype(np.int16)

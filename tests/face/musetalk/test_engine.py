@@ -1,0 +1,163 @@
+"""The streaming engine: one frame per slot in order, look-ahead, silence, interruption."""
+
+import gc
+import logging
+import threading
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poc.face.avatar import Avatar
+from poc.face.base import EngineError, RenderedFrame, SpeechSlot
+from poc.face.musetalk.engine import MuseTalkEngine
+
+from .conftest import voiced
+
+RATE = 48000
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_models: Path, avatar_video: Avatar, tmp_path_factory: pytest.TempPathFactory) -> MuseTalkEngine:
+    return MuseTalkEngine(avatar_video, tiny_models, "cpu", 6, 25, RATE, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def slots_for(audio: np.ndarray, fps: int, rate: int, first_index: int) -> list[SpeechSlot]:
+    """Cut audio into per-frame slots exactly as the compositor does (cumulative rounding)."""
+    n = int(len(audio) * fps // rate)
+    bounds = [i * rate // fps for i in range(n + 1)]
+    return [SpeechSlot(index=first_index + i, audio=audio[bounds[i] : bounds[i + 1]]) for i in range(n)]
+
+
+def feed_in_pieces(utterance, slots: list[SpeechSlot], sizes: list[int]) -> tuple[list[RenderedFrame], list[int]]:
+    out, returned, i, k = [], [], 0, 0
+    while i < len(slots):
+        piece = slots[i : i + sizes[k % len(sizes)]]
+        got = utterance.feed(piece)
+        returned.append(len(got))
+        out += got
+        i += len(piece)
+        k += 1
+    out += utterance.finish()
+    return out, returned
+
+
+def test_one_frame_per_slot_in_order_for_uneven_pieces(engine: MuseTalkEngine, avatar_video: Avatar) -> None:
+    slots = slots_for(voiced(RATE, RATE), 25, RATE, first_index=1001)  # 25 frames
+    frames, returned = feed_in_pieces(engine.start_utterance(), slots, [1, 7, 2, 13, 3])
+    assert [f.index for f in frames] == [s.index for s in slots]
+    assert all(f.patch is not None for f in frames)
+    assert returned[0] == 0  # the first frame waits for its 120 ms of future audio
+    w, h = avatar_video.size
+    for f in frames:
+        p = f.patch
+        assert 0 <= p.x and p.x + p.width <= w and 0 <= p.y and p.y + p.height <= h
+        assert p.pixels.dtype == np.uint8 and p.pixels.shape[2] == 3
+
+
+def test_patches_are_drawn_on_the_body_frame_of_their_counter(engine: MuseTalkEngine, avatar_video: Avatar) -> None:
+    slots = slots_for(voiced(RATE // 2, RATE), 25, RATE, first_index=7)
+    u = engine.start_utterance()
+    frames = u.feed(slots) + u.finish()
+    for f in frames:
+        number = avatar_video.frame_number(f.index)
+        g = engine.prepared.geometry[number]
+        x, y, w, h = g.paste
+        assert (f.patch.x, f.patch.y) == (x, y)
+        body = avatar_video.frame_at(f.index)[y : y + h, x : x + w]
+        outside = g.mask == 0
+        np.testing.assert_array_equal(f.patch.pixels[outside], body[outside])
+
+
+def test_frames_wait_only_for_their_lookahead(engine: MuseTalkEngine) -> None:
+    slots = slots_for(voiced(RATE, RATE), 25, RATE, first_index=0)
+    u = engine.start_utterance()
+    assert u.feed(slots[:3]) == []  # 120 ms fed: frame 0 needs audio up to 120 ms plus filter lag
+    got = u.feed(slots[3:10])  # 400 ms fed: frames whose window ends by then
+    assert [f.index for f in got] == list(range(7))
+    rest = u.feed(slots[10:]) + u.finish()
+    assert [f.index for f in rest] == list(range(7, 25))
+
+
+def test_silent_windows_skip_the_model(engine: MuseTalkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    model = engine._renderer.model
+    real = model.unet_step
+    monkeypatch.setattr(model, "unet_step", lambda *a: calls.append(len(a[0])) or real(*a))
+    silence = np.zeros(RATE, np.int16)
+    u = engine.start_utterance()
+    frames = u.feed(slots_for(silence, 25, RATE, 0)) + u.finish()
+    assert len(frames) == 25 and all(f.patch is None for f in frames)
+    assert calls == []
+
+    # 0.5 s of silence, then speech: frames whose window (from 80 ms before to 120 ms after the
+    # frame start) holds no speech stay idle; from frame 10 (400 ms) the window reaches 520 ms
+    audio = np.concatenate([np.zeros(RATE // 2, np.int16), voiced(RATE // 2, RATE)])
+    u = engine.start_utterance()
+    frames = u.feed(slots_for(audio, 25, RATE, 0)) + u.finish()
+    idle = [f.index for f in frames if f.patch is None]
+    assert idle == list(range(10))
+    assert sum(calls) == 15
+
+
+def test_30fps_at_44100_hz_gives_one_frame_per_slot(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
+    e30 = MuseTalkEngine(avatar_still, tiny_models, "cpu", 8, 30, 44100, cache_dir=tmp_path)
+    slots = slots_for(voiced(44100 * 2 // 3, 44100), 30, 44100, first_index=5)  # 20 frames
+    assert {len(s.audio) for s in slots} == {1470}
+    frames, _ = feed_in_pieces(e30.start_utterance(), slots, [4, 9])
+    assert [f.index for f in frames] == [s.index for s in slots]
+    e30.close()
+
+
+def test_dropping_an_utterance_leaves_no_running_work(engine: MuseTalkEngine) -> None:
+    threads = set(threading.enumerate())
+    slots = slots_for(voiced(RATE, RATE), 25, RATE, 0)
+    u = engine.start_utterance()
+    u.feed(slots[:12])
+    ref = weakref.ref(u)
+    del u  # an interrupt: the pipeline just forgets the utterance
+    gc.collect()
+    assert ref() is None
+    assert set(threading.enumerate()) == threads
+    u2 = engine.start_utterance()  # and the next message renders from a clean slate
+    frames = u2.feed(slots) + u2.finish()
+    assert [f.index for f in frames] == list(range(25))
+
+
+def test_feed_after_finish_is_an_error_and_finish_is_idempotent(engine: MuseTalkEngine) -> None:
+    u = engine.start_utterance()
+    fed = u.feed(slots_for(voiced(RATE // 5, RATE), 25, RATE, 0))
+    assert len(fed) < 5 and len(fed) + len(u.finish()) == 5
+    assert u.finish() == []
+    with pytest.raises(RuntimeError):
+        u.feed([])
+
+
+def test_stereo_audio_is_refused_clearly(engine: MuseTalkEngine) -> None:
+    with pytest.raises(ValueError, match="mono"):
+        engine.start_utterance().feed([SpeechSlot(index=0, audio=np.zeros((1920, 2), np.int16))])
+
+
+def test_warm_up_measures_and_sets_the_lead(engine: MuseTalkEngine, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="poc.face.musetalk.engine"):
+        fps = engine.warm_up()
+    assert fps > 0 and engine.measured_fps == fps
+    assert engine.lead_seconds == pytest.approx(6 / fps + 0.12, abs=0.01)
+    assert any("frames/s at batch 6" in r.getMessage() and "needs 25 fps" in r.getMessage() for r in caplog.records)
+
+
+def test_a_closed_engine_starts_nothing(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
+    e = MuseTalkEngine(avatar_still, tiny_models, "cpu", 2, 25, RATE, cache_dir=tmp_path)
+    assert e.lead_seconds == pytest.approx(2 / 25 + 0.12, abs=0.01)  # before warm-up: a batch of real time
+    assert (tmp_path / e.prepared.key / "meta.json").is_file()
+    e.close()
+    with pytest.raises(EngineError, match="closed"):
+        e.start_utterance()
+
+
+def test_bad_engine_arguments_are_start_up_errors(tiny_models: Path, avatar_still: Avatar) -> None:
+    with pytest.raises(EngineError, match="batch size"):
+        MuseTalkEngine(avatar_still, tiny_models, "cpu", 0, 25, RATE)
+    with pytest.raises(EngineError, match="fps"):
+        MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, 0, RATE)

@@ -1,0 +1,198 @@
+"""Random interleavings of messages, interrupts, clears, engine faults and slow engines:
+every message ends exactly once, the clock never stops, and a settled message never plays."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import anyio
+import attrs
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from poc.face.avatar import Avatar
+from poc.face.base import FacePatch, RenderedFrame, SpeechSlot
+from poc.jobs import Job, Outcome
+from poc.media.audio import samples_in_frame
+from poc.ops.metrics import Metrics
+from poc.pipeline import Pipeline, PipelineOptions
+from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError
+
+RATE, FPS = 8000, 25
+
+
+@attrs.frozen
+class FakeText:
+    data: str
+    voice: str | None = None
+    language: str | None = None
+    type: str = "text"
+
+
+class FakeSpeech:
+    """Speaks '<marker> <words>' as constant audio = marker, 0.1 s per word, one chunk per
+    sentence. 'FAIL' always fails (transient), 'FLAKY' fails once, 'BADVOICE' is permanent."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.flaky_seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def check_voice(self, voice, language) -> None:
+        if voice == "BADVOICE":
+            raise InvalidSpeechRequest("unknown voice 'BADVOICE'")
+
+    def synthesize_stream(self, text: str, voice=None, language=None) -> Iterator[SpeechChunk]:
+        marker = int(text.split()[0])
+        for sentence in text.split(".")[:-1] or [text]:
+            with self.lock:
+                if "FLAKY" in sentence and text not in self.flaky_seen:
+                    self.flaky_seen.add(text)
+                    raise SpeechError("flaky engine")
+            if "FAIL" in sentence:
+                raise SpeechError("engine down")
+            words = max(1, len(sentence.split()))
+            yield SpeechChunk(audio=np.full(int(RATE * 0.1 * words), marker, dtype=np.int16))
+
+    def synthesize(self, text, voice=None, language=None):
+        raise NotImplementedError
+
+
+class FakeUtterance:
+    def __init__(self, engine: "FakeEngine") -> None:
+        self.engine = engine
+
+    def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
+        if self.engine.delay:
+            time.sleep(self.engine.delay * len(slots))
+        if self.engine.broken:
+            raise RuntimeError("engine fault")
+        return [RenderedFrame(s.index, FacePatch(0, 0, np.full((4, 4, 3), 255, np.uint8))) for s in slots]
+
+    def finish(self) -> list[RenderedFrame]:
+        return []
+
+
+class FakeEngine:
+    name = "fake"
+    lead_seconds = 0.05
+    batch_size = 4
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+        self.broken = False
+
+    def start_utterance(self) -> FakeUtterance:
+        return FakeUtterance(self)
+
+    def close(self) -> None:
+        pass
+
+
+def fake_decode(data, fmt, rate, max_seconds):
+    raise ValueError("not used")
+
+
+def make_avatar() -> Avatar:
+    return Avatar(frames=(np.zeros((8, 8, 3), np.uint8),), source=Path("x"), source_digest="x")
+
+
+action = st.one_of(
+    st.tuples(st.just("say"), st.sampled_from(["Hi.", "One two three. Four five.", "FLAKY words here.",
+                                               "FAIL now.", "long " * 12 + "."]),
+              st.sampled_from([None, None, None, "BADVOICE"]), st.booleans()),
+    st.tuples(st.just("interrupt")),
+    st.tuples(st.just("clear")),
+    st.tuples(st.just("ticks"), st.integers(1, 40)),
+    st.tuples(st.just("slow"), st.sampled_from([0.0, 0.0, 0.004])),
+    st.tuples(st.just("broken"), st.booleans()),
+)  # fmt: skip
+
+
+async def scenario(actions) -> None:
+    speech, engine = FakeSpeech(), FakeEngine()
+    pipeline = Pipeline(make_avatar(), speech, engine, fake_decode,
+                        PipelineOptions(sample_rate=RATE, fps=FPS, tts_retries=1, blend_frames=3), Metrics())  # fmt: skip
+    transitions: list[tuple[str, str]] = []
+
+    class Listener:
+        def after_transition(self, source, target) -> None:
+            transitions.append((source.id, target.id))
+
+    pipeline.chart.add_listener(Listener())
+    jobs: dict[int, Job] = {}
+    settled_at: dict[int, int] = {}
+    frame = 0
+
+    async def tick() -> None:
+        nonlocal frame
+        picture, audio = pipeline.compositor.render(frame)
+        assert picture.shape == (8, 8, 3)
+        assert len(audio) == samples_in_frame(frame, RATE, FPS)  # the clock never stops
+        marker = int(audio.max())
+        if marker:
+            assert marker in jobs
+            assert marker not in settled_at or settled_at[marker] >= frame, "a settled job played"
+        for number, job in jobs.items():
+            if job.is_settled and number not in settled_at:
+                settled_at[number] = frame
+        frame += 1
+        await anyio.sleep(0.0005)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        for step in actions:
+            kind = step[0]
+            if kind == "say":
+                _, text, voice, urgent = step
+                number = len(jobs) + 1
+                job = Job(message=FakeText(f"{number} {text}", voice=voice), id=str(number))
+                jobs[number] = job
+                pipeline.submit(job, urgent=urgent)
+            elif kind == "interrupt":
+                pipeline.interrupt()
+            elif kind == "clear":
+                pipeline.clear()
+            elif kind == "ticks":
+                for _ in range(step[1]):
+                    await tick()
+            elif kind == "slow":
+                engine.delay = step[1]
+            elif kind == "broken":
+                engine.broken = step[1]
+        engine.delay, engine.broken = 0.0, False
+        for _ in range(FPS * 120):
+            if all(job.is_settled for job in jobs.values()) and not pipeline.schedule.head():
+                break
+            await tick()
+        for _ in range(FPS):  # the blend out completes and the chart rests
+            await tick()
+        tg.cancel_scope.cancel()
+
+    for number, job in jobs.items():
+        assert job.is_settled, f"job {number} never settled"
+        assert job.settled.is_set()
+    for source, target in transitions:
+        if target == "talking":
+            assert source == "transitioning"
+    assert pipeline.chart.state_id == "idle"
+    assert not pipeline.queued_jobs
+    dead = {n for n, j in jobs.items() if j.outcome is Outcome.DEAD_LETTERED}
+    for n in dead:
+        assert jobs[n].reason
+    for n, job in jobs.items():
+        text = job.message.data
+        if job.outcome is Outcome.PLAYED:
+            assert "FAIL" not in text and job.message.voice != "BADVOICE"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(actions=st.lists(action, max_size=14))
+def test_every_message_ends_exactly_once_and_the_clock_never_stops(backend, actions):
+    anyio.run(scenario, actions, backend=backend)
