@@ -17,6 +17,7 @@ from anyio.abc import TaskStatus
 
 from poc.config import Settings, find_ffmpeg, redact_url
 from poc.face.avatar import load_avatar
+from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
 from poc.media.clock import FrameClock
 from poc.media.writer import FfmpegWriter
@@ -51,7 +52,8 @@ class Service:
         self.metrics = Metrics()
         self.avatar = load_avatar(settings.avatar_path, settings.width, settings.height,
                                   max_frames=600 if settings.static_video_loop else 1)  # fmt: skip
-        self.engine = create_engine(settings, self.avatar)
+        self.engine: FaceEngine | None = None  # built once the stream is on air (see run)
+        self.exit_code = 0
         self.speech = create_provider(
             settings.tts_provider,
             sample_rate=settings.sample_rate,
@@ -62,7 +64,7 @@ class Service:
         self.pipeline = Pipeline(
             self.avatar,
             self.speech,
-            self.engine,
+            None,
             decode_audio,
             PipelineOptions(
                 sample_rate=settings.sample_rate,
@@ -122,6 +124,14 @@ class Service:
                     install_routes(http, self)
                     await tg.start(http.serve)
                 tg.start_soon(self._warm_up_speech)
+                try:
+                    self.engine = await anyio.to_thread.run_sync(create_engine, settings, self.avatar)
+                except EngineError as error:
+                    log.error("%s", error)
+                    self.exit_code = 2
+                    tg.cancel_scope.cancel()
+                    return
+                self.pipeline.attach_engine(self.engine)
                 self.source = AmqpSource(
                     AmqpSettings(
                         host=settings.rabbitmq_host,
@@ -149,7 +159,8 @@ class Service:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.writer.close)
-                self.engine.close()
+                if self.engine is not None:
+                    self.engine.close()
             log.info("stopped")
 
     async def _warm_up_speech(self) -> None:
@@ -167,6 +178,8 @@ class Service:
                 return
 
 
-async def run_service(settings: Settings) -> None:
+async def run_service(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM; the exit code (2 when the engine cannot start)."""
     service = await anyio.to_thread.run_sync(Service, settings)
     await service.run()
+    return service.exit_code

@@ -57,11 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.secrets())
     try:
-        anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+        return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
     except (AvatarError, EngineError) as error:
         logging.getLogger("poc").error("%s", error)
         return 2
-    return 0
 
 
 def _add_send(subparsers) -> None:
@@ -79,21 +78,25 @@ def _send(args: argparse.Namespace) -> int:
     import anyio
 
     from poc.source.amqp import AmqpSettings
-    from poc.source.publish import build_audio, build_control, build_text, publish
+    from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
     settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE"})
     if sum(x is not None for x in (args.text, args.audio, args.control)) != 1:
         print("poc send: give exactly one of TEXT, --audio FILE or --control ACTION", file=sys.stderr)
         return 2
-    if args.control:
-        body, control = build_control(args.control), True
-    elif args.audio:
-        if not args.audio.is_file():
-            print(f"poc send: audio file not found: {args.audio}", file=sys.stderr)
-            return 2
-        body, control = build_audio(args.audio, interrupt=args.interrupt), False
-    else:
-        body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), False
+    try:
+        if args.control:
+            body, control = build_control(args.control), True
+        elif args.audio:
+            if not args.audio.is_file():
+                print(f"poc send: audio file not found: {args.audio}", file=sys.stderr)
+                return 2
+            body, control = build_audio(args.audio, interrupt=args.interrupt), False
+        else:
+            body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), False
+    except ValueError as error:
+        print(f"poc send: {error}", file=sys.stderr)
+        return 2
     amqp = AmqpSettings(
         host=settings.rabbitmq_host,
         port=settings.rabbitmq_port,
@@ -103,7 +106,11 @@ def _send(args: argparse.Namespace) -> int:
         queue=settings.rabbitmq_queue,
         use_tls=settings.rabbitmq_tls,
     )
-    anyio.run(lambda: publish(amqp, body, queue=settings.rabbitmq_queue, control=control), backend="asyncio")
+    try:
+        anyio.run(lambda: publish(amqp, body, queue=settings.rabbitmq_queue, control=control), backend="asyncio")
+    except PublishError as error:
+        print(f"poc send: {error}", file=sys.stderr)
+        return 1
     target = settings.rabbitmq_queue + (".control" if control else "")
     print(f"sent to {target}: {body.get('type')} {body.get('id', '')}".rstrip())
     return 0

@@ -143,7 +143,7 @@ def parse_message(body: bytes, limits: MessageLimits) -> Message:
     """
     if len(body) > limits.max_body_bytes:
         raise InvalidMessage(
-            f"body is {len(body)} bytes, over the {limits.max_body_bytes}-byte limit"
+            f"body is too large: {len(body)} bytes, over the {limits.max_body_bytes}-byte limit"
         )
     try:
         text = body.decode("utf-8")
@@ -189,7 +189,7 @@ def parse_message(body: bytes, limits: MessageLimits) -> Message:
 
     if isinstance(message, TextMessage) and len(message.data) > limits.max_text_chars:
         raise InvalidMessage(
-            f"text is {len(message.data)} characters, over the "
+            f"text is too long: {len(message.data)} characters, over the "
             f"{limits.max_text_chars}-character limit"
         )
     return message  # type: ignore[return-value]

@@ -85,7 +85,7 @@ class Pipeline:
         self,
         avatar: Avatar,
         speech: SpeechProvider,
-        engine: FaceEngine,
+        engine: FaceEngine | None,
         decode_audio: AudioDecoder,
         options: PipelineOptions,
         metrics: Metrics,
@@ -116,8 +116,19 @@ class Pipeline:
         self._engine_lock = threading.Lock()  # an abandoned render may still be running
         self._engine_limiter = anyio.CapacityLimiter(1)
         self._speech_limiter = anyio.CapacityLimiter(1)
-        self._lead_frames = max(2, math.ceil(engine.lead_seconds * options.fps) + 1)
+        self._engine_ready = anyio.Event()
+        self._lead_frames = 2
+        self._batch = 6
+        if engine is not None:
+            self.attach_engine(engine)
+
+    def attach_engine(self, engine: FaceEngine) -> None:
+        """Use this engine from now on. The service builds it after the stream is on air (it
+        can take seconds); messages accepted before then wait for it."""
+        self._engine = engine
+        self._lead_frames = max(2, math.ceil(engine.lead_seconds * self.options.fps) + 1)
         self._batch = max(2, int(getattr(engine, "batch_size", 6)))
+        self._engine_ready.set()
 
     # -- JobSink ------------------------------------------------------------------------------
 
@@ -167,6 +178,7 @@ class Pipeline:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the stages forever, restarting them after each re-plan."""
         task_status.started()
+        await self._engine_ready.wait()
         while True:
             with anyio.CancelScope() as scope:
                 self._generation = scope

@@ -131,3 +131,33 @@ def test_the_engine_refuses_to_start_on_a_missing_file(models_copy: Path, avatar
     (models_copy / "whisper/preprocessor_config.json").unlink()
     with pytest.raises(EngineError, match="missing .*whisper/preprocessor_config.json"):
         MuseTalkEngine(avatar_still, models_copy, "cpu", 4, 25, 48000, cache_dir=tmp_path / "cache")
+
+
+def test_fetch_puts_every_file_where_the_check_looks(tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in hub serving the tiny files by repo and repo path; the real hub is unreachable here."""
+    import socket
+
+    import huggingface_hub
+
+    hub_dirs = {"TMElyralab/MuseTalk": tiny_models, "stabilityai/sd-vae-ft-mse": tiny_models / "sd-vae",
+                "openai/whisper-tiny": tiny_models / "whisper"}
+    asked = []
+
+    def fake_download(repo_id: str, filename: str, *, local_dir: Path, **kwargs) -> str:
+        asked.append((repo_id, filename))
+        source = hub_dirs[repo_id] / filename
+        if not source.is_file():
+            raise FileNotFoundError(f"404 {repo_id}/{filename}")
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the probe only needs a listening port
+        models = tmp_path / "models"
+        problems = fetch_weights(models, endpoint=f"http://127.0.0.1:{server.getsockname()[1]}")
+    assert problems == []
+    assert check_weights(models) == []
+    assert ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.safetensors") in asked
+    assert ("TMElyralab/MuseTalk", "musetalkV15/unet.pth") in asked

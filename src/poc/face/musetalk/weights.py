@@ -305,7 +305,7 @@ def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
     unreachable = _probe(endpoint, timeout)
     if unreachable:
-        return [f"cannot download {f.repo_path} from {f.repo} ({unreachable}); {_missing(f, models_dir)}" for f in needed]
+        return [_not_fetched(f, models_dir, unreachable) for f in needed]
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", str(int(timeout)))
     os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", str(int(timeout)))
     try:
@@ -327,9 +327,13 @@ def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float 
             except Exception as e:  # network, 404, disk: try the alternative, then report
                 error = _one_line(e)
         if error:
-            failures[f] = f"cannot download {f.repo_path} from {f.repo} ({error}); {_missing(f, models_dir)}"
+            failures[f] = _not_fetched(f, models_dir, error)
     left = [p.message for p in find_problems(models_dir) if p.file not in failures]
     return list(failures.values()) + left
+
+
+def _not_fetched(file: WeightFile, models_dir: Path, reason: str) -> str:
+    return f"cannot download {file.repo_path} from {file.repo} ({reason}): fetch {file.where(models_dir)} by hand"
 
 
 def _probe(endpoint: str, timeout: float) -> str:
