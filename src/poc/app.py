@@ -24,6 +24,7 @@ from poc.media.writer import FfmpegWriter
 from poc.ops.health import install_routes
 from poc.ops.http import HttpServer
 from poc.ops.metrics import Metrics
+from poc.ops.studio import install_studio
 from poc.pipeline import Pipeline, PipelineOptions
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Service:
                 if settings.http_port:
                     http = HttpServer(settings.http_host, settings.http_port)
                     install_routes(http, self)
+                    install_studio(http, self)
                     await tg.start(http.serve)
                 tg.start_soon(self._warm_up_speech)
                 try:
@@ -154,7 +156,8 @@ class Service:
                 tg.start_soon(self.source.run)
                 task_status.started()
                 await self._wait_for_stop_signal()
-                log.info("stopping: no new messages; unplayed ones go back to the queue")
+                with anyio.CancelScope(shield=True):
+                    await self._stop_gracefully()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -162,6 +165,20 @@ class Service:
                 if self.engine is not None:
                     self.engine.close()
             log.info("stopped")
+
+    async def _stop_gracefully(self) -> None:
+        """No new messages; the one on air finishes if it ends within the deadline (else it is
+        cut with a blend); every unplayed message goes back to the queue; then the broker
+        connection closes (acks and requeues sent). The caller then stops the clock and ffmpeg."""
+        deadline = self.settings.shutdown_deadline_seconds
+        log.info("stopping: no new messages; waiting up to %.1f s for the message on air", deadline)
+        if self.source is not None:
+            with anyio.move_on_after(1):
+                await self.source.stop_consuming()
+        await self.pipeline.shutdown(deadline)
+        if self.source is not None:
+            with anyio.move_on_after(1.5):
+                await self.source.aclose()
 
     async def _warm_up_speech(self) -> None:
         warm_up = getattr(self.speech, "warm_up", None)

@@ -157,7 +157,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str, bool]] = {
     "MAX_AUDIO_SECONDS": ("max_audio_seconds", _float_between(0.1, 3600), "60", False),
     "MAX_BODY_BYTES": ("max_body_bytes", _int_between(1024, 100_000_000), "5000000", False),
     "SPEECH_AHEAD_SECONDS": ("speech_ahead_seconds", _float_between(1, 600), "30", False),
-    "SHUTDOWN_DEADLINE_SECONDS": ("shutdown_deadline_seconds", _float_between(0, 60), "3", False),
+    "SHUTDOWN_DEADLINE_SECONDS": ("shutdown_deadline_seconds", _float_between(0, 30), "2", False),
     "HTTP_HOST": ("http_host", _parse_text, "127.0.0.1", False),
     "HTTP_PORT": ("http_port", _int_between(0, 65535), "8080", False),
     "STUDIO_HLS_URL": ("studio_hls_url", _parse_optional_text, "", False),

@@ -76,6 +76,7 @@ class _InFlight:
     segment: Segment
     cutter: SlotCutter
     utterance: Utterance
+    first_frame_seen: bool = False
 
 
 class Pipeline:
@@ -117,6 +118,7 @@ class Pipeline:
         self._engine_limiter = anyio.CapacityLimiter(1)
         self._speech_limiter = anyio.CapacityLimiter(1)
         self._engine_ready = anyio.Event()
+        self._shutting_down = False
         self._lead_frames = 2
         self._batch = 6
         if engine is not None:
@@ -136,6 +138,10 @@ class Pipeline:
         return bool(self._waiting or self._preparing)
 
     def submit(self, job: Job, *, urgent: bool = False) -> None:
+        if self._shutting_down:
+            if job.settle(Outcome.REQUEUED, "the service is shutting down"):
+                self._on_settled(job)
+            return
         if urgent:
             self.interrupt()
             self._waiting.appendleft(job)
@@ -165,6 +171,27 @@ class Pipeline:
         self._restart_stages()
         self.chart.send("cleared")
         return count
+
+    async def shutdown(self, deadline: float) -> None:
+        """Stop taking work: everything not yet on air goes back to the broker (REQUEUED); the
+        message on air finishes if it ends within `deadline` seconds, else it is cut with a
+        blend and requeued too. Returns once nothing is on air (or after the deadline)."""
+        self._shutting_down = True
+        unplayed = [*self._preparing, *self._waiting]
+        self._preparing.clear()
+        self._waiting.clear()
+        self.schedule.remove_not_started()
+        self._restart_stages()
+        for job in unplayed:
+            if job.settle(Outcome.REQUEUED, "the service is shutting down"):
+                self._on_settled(job)
+        left = self.compositor.seconds_left()
+        if left is None or left > deadline:
+            self.compositor.interrupt(Outcome.REQUEUED)
+        with anyio.move_on_after(deadline + 0.5):
+            while self.schedule.head() is not None or self.chart.state_id == "transitioning":
+                await anyio.sleep(1 / self.options.fps)
+        self.compositor.interrupt(Outcome.REQUEUED)
 
     @property
     def queued_jobs(self) -> list[Job]:
@@ -351,6 +378,10 @@ class Pipeline:
                 limiter=self._engine_limiter, abandon_on_cancel=True,
             )  # fmt: skip
             state.segment.add_rendered(frames)
+            if frames and not state.first_frame_seen:
+                state.first_frame_seen = True
+                job = state.segment.job
+                self.metrics.latency.labels(stage="first_frame").observe(time.monotonic() - job.received_at)
 
     def _render(self, utterance: Utterance, slots: Sequence[SpeechSlot], last: bool) -> list[RenderedFrame]:
         """Faces for these slots. If the engine fails, the idle face stands in: the words
@@ -380,6 +411,8 @@ class Pipeline:
         )  # fmt: skip
 
     def _on_settled(self, job: Job) -> None:
+        if job.outcome is not None:
+            self.metrics.messages.labels(outcome=job.outcome.value).inc()
         self._spoken.pop(job, None)
         if job in self._preparing:
             self._preparing.remove(job)
@@ -393,7 +426,6 @@ class Pipeline:
         if job in self._preparing:
             self._preparing.remove(job)
         if job.settle(Outcome.DEAD_LETTERED, reason):
-            self.metrics.messages.labels(outcome=Outcome.DEAD_LETTERED.value).inc()
             self._on_settled(job)
         self.chart.send("failed")
 

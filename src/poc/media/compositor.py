@@ -80,7 +80,7 @@ class Compositor:
         if segment is None:
             return self._last_patch if self.chart.state_id == "transitioning" else None, quiet
         if segment.stop_at is not None and k >= segment.stop_at:
-            self._end(segment, k, "interrupted")
+            self._end(segment, k, "interrupted", segment.stop_outcome)
             audio = segment.audio[k - segment.start] if k < segment.end else quiet
             return self._last_patch, fade_out(audio) if k == segment.stop_at else quiet
         if k >= segment.end:
@@ -125,15 +125,14 @@ class Compositor:
         self._held += 1
         return self._last_patch if self._held <= self.hold_frames else None
 
-    def _end(self, segment: Segment, k: int, event: str) -> None:
+    def _end(self, segment: Segment, k: int, event: str, outcome_name: str = "") -> None:
         self.schedule.pop_head()
-        outcome = {
+        outcome = Outcome(outcome_name) if outcome_name else {
             "speech_finished": Outcome.PLAYED,
-            "interrupted": Outcome.INTERRUPTED,
             "failed": Outcome.DEAD_LETTERED,
         }[event]
-        if segment.job.settle(outcome, segment.failure):
-            self.metrics.messages.labels(outcome=outcome.value).inc()
+        reason = segment.failure or ("cut short by a shutdown" if outcome is Outcome.REQUEUED else "")
+        if segment.job.settle(outcome, reason):
             self._on_settled(segment.job)
         self.chart.send(event)
 
@@ -153,13 +152,21 @@ class Compositor:
 
     # -- control (called on the event loop between ticks) -------------------------------------
 
-    def interrupt(self) -> Job | None:
+    def interrupt(self, outcome: Outcome = Outcome.INTERRUPTED) -> Job | None:
         """Stop the speech on air at the next frame (its audio fades over that frame)."""
         head = self.schedule.head()
         if head is None or not head.playing or head.stop_at is not None:
             return None
         head.stop_at = self.frame
+        head.stop_outcome = outcome.value
         return head.job
+
+    def seconds_left(self) -> float | None:
+        """Speech left in the message on air (None if nothing plays or its end is unknown)."""
+        head = self.schedule.head()
+        if head is None or not head.playing or not head.complete:
+            return None
+        return max(0, head.end - self.frame) / self.fps
 
     @staticmethod
     def _paste(picture: np.ndarray, patch: FacePatch, weight: float) -> np.ndarray:

@@ -30,6 +30,7 @@ class Segment:
     failure: str = ""  # why speech stopped early, if it did
     playing: bool = False  # the compositor has started it
     stop_at: int | None = None  # interrupt: last frame to play (faded), set by the compositor
+    stop_outcome: str = "interrupted"  # or "requeued" when cut short by a shutdown
 
     @property
     def end(self) -> int:

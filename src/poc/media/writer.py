@@ -206,6 +206,7 @@ class FfmpegWriter:
         self._session: _Session | None = None
         self._outage_started: float | None = None
         self._closing = threading.Event()
+        self._close_timeout = 1.5
         self._first_session = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="ffmpeg-supervisor", daemon=True)
 
@@ -233,8 +234,9 @@ class FfmpegWriter:
         self.metrics.dropped.inc()
         return False
 
-    def close(self, timeout: float = 3.0) -> None:
+    def close(self, timeout: float = 1.5) -> None:
         """Flush what is queued, let ffmpeg finish the FLV, and stop (at most ~timeout s)."""
+        self._close_timeout = timeout
         self._closing.set()
         self._supervisor.join(timeout=timeout + 2)
 
@@ -252,7 +254,7 @@ class FfmpegWriter:
             started = time.monotonic()
             reason = self._watch(session)
             if reason is None:  # closing
-                session.finish(timeout=3.0)
+                session.finish(timeout=self._close_timeout)
                 break
             self._session = None
             session.kill()

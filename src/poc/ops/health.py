@@ -36,6 +36,10 @@ def install_routes(http: HttpServer, service: "Service") -> None:
 
     async def metrics(request: Request) -> Response:
         service.metrics.queued_speech.set(service.pipeline.queued_seconds())
+        status = getattr(service.source, "status", None)
+        if status is not None:
+            service.metrics.amqp_reconnects.set(status.reconnects)
+            service.metrics.amqp_connected.set(1 if status.connected else 0)
         return 200, "text/plain; version=0.0.4; charset=utf-8", service.metrics.render()
 
     http.route("GET", "/healthz", healthz)

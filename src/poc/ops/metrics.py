@@ -28,7 +28,8 @@ class Metrics:
         self.engine_errors = Counter("poc_engine_errors_total", "Face engine failures (idle face shown)", registry=r)
         self.writer_restarts = Counter("poc_writer_restarts_total", "ffmpeg restarts", registry=r)
         self.rtmp_up = Gauge("poc_rtmp_up", "1 while frames are leaving for the RTMP server", registry=r)
-        self.amqp_reconnects = Counter("poc_amqp_reconnects_total", "RabbitMQ reconnections", registry=r)
+        self.amqp_reconnects = Gauge("poc_amqp_reconnects", "RabbitMQ reconnections since start", registry=r)
+        self.amqp_connected = Gauge("poc_amqp_connected", "1 while connected to RabbitMQ", registry=r)
         self.messages = Counter("poc_messages_total", "Messages by outcome", ["outcome"], registry=r)
         self.queued_speech = Gauge(
             "poc_queued_speech_seconds", "Speech scheduled ahead of the clock", registry=r

@@ -254,11 +254,7 @@ class AmqpSource:
         if self._closing:
             return
         self._closing = True
-        for queue, tag in self._consumers:
-            try:
-                await queue.cancel(tag)
-            except Exception as exc:  # the channel may already be gone; closing covers it
-                LOG.debug("cancelling consumer on %s failed: %s", queue.name, exc)
+        await self.stop_consuming()
         for held in list(self._held.values()):
             if held.job.is_settled:
                 await self._finish(held)
@@ -269,6 +265,17 @@ class AmqpSource:
         if connection is not None:
             await connection.close()
         self._connected = False
+
+    async def stop_consuming(self) -> None:
+        """Ask the broker for no more deliveries (graceful shutdown: what is held still settles,
+        and a message handed back with requeue stays in the queue instead of coming straight
+        back to us)."""
+        consumers, self._consumers = self._consumers, []
+        for queue, tag in consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the channel may already be gone; closing covers it
+                LOG.debug("cancelling consumer on %s failed: %s", queue.name, exc)
 
     # -- connection -------------------------------------------------------------------------
 

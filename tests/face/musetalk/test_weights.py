@@ -161,3 +161,12 @@ def test_fetch_puts_every_file_where_the_check_looks(tiny_models: Path, tmp_path
     assert check_weights(models) == []
     assert ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.safetensors") in asked
     assert ("TMElyralab/MuseTalk", "musetalkV15/unet.pth") in asked
+
+
+def test_a_preprocessor_that_does_not_fit_the_encoder_is_refused(models_copy: Path) -> None:
+    path = models_copy / "whisper/preprocessor_config.json"
+    cfg = json.loads(path.read_text())
+    cfg.update(chunk_length=30, n_samples=480000, nb_max_frames=3000)  # the 30-s window, tiny encoder has 3 s
+    path.write_text(json.dumps(cfg))
+    (line,) = check_weights(models_copy)
+    assert line.startswith(f"corrupt {path}") and "3000 mel frames" in line and "needs 300" in line

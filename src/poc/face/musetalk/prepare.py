@@ -122,12 +122,14 @@ def prepare_avatar(
 def build_prepared(avatar: Avatar, encode: Callable[[np.ndarray], np.ndarray], key: str) -> PreparedAvatar:
     """Landmarks, geometry, crops and reference latents for every source frame (no cache)."""
     w, h = avatar.size
+    log.info("preparing avatar %s: landmarks for %d frame(s)", avatar.source.name, len(avatar.frames))
     landmarks = avatar_landmarks(avatar.frames)
     try:
         geometry = tuple(frame_geometry(lm, w, h) for lm in landmarks)
     except FaceGeometryError as e:
         raise EngineError(f"avatar {avatar.source}: {e}") from e
     crops = np.stack([crop_face(f, g.box) for f, g in zip(avatar.frames, geometry)])
+    log.info("preparing avatar %s: reference latents for %d crop(s)", avatar.source.name, len(crops))
     latents = np.ascontiguousarray(encode(crops), dtype=np.float32)
     if latents.shape != (len(crops), 8, 32, 32):
         raise EngineError(f"the VAE produced latents of shape {latents.shape}, expected ({len(crops)}, 8, 32, 32)")

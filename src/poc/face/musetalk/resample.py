@@ -50,8 +50,8 @@ class StreamResampler:
         else:
             self._half = 0
         self._pending = np.zeros(self._half, np.float32)  # left zero history, then unconsumed input
-        self._chunks: list[np.ndarray] = []
-        self._out = np.zeros(0, np.float32)
+        self._out = np.zeros(1 << 14, np.float32)  # grows by doubling: appends stay O(1) amortised
+        self._n_out = 0
         self._n_in = 0
         self._flushed = False
 
@@ -62,11 +62,17 @@ class StreamResampler:
 
     @property
     def output(self) -> np.ndarray:
-        """All final output samples so far (float32)."""
-        if self._chunks:
-            self._out = np.concatenate([self._out, *self._chunks])
-            self._chunks.clear()
-        return self._out
+        """All final output samples so far (float32; a view, valid until the next push)."""
+        return self._out[: self._n_out]
+
+    def _append(self, y: np.ndarray) -> None:
+        need = self._n_out + y.size
+        if need > self._out.size:
+            grown = np.zeros(max(need, 2 * self._out.size), np.float32)
+            grown[: self._n_out] = self._out[: self._n_out]
+            self._out = grown
+        self._out[self._n_out : need] = y
+        self._n_out = need
 
     @property
     def samples_in(self) -> int:
@@ -80,7 +86,7 @@ class StreamResampler:
         x = x.astype(np.float32) / 32768.0 if x.dtype == np.int16 else x.astype(np.float32)
         self._n_in += x.size
         if self._identity:
-            self._chunks.append(x)
+            self._append(x)
             return
         self._pending = np.concatenate([self._pending, x])
         self._emit()
@@ -98,7 +104,7 @@ class StreamResampler:
             k = self.down + 2 * self._half
             self._pending = np.concatenate([self._pending, np.zeros(k, np.float32)])
             self._emit()
-            self._out = self.output[:total]
+            self._n_out = min(self._n_out, total)
 
     def _emit(self) -> None:
         k = self.down + 2 * self._half
@@ -107,5 +113,5 @@ class StreamResampler:
             return
         span = self._pending[: (blocks - 1) * self.down + k]
         windows = np.lib.stride_tricks.sliding_window_view(span, k)[:: self.down]
-        self._chunks.append((windows @ self._filters).reshape(-1))
+        self._append((windows @ self._filters).reshape(-1))
         self._pending = self._pending[blocks * self.down :]

@@ -151,9 +151,8 @@ def _check_part(part: str, models_dir: Path, deep: bool) -> list[Problem]:
     config = configs.get(config_file.path)
     if config is None:
         return problems
-    wrong = _config_mismatch(part, config, configs.get(WHISPER_PREPROCESSOR.path))
+    bad, wrong = _config_mismatch(part, config, configs.get(WHISPER_PREPROCESSOR.path))
     if wrong:
-        bad = WHISPER_PREPROCESSOR if wrong.startswith("preprocessor") else config_file
         problems.append(Problem(bad, _corrupt(bad, models_dir / bad.path, models_dir, wrong)))
         return problems
     weights = weights_file.find(models_dir)
@@ -164,27 +163,31 @@ def _check_part(part: str, models_dir: Path, deep: bool) -> list[Problem]:
     return problems
 
 
-def _config_mismatch(part: str, config: dict[str, Any], preprocessor: dict[str, Any] | None) -> str:
-    """Why this config cannot be the MuseTalk v1.5 component ('' if it can)."""
+def _config_mismatch(
+    part: str, config: dict[str, Any], preprocessor: dict[str, Any] | None
+) -> tuple[WeightFile, str]:
+    """Which config cannot belong to MuseTalk v1.5, and why ('' when both can)."""
     def expect(key: str, want: Any) -> str:
         got = config.get(key)
         return "" if got == want else f"{key} is {got!r}, MuseTalk needs {want!r}"
 
     if part == "unet":
-        return expect("in_channels", 8) or expect("out_channels", 4) or expect("cross_attention_dim", AUDIO_WIDTH)
+        return UNET_CONFIG, expect("in_channels", 8) or expect("out_channels", 4) or expect("cross_attention_dim", AUDIO_WIDTH)
     if part == "vae":
-        return expect("in_channels", 3) or expect("latent_channels", 4)
+        return VAE_CONFIG, expect("in_channels", 3) or expect("latent_channels", 4)
     reason = expect("d_model", AUDIO_WIDTH) or expect("encoder_layers", LAYERS - 1)
     if reason or preprocessor is None:
-        return reason
-    frames = 2 * int(config.get("max_source_positions", 1500))
-    if preprocessor.get("sampling_rate") != 16000:
-        return f"preprocessor sampling_rate is {preprocessor.get('sampling_rate')!r}, MuseTalk needs 16000"
-    if preprocessor.get("feature_size") != config.get("num_mel_bins", 80):
-        return "preprocessor feature_size does not match the encoder's num_mel_bins"
-    if preprocessor.get("nb_max_frames") != frames:
-        return f"preprocessor nb_max_frames is {preprocessor.get('nb_max_frames')!r}, the encoder needs {frames}"
-    return ""
+        return WHISPER_CONFIG, reason
+    need = 2 * int(config.get("max_source_positions", 1500))  # two mel frames per encoder step
+    rate, hop = preprocessor.get("sampling_rate", 16000), preprocessor.get("hop_length", 160)
+    frames = preprocessor.get("nb_max_frames") or preprocessor.get("chunk_length", 30) * rate // hop
+    if rate != 16000:
+        reason = f"sampling_rate is {rate!r}, MuseTalk needs 16000"
+    elif preprocessor.get("feature_size", 80) != config.get("num_mel_bins", 80):
+        reason = "feature_size does not match the encoder's num_mel_bins"
+    elif frames != need:
+        reason = f"it makes {frames} mel frames per window, the encoder needs {need}"
+    return WHISPER_PREPROCESSOR, reason
 
 
 def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, weights: Path) -> str:

@@ -1,0 +1,128 @@
+"""Never off air, nothing lost: an RTMP server crash, a broker connection drop, a killed
+service and a SIGTERM, each against the real nginx, RabbitMQ and ffmpeg."""
+
+import json
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from support import amqp
+from support.processes import RtmpServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LONG = "This message is long on purpose, so that it is still playing when something breaks. " * 3
+
+
+def readable(url: str) -> bool:
+    result = subprocess.run(
+        ["ffmpeg", "-v", "quiet", "-rw_timeout", "2000000", "-i", url, "-map", "0:v", "-frames:v", "1",
+         "-f", "null", "-"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    return result.returncode == 0
+
+
+def health(service) -> int:
+    try:
+        return service.get("/healthz", timeout=3)[0]
+    except OSError:
+        return 0
+
+
+def wait_for(condition, timeout: float, step: float = 0.2) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(step)
+    raise AssertionError(f"not within {timeout} s")
+
+
+@pytest.fixture
+def queue(rabbitmq):
+    name = f"poc_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    amqp.delete(name, name + ".control", name + ".dlq")
+
+
+def test_rtmp_server_crash_mid_speech_is_survived(tmp_path, start_service, queue):
+    server = RtmpServer(tmp_path / "nginx")
+    server.start()
+    try:
+        url = f"{server.base_url}/k{uuid.uuid4().hex[:12]}"
+        service = start_service(RTMP_URL=url, RABBITMQ_QUEUE=queue)
+        service.wait_for_log(r"connected to RabbitMQ", timeout=60)
+        amqp.publish(queue, {"type": "text", "data": LONG, "id": "through-the-crash"})
+        service.wait_for_log(r"through-the-crash: on air", timeout=60)
+        assert health(service) == 200
+        server.kill()
+        wait_for(lambda: health(service) == 503, timeout=10)  # healthz tells the truth
+        time.sleep(3)
+        server.start()
+        back_after = wait_for(lambda: readable(url), timeout=30)
+        print(f"stream readable {back_after:.1f} s after the RTMP server came back")
+        wait_for(lambda: health(service) == 200, timeout=15)
+        assert service.process.poll() is None  # the service never exited
+        service.wait_for_log(r"through-the-crash: played", timeout=90)
+        log = service.log_text()
+        assert len(re.findall(r"through-the-crash: played", log)) == 1
+        assert len(re.findall(r"RTMP output to \S+ lost", log)) == 1  # once per outage
+        assert "is back after" in log
+        time.sleep(1)
+        assert amqp.message_count(queue) == 0  # acked exactly once, nothing left behind
+    finally:
+        server.stop()
+
+
+def test_broker_connection_drop_is_survived(start_service, queue):
+    service = start_service(RABBITMQ_QUEUE=queue)
+    service.wait_for_log(r"connected to RabbitMQ", timeout=60)
+    subprocess.run(["rabbitmqctl", "close_all_connections", "poc resilience test"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    time.sleep(2)
+    amqp.publish(queue, {"type": "text", "data": "Back again.", "id": "after-the-drop"})
+    service.wait_for_log(r"after-the-drop: played", timeout=60)
+    assert service.process.poll() is None
+    _, body = service.get("/metrics")
+    reconnects = re.search(rb"^poc_amqp_reconnects (\S+)", body, re.MULTILINE)
+    assert reconnects and float(reconnects.group(1)) >= 1
+
+
+def test_killed_service_replays_the_message_it_was_playing(start_service, queue):
+    first = start_service(RABBITMQ_QUEUE=queue)
+    first.wait_for_log(r"connected to RabbitMQ", timeout=60)
+    amqp.publish(queue, {"type": "text", "data": LONG, "id": "killed-mid-way"})
+    amqp.publish(queue, {"type": "text", "data": "Second in line.", "id": "second-in-line"})
+    first.wait_for_log(r"killed-mid-way: on air", timeout=60)
+    first.signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = start_service(RABBITMQ_QUEUE=queue)
+    second.wait_for_log(r"killed-mid-way: played", timeout=120)
+    second.wait_for_log(r"second-in-line: played", timeout=60)
+    log = second.log_text()
+    assert log.index("killed-mid-way: on air") < log.index("second-in-line: on air")
+    time.sleep(1)
+    assert amqp.message_count(queue) == 0
+
+
+def test_sigterm_exits_within_5_s_and_returns_unplayed_messages(start_service, queue):
+    service = start_service(RABBITMQ_QUEUE=queue)
+    service.wait_for_log(r"connected to RabbitMQ", timeout=60)
+    for i in range(3):
+        amqp.publish(queue, {"type": "text", "data": LONG, "id": f"queued-{i}"})
+    service.wait_for_log(r"queued-0: on air", timeout=60)
+    time.sleep(1)
+    started = time.monotonic()
+    service.signal(signal.SIGTERM)
+    code = service.wait(timeout=15)
+    took = time.monotonic() - started
+    assert code == 0, service.log_text()[-2000:]
+    assert took < 5, f"took {took:.1f} s to stop"
+    # the one on air had more than the deadline left: it was cut and requeued with the others
+    assert amqp.message_count(queue) == 3
+    bodies = [json.loads(body)["id"] for body, _ in amqp.drain(queue)]
+    assert sorted(bodies) == ["queued-0", "queued-1", "queued-2"]

@@ -1,0 +1,33 @@
+"""`bench musetalk --tiny`: a table row per batch size with every stage timed (lives here because
+the bench measures this package)."""
+
+import argparse
+
+import pytest
+
+from poc.bench import musetalk as bench
+
+
+def test_tiny_bench_prints_a_markdown_row_per_batch_size(capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["musetalk", "--tiny", "--device", "cpu", "--batch-sizes", "1,3", "--repeats", "1", "--size", "640x360"])
+    assert args.func(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("| batch"))
+    assert all(stage in header for stage in ("features", "UNet", "VAE decode", "blend", "end-to-end fps"))
+    rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 1 ") or line.startswith("| 3 ")]
+    assert [r[0].strip() for r in rows] == ["1", "3"]
+    for r in rows:
+        stage_ms = [float(v) for v in r[1:5]]
+        assert all(v >= 0 for v in stage_ms) and stage_ms[1] > 0  # the UNet always costs something
+        assert float(r[6]) > 0
+
+
+def test_batch_sizes_must_be_positive_integers() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["musetalk", "--batch-sizes", "4,x"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["musetalk", "--batch-sizes", "0"])

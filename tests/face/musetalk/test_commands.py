@@ -1,0 +1,54 @@
+"""`models check|fetch` and `avatar prepare` as a user runs them."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from poc.face.musetalk.commands import add_avatar_parser, add_models_parser
+from poc.paths import DEFAULT_AVATAR
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="poc")
+    sub = parser.add_subparsers(dest="command")
+    add_models_parser(sub)
+    add_avatar_parser(sub)
+    return parser.parse_args(argv)
+
+
+def test_models_check_passes_on_a_complete_layout(tiny_models: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["models", "check", "--models-dir", str(tiny_models)])
+    assert args.func(args) == 0
+    assert "complete" in capsys.readouterr().out
+
+
+def test_models_check_lists_each_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["models", "check", "--models-dir", str(tmp_path)])
+    assert args.func(args) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 7 and all(line.startswith("missing ") for line in lines)
+
+
+def test_avatar_prepare_builds_then_loads_from_cache(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["avatar", "prepare", str(DEFAULT_AVATAR), "--size", "320x180", "--models-dir", str(tiny_models),
+            "--device", "cpu", "--cache-dir", str(tmp_path)]
+    args = parse(argv)
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith("prepared: ")
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith("loaded from cache: ")
+
+
+def test_avatar_prepare_reports_a_bad_source_in_one_line(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["avatar", "prepare", str(tmp_path / "none.png"), "--models-dir", str(tiny_models)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err
+
+
+def test_a_malformed_size_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        parse(["avatar", "prepare", "x.png", "--size", "wide"])
+    assert exit_.value.code == 2
+    assert "1280x720" in capsys.readouterr().err
