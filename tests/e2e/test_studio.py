@@ -8,16 +8,18 @@ own browser download is not used (it cannot be fetched here), so the test skips 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 from support import amqp
-from support.processes import ROOT
+from support.processes import ROOT, RtmpServer
 
 from poc.config import stream_key
 from poc.messages import InvalidMessage, MessageLimits, parse_message
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,11 +47,29 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def hls_server():
+    """The project's nginx in a folder its workers can read.
+
+    nginx started as root runs its workers as `nobody`, and pytest's temporary folders are
+    private to their owner (0700), so the shared rtmp_server fixture takes the stream but its
+    workers cannot serve the HLS files it writes. This one lives in a folder anyone may enter.
+    """
+    run_dir = Path(tempfile.mkdtemp(prefix="poc-studio-nginx-"))
+    run_dir.chmod(0o755)
+    server = RtmpServer(run_dir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 @pytest.fixture
-def studio(start_service, service_env, rtmp_server):
+def studio(start_service, service_env, hls_server):
     key = stream_key(service_env["RTMP_URL"])
     service = start_service(
-        STUDIO_HLS_URL=f"http://127.0.0.1:{rtmp_server.hls_port}/hls/{key}.m3u8",
+        RTMP_URL=f"{hls_server.base_url}/{key}",
+        STUDIO_HLS_URL=f"http://127.0.0.1:{hls_server.hls_port}/hls/{key}.m3u8",
         MAX_TEXT_CHARS=str(LIMIT),
         TTS_PROVIDER="espeak",  # the quickest voice: this test is about the page
     )
@@ -61,11 +81,27 @@ def studio(start_service, service_env, rtmp_server):
     amqp.delete(queue, queue + ".control", queue + ".dlq")
 
 
-def test_studio_plays_the_stream_speaks_a_line_and_shows_errors(browser, studio):
+VIDEO_STATE = """() => { const v = document.querySelector('video');
+  return {currentTime: v.currentTime, readyState: v.readyState, paused: v.paused,
+          error: v.error && v.error.message, note: document.querySelector('#video-note').textContent}; }"""
+
+
+def test_studio_plays_the_stream_speaks_a_line_and_shows_errors(studio, browser):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    console_errors: list[str] = []
-    page.on("pageerror", lambda error: console_errors.append(str(error)))
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page_errors: list[str] = []
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
     page.goto(studio.http + "/")
+
+    def wait_for(expression: str, timeout_s: float, arg: object = None) -> None:
+        try:
+            page.wait_for_function(expression, arg=arg, timeout=timeout_s * 1000)
+        except Exception as error:  # say what the page was doing, not just "timeout"
+            raise AssertionError(
+                f"{expression!r} not true in {timeout_s} s; video: {page.evaluate(VIDEO_STATE)}; "
+                f"console: {console[-10:]}; service log:\n{studio.log_text()[-2000:]}"
+            ) from error
 
     # The statechart is drawn from the service's Mermaid text, with the current state lit.
     page.wait_for_selector("#chart .node.current[data-state='idle']", timeout=10_000)
@@ -73,22 +109,20 @@ def test_studio_plays_the_stream_speaks_a_line_and_shows_errors(browser, studio)
     assert page.locator("#state").get_attribute("data-state") == "idle"
 
     # The video plays the stream from nginx's HLS through the vendored hls.js.
-    page.wait_for_function("document.querySelector('video').currentTime > 1", timeout=45_000)
+    wait_for("document.querySelector('video').currentTime > 1", 45)
     playing_at = page.evaluate("document.querySelector('video').currentTime")
-    page.wait_for_function(f"document.querySelector('video').currentTime > {playing_at} + 1", timeout=10_000)
+    wait_for(f"document.querySelector('video').currentTime > {playing_at} + 1", 10)
     assert page.locator("#air").get_attribute("data-air") == "on_air"
 
     # Bad input: the page shows the very reason the queue would have given.
     page.fill("#text", "")
     page.click("#say")
-    page.wait_for_function("document.querySelector('#error').textContent.length > 0", timeout=5_000)
+    wait_for("document.querySelector('#error').textContent.length > 0", 5)
     assert page.text_content("#error") == queue_reason("")
     too_long = "a" * (LIMIT + 1)
     page.fill("#text", too_long)
     page.click("#say")
-    page.wait_for_function(
-        "(want) => document.querySelector('#error').textContent === want", arg=queue_reason(too_long), timeout=5_000
-    )
+    wait_for("(want) => document.querySelector('#error').textContent === want", 5, arg=queue_reason(too_long))
 
     # A good line: the state shown goes to talking, then back to idle.
     page.fill("#text", "Hello from the studio page. This line is long enough to watch it being spoken.")
@@ -97,10 +131,8 @@ def test_studio_plays_the_stream_speaks_a_line_and_shows_errors(browser, studio)
     assert page.locator("#state").get_attribute("data-state") == "talking"
     assert page.text_content("#error") == ""
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
     page.wait_for_selector("#chart .node.current[data-state='idle']", timeout=60_000)
     assert page.locator("#state").get_attribute("data-state") == "idle"
-    page.wait_for_function(
-        "document.querySelector('#n-messages').textContent.includes('played 1')", timeout=5_000
-    )
-    assert console_errors == []
+    wait_for("document.querySelector('#n-messages').textContent.includes('played 1')", 5)
+    assert page_errors == []

@@ -321,3 +321,48 @@ async def test_said_lines_and_controls_land_in_the_services_queues(rabbitmq):
     assert message.id == json.loads(body)["id"]
     [(raw, _)] = control
     assert parse_message(raw, MessageLimits()).action == "clear"
+
+
+async def test_a_fault_in_the_studio_is_a_500_and_the_server_keeps_serving():
+    service = fake_service()
+    del service.writer.up  # the snapshot now fails, as a bug in it would
+    async with running_studio(service, RecordingPublisher()) as port:
+        status, _, body = await call(port, "GET", "/api/status")
+        assert status == 500 and json.loads(body) == {"error": "internal error: AttributeError"}
+        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+            await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+            with anyio.fail_after(5):
+                rest = b""
+                try:
+                    while True:
+                        rest += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    pass  # the stream was closed instead of taking the server down
+        status, _, _ = await call(port, "GET", "/")
+        assert status == 200
+
+
+async def test_open_event_streams_are_capped():
+    from poc.ops.studio import MAX_EVENT_CLIENTS
+
+    async with running_studio(fake_service(), RecordingPublisher()) as port:
+        streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(MAX_EVENT_CLIENTS + 1)]
+        try:
+            heads = []
+            for stream in streams:
+                await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+                with anyio.fail_after(5):
+                    heads.append(await EventReader(stream).head())
+            assert all(h.startswith(b"HTTP/1.1 200") for h in heads[:-1])
+            assert heads[-1].startswith(b"HTTP/1.1 503")
+        finally:
+            for stream in streams:
+                await stream.aclose()
+        # Closed streams free their places.
+        with anyio.fail_after(5):
+            while True:
+                async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                    await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+                    if (await EventReader(stream).head()).startswith(b"HTTP/1.1 200"):
+                        break
+                await anyio.sleep(0.1)

@@ -33,7 +33,9 @@ from anyio.abc import ByteStream
 from poc.config import Settings, stream_key
 from poc.jobs import Outcome
 from poc.messages import InvalidMessage, MessageLimits, parse_message
-from poc.ops.http import HttpServer, Request, Response, json_response
+from poc.ops.http import Handler, HttpServer, Request, Response, json_response
+from poc.source.amqp import AmqpSettings
+from poc.source.publish import PublishError, build_control, build_text, publish
 from poc.statechart import mermaid_diagram
 
 if TYPE_CHECKING:
@@ -72,13 +74,26 @@ def install_studio(http: HttpServer, service: "Service", *, publisher: Publisher
     http.route("GET", "/", studio.page)
     for name, content_type in STATIC_FILES.items():
         http.route("GET", f"/static/{name}", _static_handler(name, content_type))
-    http.route("GET", "/api/status", studio.status)
-    http.route("POST", "/api/say", studio.say)
-    http.route("POST", "/api/control", studio.control)
-    # Listed so that other methods get the plain server's 405; GET never reaches it (the front
-    # below answers GET itself).
+    http.route("GET", "/api/status", _guarded(studio.status))
+    http.route("POST", "/api/say", _guarded(studio.say))
+    http.route("POST", "/api/control", _guarded(studio.control))
+    # Listed so that other methods get the plain server's 405; GET is answered by the front.
     http.route("GET", EVENTS_PATH, studio.events_unavailable)
     _front_event_stream(http, studio.open_event_stream)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """A fault in the studio answers 500; it must never reach the task group that keeps the
+    stream on air (an exception from a route would end the HTTP server and the service)."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:
+            log.exception("studio: %s %s failed", request.method, request.path)
+            return json_response(500, {"error": f"internal error: {type(error).__name__}"})
+
+    return guarded
 
 
 def hls_url(settings: Settings) -> str | None:
@@ -99,9 +114,6 @@ def hls_url(settings: Settings) -> str | None:
 
 def amqp_publisher(settings: Settings) -> Publisher:
     """Publish the way `python -m poc send` does: one connection and a broker confirm each."""
-    from poc.source.amqp import AmqpSettings
-    from poc.source.publish import publish
-
     amqp = AmqpSettings(
         host=settings.rabbitmq_host,
         port=settings.rabbitmq_port,
@@ -250,8 +262,6 @@ class _Studio:
     # -- acting (what a producer can do, and nothing more) -------------------------------------
 
     async def say(self, request: Request) -> Response:
-        from poc.source.publish import build_text
-
         payload = _json_object(request)
         if isinstance(payload, tuple):
             return payload
@@ -261,8 +271,6 @@ class _Studio:
         return await self._check_and_publish(body, control=False)
 
     async def control(self, request: Request) -> Response:
-        from poc.source.publish import build_control
-
         payload = _json_object(request)
         if isinstance(payload, tuple):
             return payload
@@ -273,8 +281,6 @@ class _Studio:
         return await self._check_and_publish(build_control(message.action), control=True)  # type: ignore[union-attr]
 
     async def _check_and_publish(self, body: dict[str, Any], control: bool) -> Response:
-        from poc.source.publish import PublishError
-
         try:
             parse_message(_encode(body), self.limits)
         except InvalidMessage as error:
@@ -310,6 +316,9 @@ class _Studio:
         try:
             await send(_EVENT_HEAD)
             await self.stream_events(send)
+        except Exception as error:  # see _guarded: a studio fault must not stop the stream
+            if not isinstance(error, _GONE):
+                log.exception("studio: event stream failed")
         finally:
             self.event_clients -= 1
 

@@ -161,3 +161,46 @@ def test_bad_engine_arguments_are_start_up_errors(tiny_models: Path, avatar_stil
         MuseTalkEngine(avatar_still, tiny_models, "cpu", 0, 25, RATE)
     with pytest.raises(EngineError, match="fps"):
         MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, 0, RATE)
+
+
+def test_window_steps_outside_the_utterance_are_zero_padding(engine: MuseTalkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frame 0's window starts 4 steps (80 ms) before the audio, the last frame's ends 4 steps
+    after it: exactly the tokens of steps outside the audio carry only the position code."""
+    import torch
+
+    from poc.face.musetalk.model import positional_encoding
+
+    seen = []
+    model = engine._renderer.model
+    real = model.unet_step
+    monkeypatch.setattr(model, "unet_step", lambda lat, tok: seen.append(tok.clone()) or real(lat, tok))
+    u = engine.start_utterance()
+    frames = u.feed(slots_for(voiced(RATE * 2 // 5, RATE), 25, RATE, 0)) + u.finish()  # 10 frames, 20 steps
+    assert len(frames) == 10
+    tokens = torch.cat(seen)
+    pe = torch.from_numpy(positional_encoding(50, 384))
+    padded = (tokens - pe).abs().amax(dim=2) == 0  # (frame, token): nothing but the position code
+    for f in range(10):  # frame f's window is steps 2f-4 .. 2f+5; the audio has steps 0..19
+        before, after = max(0, 4 - 2 * f), max(0, 2 * f + 6 - 20)
+        expected = [True] * 5 * before + [False] * 5 * (10 - before - after) + [True] * 5 * after
+        assert padded[f].tolist() == expected, f
+
+
+def test_a_model_failure_still_gives_one_idle_frame_per_slot(engine: MuseTalkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = engine._renderer.model
+    real, calls = model.unet_step, []
+
+    def flaky(latents, tokens):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(latents, tokens)
+
+    monkeypatch.setattr(model, "unet_step", flaky)
+    slots = slots_for(voiced(RATE, RATE), 25, RATE, first_index=50)
+    u = engine.start_utterance()
+    frames, _ = feed_in_pieces(u, slots, [6])
+    assert [f.index for f in frames] == [s.index for s in slots]
+    assert u.failures == 1
+    idle = [f for f in frames if f.patch is None]
+    assert 0 < len(idle) <= 6

@@ -78,14 +78,18 @@ class MuseTalkEngine:
 
     def warm_up(self) -> float:
         """Render one full batch twice on voiced synthetic audio (the first pass pays for CUDA
-        start-up and kernel selection), time the second, log the result; returns frames/s."""
+        start-up and kernel selection), time the second, log the result; returns frames/s.
+        A batch that cannot run (out of GPU memory) is an EngineError here, not mid-stream."""
         renderer = self._live_renderer()
         seconds = self.batch_size / self.fps + 2 * LOOKAHEAD_SECONDS
         audio = _voiced_audio(int(seconds * ENCODER_RATE))
         frames = [(n, n) for n in range(self.batch_size)]
-        renderer.render(frames, audio)
-        t0 = time.perf_counter()
-        renderer.render(frames, audio)
+        try:
+            renderer.render(frames, audio)
+            t0 = time.perf_counter()
+            renderer.render(frames, audio)
+        except Exception as e:  # e.g. out of GPU memory at this batch size: a start-up error
+            raise EngineError(f"MuseTalk warm-up at batch {self.batch_size} on {self.device} failed: {e}") from e
         self._batch_seconds = time.perf_counter() - t0
         self.measured_fps = self.batch_size / self._batch_seconds
         log.info(
@@ -115,7 +119,9 @@ class MuseTalkEngine:
 
 class MuseTalkUtterance:
     """One message: feed slots in any pieces; exactly one RenderedFrame per slot comes back,
-    in order, over feed() + finish()."""
+    in order, over feed() + finish(). A batch the model fails on (say, out of GPU memory) is
+    logged and shown as the idle face rather than raised: frames held back from earlier feeds
+    would otherwise be lost or returned twice."""
 
     def __init__(self, renderer: FrameRenderer, batch_size: int, fps: int, sample_rate: int) -> None:
         self._renderer = renderer
@@ -125,6 +131,7 @@ class MuseTalkUtterance:
         self._pending: list[SpeechSlot] = []  # fed but not yet rendered
         self._done = 0  # frames of this utterance already returned
         self._finished = False
+        self.failures = 0  # batches that raised and were replaced by the idle face
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self._finished:
@@ -163,7 +170,12 @@ class MuseTalkUtterance:
         for start in range(0, n, self._batch_size):
             batch = self._pending[start : min(n, start + self._batch_size)]
             frames = [(self._done + start + k, slot.index) for k, slot in enumerate(batch)]
-            patches = self._renderer.render(frames, audio)
+            try:
+                patches = self._renderer.render(frames, audio)
+            except Exception:  # keep the one-frame-per-slot promise: this batch shows the idle face
+                self.failures += 1
+                log.exception("MuseTalk failed on frames %d..%d; showing the idle face", batch[0].index, batch[-1].index)
+                patches = [None] * len(batch)
             out += [RenderedFrame(index=slot.index, patch=patch) for slot, patch in zip(batch, patches)]
         del self._pending[:n]
         self._done += n

@@ -189,8 +189,12 @@ def load_model(models_dir: Path, device: str) -> MuseTalkModel:
         with torch.device("meta"):
             unet = diffusers.UNet2DConditionModel.from_config(read_json(UNET_CONFIG, models_dir))
         unet.load_state_dict(load_state_dict(models_dir / UNET_WEIGHTS.path), strict=True, assign=True)
+        if any(t.is_meta for t in [*unet.parameters(), *unet.buffers()]):
+            raise EngineError("the UNet checkpoint left tensors unset (a buffer it does not carry)")
         encoder = transformers.WhisperModel.from_pretrained(str(whisper_dir)).encoder
         extractor = transformers.WhisperFeatureExtractor.from_pretrained(str(whisper_dir))
+    except EngineError:
+        raise
     except Exception as e:
         raise EngineError(f"cannot load MuseTalk weights from {models_dir}: {_first_line(e)}") from e
     if device.startswith("cuda"):

@@ -114,7 +114,10 @@ def prepare_avatar(
         log.info("prepared avatar %s loaded from %s in %.2f s", avatar.source.name, folder, time.perf_counter() - t0)
         return cached
     prepared = build_prepared(avatar, encode, key)
-    _save(folder, meta, prepared)
+    try:
+        _save(folder, meta, prepared)
+    except OSError as e:  # the cache only saves time: a read-only disk must not stop the stream
+        log.warning("cannot cache the prepared avatar in %s (%s); it will be prepared again next start", folder, e)
     log.info("prepared avatar %s (%d frames) in %.1f s, cached in %s", avatar.source.name, len(avatar.frames), time.perf_counter() - t0, folder)
     return prepared
 

@@ -93,8 +93,11 @@ class FrameRenderer:
             )
         t0 = time.perf_counter()
         w0, w1 = encoder_window(first, stop, limit, self.model.window_steps)
-        features = self.model.encode_audio(audio[w0 * SAMPLES_PER_STEP : w1 * SAMPLES_PER_STEP])[: w1 - w0]
-        pad_row = features.shape[0]
+        if w1 > w0:
+            features = self.model.encode_audio(audio[w0 * SAMPLES_PER_STEP : w1 * SAMPLES_PER_STEP])[: w1 - w0]
+        else:  # nothing but padding in reach (sound only in a trailing part-step)
+            features = torch.zeros(0, LAYERS, AUDIO_WIDTH, device=self.model.device, dtype=self.model.dtype)
+        pad_row = features.shape[0]  # index of the all-zero row used for padding steps
         features = torch.cat([features, features.new_zeros(1, LAYERS, AUDIO_WIDTH)])
         steps = np.array([list(w) for w in windows])  # (B, 10)
         valid = (steps >= w0) & (steps < w1) & (steps < limit)

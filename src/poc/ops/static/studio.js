@@ -69,10 +69,10 @@ function drawChart(mermaid) {
   const index = new Map(chart.states.map((s, i) => [s.id, i]));
   const x = (id) => M + index.get(id) * (W + GAP);
   const width = 2 * M + chart.states.length * W + (chart.states.length - 1) * GAP;
-  const svg = el("svg", { viewBox: `0 0 ${width} 300`, role: "img", "aria-label": "statechart" });
+  const svg = el("svg", { viewBox: `0 0 ${width} 272`, role: "img", "aria-label": "statechart" });
   const defs = el("defs", {}, svg);
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
-    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
+    markerWidth: 10, markerHeight: 10, markerUnits: "userSpaceOnUse", orient: "auto-start-reverse" }, defs);
   el("path", { d: "M0,0 L10,5 L0,10 z" }, marker);
 
   const groups = new Map();
