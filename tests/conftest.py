@@ -47,10 +47,11 @@ def rtmp_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def service_env(rtmp_server: RtmpServer, rabbitmq: str) -> dict[str, str]:
     """Settings for one service under test: its own stream key, queue and HTTP port."""
-    name = f"t{uuid.uuid4().hex[:10]}"
+    # the stream key is a secret the service masks in its logs: keep it out of other names
+    key, queue = uuid.uuid4().hex[:12], uuid.uuid4().hex[:10]
     return {
-        "RTMP_URL": f"{rtmp_server.base_url}/{name}",
-        "RABBITMQ_QUEUE": f"poc_test_{name}",
+        "RTMP_URL": f"{rtmp_server.base_url}/k{key}",
+        "RABBITMQ_QUEUE": f"poc_test_{queue}",
         "RABBITMQ_RECONNECT_SECONDS": "0.5",
         "HTTP_PORT": str(free_port()),
         "LOG_LEVEL": "info",

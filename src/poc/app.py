@@ -127,7 +127,7 @@ class Service:
                     await tg.start(http.serve)
                 tg.start_soon(self._warm_up_speech)
                 try:
-                    self.engine = await anyio.to_thread.run_sync(create_engine, settings, self.avatar)
+                    self.engine = await anyio.to_thread.run_sync(self._build_engine)
                 except EngineError as error:
                     log.error("%s", error)
                     self.exit_code = 2
@@ -165,6 +165,15 @@ class Service:
                 if self.engine is not None:
                     self.engine.close()
             log.info("stopped")
+
+    def _build_engine(self) -> FaceEngine:
+        """Build the engine and, where it can, measure it (MuseTalk: frames per second on a short
+        warm-up, which also sets how far ahead of playout it needs audio)."""
+        engine = create_engine(self.settings, self.avatar)
+        warm_up = getattr(engine, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+        return engine
 
     async def _stop_gracefully(self) -> None:
         """No new messages; the one on air finishes if it ends within the deadline (else it is

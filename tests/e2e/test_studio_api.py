@@ -192,7 +192,8 @@ async def test_bad_lines_get_the_reason_the_queue_would_give_and_are_not_sent(re
         (b"not json", {"Content-Type": "application/json"}, 400, "not JSON"),
         (b"[1, 2]", {"Content-Type": "application/json"}, 400, "JSON object"),
         (b'{"text": "hi"}', {"Content-Type": "text/plain"}, 400, "application/json"),
-        (b'{"text": "hi"}', {"Content-Type": "application/json", "Origin": "http://evil.example"}, 403, "cross-origin"),
+        (b'{"text": "hi"}', {"Content-Type": "application/json", "Origin": "http://evil.example"}, 403,
+         "cross-origin"),
     ],
 )
 async def test_requests_that_are_not_a_json_object_from_the_page_are_refused(raw, headers, status, fragment):
@@ -221,7 +222,7 @@ async def test_a_good_line_is_published_as_a_valid_queue_message():
 async def test_controls_are_published_to_the_control_queue_and_unknown_ones_refused():
     publisher = RecordingPublisher()
     async with running_studio(fake_service(), publisher) as port:
-        for action in ("interrupt", "clear"):
+        for action in ("interrupt", " Clear"):  # the queue accepts either spelling
             status, _, _ = await call(port, "POST", "/api/control", {"action": action})
             assert status == 202
         status, _, body = await call(port, "POST", "/api/control", {"action": "self-destruct"})

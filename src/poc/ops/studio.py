@@ -274,11 +274,13 @@ class _Studio:
         payload = _json_object(request)
         if isinstance(payload, tuple):
             return payload
+        raw = {"type": "control", "action": payload.get("action")}
         try:
-            message = parse_message(_encode({"type": "control", "action": payload.get("action")}), self.limits)
+            action = parse_message(_encode(raw), self.limits).action  # type: ignore[union-attr]
         except InvalidMessage as error:
             return json_response(400, {"error": str(error)})
-        return await self._check_and_publish(build_control(message.action), control=True)  # type: ignore[union-attr]
+        # parse_message normalised it (" Clear" -> "clear"); build_control adds the id and time.
+        return await self._check_and_publish(build_control(action), control=True)
 
     async def _check_and_publish(self, body: dict[str, Any], control: bool) -> Response:
         try:
@@ -397,7 +399,10 @@ class _Replay(ByteStream):
         await self._stream.aclose()
 
 
-_GONE = (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError)
+# What a client that went away (or stalled) looks like; nothing to report.
+_GONE = (
+    TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError
+)
 
 
 def _front_event_stream(http: HttpServer, serve: Callable[[ByteStream], Awaitable[None]]) -> None:
