@@ -67,8 +67,8 @@ http {
     location /hls {
       alias $run_dir/hls;
       types { application/vnd.apple.mpegurl m3u8; video/mp2t ts; }
-      add_header Cache-Control no-cache;
-      add_header Access-Control-Allow-Origin *;
+      add_header Cache-Control no-cache always;
+      add_header Access-Control-Allow-Origin * always;
     }
     location /stat { rtmp_stat all; }
   }

@@ -1,6 +1,8 @@
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,11 +39,17 @@ def rabbitmq() -> str:
 
 
 @pytest.fixture(scope="session")
-def rtmp_server(tmp_path_factory: pytest.TempPathFactory):
-    server = RtmpServer(tmp_path_factory.mktemp("nginx"))
+def rtmp_server():
+    """The project's nginx for the whole session. Its folder must be readable by the workers
+    (nginx started as root runs them as `nobody`) or HLS requests fail; pytest's tmp folders
+    are private (0700), so it gets a folder of its own."""
+    run_dir = Path(tempfile.mkdtemp(prefix="poc-nginx-"))
+    run_dir.chmod(0o755)
+    server = RtmpServer(run_dir)
     server.start()
     yield server
     server.stop()
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture

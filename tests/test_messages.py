@@ -253,3 +253,9 @@ def test_arbitrary_json_objects_are_accepted_or_rejected_cleanly(raw: dict[str, 
         assert "\n" not in str(exc) and str(exc)
     else:
         assert msg.type == raw["type"]
+
+
+def test_a_message_cannot_make_the_server_load_a_voice_file():
+    body = b'{"type": "text", "data": "hi", "voice": "/srv/voices/evil.onnx"}'
+    with pytest.raises(InvalidMessage, match="voice.*not a path"):
+        parse_message(body, MessageLimits())

@@ -135,15 +135,7 @@ class Service:
                     return
                 self.pipeline.attach_engine(self.engine)
                 self.source = AmqpSource(
-                    AmqpSettings(
-                        host=settings.rabbitmq_host,
-                        port=settings.rabbitmq_port,
-                        user=settings.rabbitmq_user,
-                        password=settings.rabbitmq_password,
-                        vhost=settings.rabbitmq_vhost,
-                        queue=settings.rabbitmq_queue,
-                        use_tls=settings.rabbitmq_tls,
-                    ),
+                    AmqpSettings.from_settings(settings),
                     sink=self.pipeline,
                     limits=MessageLimits(
                         max_body_bytes=settings.max_body_bytes,

@@ -97,15 +97,7 @@ def _send(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"poc send: {error}", file=sys.stderr)
         return 2
-    amqp = AmqpSettings(
-        host=settings.rabbitmq_host,
-        port=settings.rabbitmq_port,
-        user=settings.rabbitmq_user,
-        password=settings.rabbitmq_password,
-        vhost=settings.rabbitmq_vhost,
-        queue=settings.rabbitmq_queue,
-        use_tls=settings.rabbitmq_tls,
-    )
+    amqp = AmqpSettings.from_settings(settings)
     try:
         anyio.run(lambda: publish(amqp, body, queue=settings.rabbitmq_queue, control=control), backend="asyncio")
     except PublishError as error:

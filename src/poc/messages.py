@@ -75,6 +75,15 @@ class _Speech(_Base):
     language: OptionalName = None
     interrupt: StrictBool = False
 
+    @pydantic.field_validator("voice", "language")
+    @classmethod
+    def _a_name_not_a_path(cls, value: str | None) -> str | None:
+        # A producer picks among the server's voices; loading a model file from a path it
+        # names is the operator's choice (TTS_VOICE), never a message's.
+        if value is not None and ("/" in value or "\\" in value or len(value) > 100):
+            raise ValueError("must be a voice or language name, not a path")
+        return value
+
     @pydantic.field_validator("data")
     @classmethod
     def _data_not_blank(cls, value: str) -> str:

@@ -8,13 +8,11 @@ own browser download is not used (it cannot be fetched here), so the test skips 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 from support import amqp
-from support.processes import ROOT, RtmpServer
+from support.processes import ROOT
 
 from poc.config import stream_key
 from poc.messages import InvalidMessage, MessageLimits, parse_message
@@ -48,29 +46,11 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture(scope="module")
-def hls_server():
-    """The project's nginx in a folder its workers can read.
-
-    nginx started as root runs its workers as `nobody`, and pytest's temporary folders are
-    private to their owner (0700), so the shared rtmp_server fixture takes the stream but its
-    workers cannot serve the HLS files it writes. This one lives in a folder anyone may enter.
-    """
-    run_dir = Path(tempfile.mkdtemp(prefix="poc-studio-nginx-"))
-    run_dir.chmod(0o755)
-    server = RtmpServer(run_dir)
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
 @pytest.fixture
-def studio(start_service, service_env, hls_server):
+def studio(start_service, service_env, rtmp_server):
     key = stream_key(service_env["RTMP_URL"])
     service = start_service(
-        RTMP_URL=f"{hls_server.base_url}/{key}",
-        STUDIO_HLS_URL=f"http://127.0.0.1:{hls_server.hls_port}/hls/{key}.m3u8",
+        STUDIO_HLS_URL=f"http://127.0.0.1:{rtmp_server.hls_port}/hls/{key}.m3u8",
         MAX_TEXT_CHARS=str(LIMIT),
         TTS_PROVIDER="espeak",  # the quickest voice: this test is about the page
     )

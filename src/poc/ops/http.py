@@ -18,9 +18,12 @@ log = logging.getLogger(__name__)
 
 Response = tuple[int, str, bytes]
 Handler = Callable[["Request"], Awaitable[Response]]
+# A long-lived response (server-sent events): the handler writes head and body itself.
+StreamHandler = Callable[["Request", SocketStream], Awaitable[None]]
 
-_REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 503: "Service Unavailable"}  # fmt: skip
+_REASONS = {200: "OK", 202: "Accepted", 204: "No Content", 400: "Bad Request", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -44,9 +47,15 @@ class HttpServer:
         self.host = host
         self.port = port
         self.routes: dict[tuple[str, str], Handler] = {}
+        self.stream_routes: dict[tuple[str, str], StreamHandler] = {}
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self.routes[(method, path)] = handler
+
+    def route_stream(self, method: str, path: str, handler: StreamHandler) -> None:
+        """A route whose handler writes its own response and may keep the connection open
+        (no 10 s limit once the request is read)."""
+        self.stream_routes[(method, path)] = handler
 
     async def serve(self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
@@ -60,20 +69,35 @@ class HttpServer:
             try:
                 with anyio.fail_after(10):
                     request = await _read_request(stream)
-                    if request is None:
-                        return
-                    handler = self.routes.get((request.method, request.path))
-                    if handler is None:
-                        allowed = any(p == request.path for _, p in self.routes)
-                        status = 405 if allowed else 404
-                        response: Response = json_response(status, {"error": _REASONS[status]})
-                    else:
-                        response = await handler(request)
-                    await _write_response(stream, *response)
-            except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                key = (request.method, request.path)
+                if key in self.stream_routes:
+                    await self.stream_routes[key](request, stream)
+                    return
+                with anyio.fail_after(10):
+                    await _write_response(stream, *await self._respond(request))
+            except _GONE:
                 pass
             except _BadRequest as error:
                 await _write_response(stream, *json_response(error.status, {"error": str(error)}))
+            except Exception:  # a fault in one route must never end the server (nor the stream)
+                log.exception("HTTP: request failed")
+
+    async def _respond(self, request: "Request") -> Response:
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            known = {p for _, p in self.routes} | {p for _, p in self.stream_routes}
+            status = 405 if request.path in known else 404
+            return json_response(status, {"error": _REASONS[status]})
+        try:
+            return await handler(request)
+        except Exception as error:
+            log.exception("HTTP: %s %s failed", request.method, request.path)
+            return json_response(500, {"error": f"internal error: {type(error).__name__}"})
+
+
+# What a client that went away (or stalled) looks like; nothing to report.
+_GONE = (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+         ConnectionError)  # fmt: skip
 
 
 class _BadRequest(Exception):
@@ -82,7 +106,7 @@ class _BadRequest(Exception):
         self.status = status
 
 
-async def _read_request(stream: SocketStream) -> Request | None:
+async def _read_request(stream: SocketStream) -> Request:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = await stream.receive(4096)

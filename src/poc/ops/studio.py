@@ -33,7 +33,7 @@ from anyio.abc import ByteStream
 from poc.config import Settings, stream_key
 from poc.jobs import Outcome
 from poc.messages import InvalidMessage, MessageLimits, parse_message
-from poc.ops.http import Handler, HttpServer, Request, Response, json_response
+from poc.ops.http import HttpServer, Request, Response, json_response
 from poc.source.amqp import AmqpSettings
 from poc.source.publish import PublishError, build_control, build_text, publish
 from poc.statechart import mermaid_diagram
@@ -74,26 +74,10 @@ def install_studio(http: HttpServer, service: "Service", *, publisher: Publisher
     http.route("GET", "/", studio.page)
     for name, content_type in STATIC_FILES.items():
         http.route("GET", f"/static/{name}", _static_handler(name, content_type))
-    http.route("GET", "/api/status", _guarded(studio.status))
-    http.route("POST", "/api/say", _guarded(studio.say))
-    http.route("POST", "/api/control", _guarded(studio.control))
-    # Listed so that other methods get the plain server's 405; GET is answered by the front.
-    http.route("GET", EVENTS_PATH, studio.events_unavailable)
-    _front_event_stream(http, studio.open_event_stream)
-
-
-def _guarded(handler: Handler) -> Handler:
-    """A fault in the studio answers 500; it must never reach the task group that keeps the
-    stream on air (an exception from a route would end the HTTP server and the service)."""
-
-    async def guarded(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as error:
-            log.exception("studio: %s %s failed", request.method, request.path)
-            return json_response(500, {"error": f"internal error: {type(error).__name__}"})
-
-    return guarded
+    http.route("GET", "/api/status", studio.status)
+    http.route("POST", "/api/say", studio.say)
+    http.route("POST", "/api/control", studio.control)
+    http.route_stream("GET", EVENTS_PATH, studio.open_event_stream)
 
 
 def hls_url(settings: Settings) -> str | None:
@@ -114,15 +98,7 @@ def hls_url(settings: Settings) -> str | None:
 
 def amqp_publisher(settings: Settings) -> Publisher:
     """Publish the way `python -m poc send` does: one connection and a broker confirm each."""
-    amqp = AmqpSettings(
-        host=settings.rabbitmq_host,
-        port=settings.rabbitmq_port,
-        user=settings.rabbitmq_user,
-        password=settings.rabbitmq_password,
-        vhost=settings.rabbitmq_vhost,
-        queue=settings.rabbitmq_queue,
-        use_tls=settings.rabbitmq_tls,
-    )
+    amqp = AmqpSettings.from_settings(settings)
 
     async def send(body: dict[str, Any], control: bool) -> str:
         return await publish(amqp, body, control=control)
@@ -254,11 +230,6 @@ class _Studio:
     async def status(self, request: Request) -> Response:
         return json_response(200, self.snapshot())
 
-    async def events_unavailable(self, request: Request) -> Response:
-        # Only reached if something replaced the front after install_studio; the page then
-        # falls back to polling /api/status.
-        return json_response(503, {"error": "event stream not available; poll /api/status"})
-
     # -- acting (what a producer can do, and nothing more) -------------------------------------
 
     async def say(self, request: Request) -> Response:
@@ -299,8 +270,8 @@ class _Studio:
 
     # -- the event stream ----------------------------------------------------------------------
 
-    async def open_event_stream(self, stream: ByteStream) -> None:
-        """Answer GET /api/events on `stream` (its request head already read)."""
+    async def open_event_stream(self, request: Request, stream: ByteStream) -> None:
+        """Answer GET /api/events on `stream` (the request is read) until the client leaves."""
         if self.event_clients >= MAX_EVENT_CLIENTS:
             body = json.dumps({"error": f"too many event streams open (at most {MAX_EVENT_CLIENTS})"})
             head = (
@@ -373,65 +344,7 @@ def _json_object(request: Request) -> dict[str, Any] | Response:
     return payload
 
 
-# -- the front for the event stream -------------------------------------------------------------
-
-
-class _Replay(ByteStream):
-    """A stream that first gives back bytes already read, then reads on from the socket."""
-
-    def __init__(self, stream: ByteStream, pending: bytes) -> None:
-        self._stream = stream
-        self._pending = pending
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if self._pending:
-            chunk, self._pending = self._pending[:max_bytes], self._pending[max_bytes:]
-            return chunk
-        return await self._stream.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        await self._stream.send(item)
-
-    async def send_eof(self) -> None:
-        await self._stream.send_eof()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 # What a client that went away (or stalled) looks like; nothing to report.
 _GONE = (
     TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError
 )
-
-
-def _front_event_stream(http: HttpServer, serve: Callable[[ByteStream], Awaitable[None]]) -> None:
-    """Route GET /api/events to `serve` as a long-lived response; leave the rest to `http`."""
-    inner = http._handle  # serve() looks it up on the instance, so this must run before serve()
-
-    async def handle(stream: Any) -> None:
-        data = b""
-        try:
-            with anyio.fail_after(10):
-                while b"\r\n" not in data and len(data) < 8192:
-                    data += await stream.receive(4096)
-        except _GONE:
-            await stream.aclose()
-            return
-        method, _, rest = data.partition(b" ")
-        target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
-        if method != b"GET" or target != EVENTS_PATH.encode():
-            await inner(_Replay(stream, data))
-            return
-        async with stream:
-            try:
-                with anyio.fail_after(10):
-                    while b"\r\n\r\n" not in data:  # the rest of the head; a GET has no body
-                        if len(data) > 64 * 1024:
-                            return
-                        data += await stream.receive(4096)
-                await serve(stream)
-            except _GONE:
-                pass
-
-    http._handle = handle  # type: ignore[method-assign]

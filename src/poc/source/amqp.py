@@ -24,6 +24,8 @@ asyncio only: aio-pika does not run on trio.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import asyncio
 import collections
 import logging
@@ -62,6 +64,9 @@ SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that alrea
 PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
 # aio-pika/aiormq log every reconnect attempt; these loggers get the repeat filter below.
+if TYPE_CHECKING:
+    from poc.config import Settings
+
 _CHATTY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.connection")
 
 _Delivery = tuple[int, AbstractIncomingMessage]  # (hand-over sequence number, message)
@@ -76,6 +81,19 @@ class AmqpSettings:
     vhost: str = "/"
     queue: str = "talking_face_input"
     use_tls: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "AmqpSettings":
+        """The broker part of the service's settings (RABBITMQ_*)."""
+        return cls(
+            host=settings.rabbitmq_host,
+            port=settings.rabbitmq_port,
+            user=settings.rabbitmq_user,
+            password=settings.rabbitmq_password,
+            vhost=settings.rabbitmq_vhost,
+            queue=settings.rabbitmq_queue,
+            use_tls=settings.rabbitmq_tls,
+        )
 
     def url_for_logs(self) -> str:
         scheme = "amqps" if self.use_tls else "amqp"
