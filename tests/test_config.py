@@ -84,3 +84,15 @@ def test_secrets_are_not_echoed_in_errors_and_are_listed_for_redaction():
 def test_redacted_url_hides_key_and_credentials():
     shown = redact_url("rtmp://user:pw@live.example.com:1935/app/abcdef123")
     assert shown == "rtmp://***@live.example.com:1935/app/***"
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example():
+    from poc.config import _FIELDS
+    from poc.paths import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    for name in _FIELDS:
+        assert f"`{name}`" in readme, f"{name} missing from the README's configuration table"
+        assert f"\n{name}=" in example, f"{name} missing from .env.example"
+    load_settings(environ={}, env_file=PROJECT_ROOT / ".env.example")  # the example is valid

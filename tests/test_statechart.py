@@ -108,3 +108,10 @@ def test_docs_statechart_md_is_generated_from_the_class():
     assert doc.read_text(encoding="utf-8") == statechart_markdown(), (
         "docs/statechart.md is stale: run `python -m poc statechart --write`"
     )
+
+
+def test_the_readme_shows_the_current_diagram():
+    from poc.statechart import mermaid_diagram
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    assert "```mermaid\n" + mermaid_diagram() + "```" in readme.read_text(encoding="utf-8")

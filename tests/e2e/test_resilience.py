@@ -126,3 +126,23 @@ def test_sigterm_exits_within_5_s_and_returns_unplayed_messages(start_service, q
     assert amqp.message_count(queue) == 3
     bodies = [json.loads(body)["id"] for body, _ in amqp.drain(queue)]
     assert sorted(bodies) == ["queued-0", "queued-1", "queued-2"]
+
+
+def test_broker_down_at_start_up_keeps_the_stream_and_consumes_once_it_is_there(start_service, queue):
+    from support.processes import free_port
+    from support.tcp_proxy import TcpProxy
+
+    proxy = TcpProxy(free_port(), 5672)  # nothing listens there yet: the broker is "down"
+    service = start_service(RABBITMQ_QUEUE=queue, RABBITMQ_PORT=str(proxy.listen_port))
+    service.wait_for_log(r"on air: streaming", timeout=60)
+    service.wait_for_log(r"RabbitMQ at \S+ not available", timeout=30)
+    time.sleep(3)
+    assert health(service) == 200  # idle keeps streaming without the broker
+    assert len(re.findall(r"not available", service.log_text())) == 1  # said once, not per retry
+    amqp.publish(queue, {"type": "text", "data": "Now the broker is here.", "id": "late-broker"})
+    proxy.open()
+    try:
+        service.wait_for_log(r"connected to RabbitMQ", timeout=30)
+        service.wait_for_log(r"late-broker: played", timeout=60)
+    finally:
+        proxy.close()
