@@ -13,7 +13,7 @@ import time
 import anyio
 
 from poc.config import load_settings
-from poc.source.amqp import AmqpSettings
+from poc.source.connection import AmqpSettings
 from poc.source.publish import build_control, build_text, publish
 
 SCRIPT = [

@@ -112,7 +112,8 @@ class Service:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         from poc.messages import MessageLimits
-        from poc.source.amqp import AmqpSettings, AmqpSource
+        from poc.source.amqp import AmqpSource
+        from poc.source.connection import AmqpSettings
 
         settings = self.settings
         self.writer.start()

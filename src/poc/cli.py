@@ -77,7 +77,7 @@ def _add_send(subparsers) -> None:
 def _send(args: argparse.Namespace) -> int:
     import anyio
 
-    from poc.source.amqp import AmqpSettings
+    from poc.source.connection import AmqpSettings
     from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
     settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE"})

@@ -9,7 +9,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from poc.source.amqp import AmqpSettings, control_queue_name, dead_letter_queue_name
+from poc.source.connection import AmqpSettings, control_queue_name, dead_letter_queue_name
 
 BROKER = AmqpSettings(host="127.0.0.1", port=5672, user="guest", password="guest", vhost="/")
 

@@ -26,12 +26,8 @@ from anyio.abc import SocketStream, TaskStatus
 
 from poc.jobs import Job, Outcome
 from poc.messages import MessageLimits, TextMessage
-from poc.source.amqp import (
-    AmqpSettings,
-    AmqpSource,
-    control_queue_name,
-    dead_letter_queue_name,
-)
+from poc.source.amqp import AmqpSource
+from poc.source.connection import AmqpSettings, control_queue_name, dead_letter_queue_name
 from poc.source.publish import build_control, build_text, publish
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

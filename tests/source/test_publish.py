@@ -13,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from poc.messages import AudioMessage, ControlMessage, MessageLimits, TextMessage, parse_message
-from poc.source.amqp import AmqpSettings, control_queue_name
+from poc.source.connection import AmqpSettings, control_queue_name
 from poc.source.publish import (
     PublishError,
     build_audio,

@@ -23,7 +23,7 @@ import anyio
 import numpy as np
 
 from poc.bench.harness import RtmpServer, ServiceProcess, free_port, process_tree_cpu_seconds
-from poc.source.amqp import AmqpSettings
+from poc.source.connection import AmqpSettings
 from poc.source.publish import build_text, publish
 
 LINES = [

@@ -34,7 +34,7 @@ from poc.config import Settings, stream_key
 from poc.jobs import Outcome
 from poc.messages import InvalidMessage, MessageLimits, parse_message
 from poc.ops.http import HttpServer, Request, Response, json_response
-from poc.source.amqp import AmqpSettings
+from poc.source.connection import AmqpSettings
 from poc.source.publish import PublishError, build_control, build_text, publish
 from poc.statechart import mermaid_diagram
 

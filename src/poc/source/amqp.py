@@ -24,14 +24,9 @@ asyncio only: aio-pika does not run on trio.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import asyncio
 import collections
 import logging
-import re
 from typing import NoReturn
-from urllib.parse import quote
 
 import aio_pika
 import anyio
@@ -55,126 +50,23 @@ from poc.messages import (
     parse_message,
 )
 from poc.source.base import JobSink, SourceStatus
+from poc.source.connection import (
+    CHATTY_LOGGERS,
+    AmqpSettings,
+    RepeatFilter,
+    control_queue_name,
+    dead_letter_queue_name,
+    describe_connect_error,
+)
 
 LOG = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 10.0
 CONTROL_PREFETCH = 16
 SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
 PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
-# aio-pika/aiormq log every reconnect attempt; these loggers get the repeat filter below.
-if TYPE_CHECKING:
-    from poc.config import Settings
-
-_CHATTY_LOGGERS = ("aiormq.connection", "aio_pika.robust_connection", "aio_pika.connection")
 
 _Delivery = tuple[int, AbstractIncomingMessage]  # (hand-over sequence number, message)
-
-
-@attrs.frozen
-class AmqpSettings:
-    host: str = "127.0.0.1"
-    port: int = 5672
-    user: str = "guest"
-    password: str = attrs.field(default="guest", repr=False)
-    vhost: str = "/"
-    queue: str = "talking_face_input"
-    use_tls: bool = False
-
-    @classmethod
-    def from_settings(cls, settings: "Settings") -> "AmqpSettings":
-        """The broker part of the service's settings (RABBITMQ_*)."""
-        return cls(
-            host=settings.rabbitmq_host,
-            port=settings.rabbitmq_port,
-            user=settings.rabbitmq_user,
-            password=settings.rabbitmq_password,
-            vhost=settings.rabbitmq_vhost,
-            queue=settings.rabbitmq_queue,
-            use_tls=settings.rabbitmq_tls,
-        )
-
-    def url_for_logs(self) -> str:
-        scheme = "amqps" if self.use_tls else "amqp"
-        return f"{scheme}://{self.user}:***@{self.host}:{self.port}/{quote(self.vhost, safe='')}"
-
-    def connect_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for aio_pika.connect / connect_robust."""
-        return dict(
-            host=self.host,
-            port=self.port,
-            login=self.user,
-            password=self.password,
-            virtualhost=self.vhost,
-            ssl=self.use_tls,
-            timeout=CONNECT_TIMEOUT_S,
-        )
-
-
-def control_queue_name(queue: str) -> str:
-    return f"{queue}.control"
-
-
-def dead_letter_queue_name(queue: str) -> str:
-    return f"{queue}.dlq"
-
-
-def describe_connect_error(exc: BaseException, settings: AmqpSettings) -> str:
-    """One stable line for a failed connection attempt, never containing the password.
-
-    Stable matters: start-up retries log again only when this text changes.
-    """
-    text = str(exc)
-    if isinstance(exc, aio_pika.exceptions.ProbableAuthenticationError) or "ACCESS_REFUSED" in text:
-        line = f"login refused for user {settings.user!r} (wrong user or password?)"
-    elif isinstance(exc, aio_pika.exceptions.InvalidFrameError) and "Connection.Close" in text:
-        # RabbitMQ answers a bad virtual host with a bare Connection.Close during open.
-        line = (
-            f"broker refused virtual host {settings.vhost!r} "
-            f"(does it exist, and may {settings.user!r} use it?)"
-        )
-    elif isinstance(exc, aio_pika.exceptions.ConnectionClosed):
-        line = f"broker closed the connection ({exc.strerror or text})"
-    elif isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        line = f"no answer from {settings.host}:{settings.port} within {CONNECT_TIMEOUT_S:g} s"
-    elif isinstance(exc, OSError) and exc.errno == 111:
-        line = f"connection refused by {settings.host}:{settings.port} (is RabbitMQ running?)"
-    elif isinstance(exc, OSError):
-        line = f"{settings.host}:{settings.port}: {exc.strerror or text}"
-    else:
-        line = f"{type(exc).__name__}: {text}"
-    if settings.password:
-        line = line.replace(settings.password, "***")
-    line = re.sub(r" at 0x[0-9a-f]+", "", line)  # object addresses would defeat the de-duplication
-    return " ".join(line.split())[:300]
-
-
-class _RepeatFilter(logging.Filter):
-    """Mutes aio-pika's per-attempt log lines: all of them while we connect at start-up (we log
-    our own single line), and repeats of the same line during an outage afterwards."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mute = True
-        self._seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.mute:
-            return False
-        try:
-            key = re.sub(r"0x[0-9a-f]+|\d+", "#", record.getMessage())
-        except Exception:  # a record that cannot be formatted is not ours to judge
-            return True
-        if key in self._seen:
-            return False
-        if len(self._seen) > 100:
-            self._seen.clear()
-        self._seen.add(key)
-        return True
-
-    def reset(self) -> None:
-        self._seen.clear()
 
 
 @attrs.define(eq=False)
@@ -222,7 +114,7 @@ class AmqpSource:
         )
         self._handed_over = 0  # deliveries passed to the main lane so far
         self._dropped_through = 0  # main-lane deliveries up to this number were cleared
-        self._log_filter = _RepeatFilter()
+        self._log_filter = RepeatFilter()
         self._closing = False
         self._connected = False
         self._reconnects = 0
@@ -244,7 +136,7 @@ class AmqpSource:
         are logged), bad messages (dead-lettered). Cancellation: stops consuming, acks jobs that
         already settled (up to SHUTDOWN_FLUSH_S), leaves the rest unacked for redelivery.
         """
-        for name in _CHATTY_LOGGERS:
+        for name in CHATTY_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
         send_main, receive_main = anyio.create_memory_object_stream[_Delivery](self._prefetch)
         send_control, receive_control = anyio.create_memory_object_stream[_Delivery](
@@ -262,7 +154,7 @@ class AmqpSource:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_FLUSH_S):
                 await self.aclose()
-            for name in _CHATTY_LOGGERS:
+            for name in CHATTY_LOGGERS:
                 logging.getLogger(name).removeFilter(self._log_filter)
         raise AssertionError("unreachable")  # sleep_forever only ends by cancellation
 

@@ -17,7 +17,7 @@ from typing import Any
 import aio_pika
 
 from poc.messages import AUDIO_FORMATS, CONTROL_ACTIONS
-from poc.source.amqp import AmqpSettings, control_queue_name, describe_connect_error
+from poc.source.connection import AmqpSettings, control_queue_name, describe_connect_error
 
 
 class PublishError(RuntimeError):
