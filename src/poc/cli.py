@@ -135,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_statechart(subparsers)
     bench = subparsers.add_parser("bench", help="measure stream, latency or MuseTalk figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    from poc.bench import latency, stream
+    from poc.bench import latency, recovery, stream
 
     stream.add_parser(bench_sub)
     latency.add_parser(bench_sub)
+    recovery.add_parser(bench_sub)
     try:
         from poc.bench import musetalk as musetalk_bench
 
