@@ -159,16 +159,7 @@ class Pipeline:
 
     def clear(self) -> int:
         self.compositor.interrupt()
-        dropped = [*self._preparing, *self._waiting]
-        self._preparing.clear()
-        self._waiting.clear()
-        self.schedule.remove_not_started()
-        count = 0
-        for job in dropped:
-            if job.settle(Outcome.DROPPED, "cleared by a control message"):
-                count += 1
-                self._on_settled(job)
-        self._restart_stages()
+        count = self._settle_unplayed(Outcome.DROPPED, "cleared by a control message")
         self.chart.send("cleared")
         return count
 
@@ -177,14 +168,7 @@ class Pipeline:
         message on air finishes if it ends within `deadline` seconds, else it is cut with a
         blend and requeued too. Returns once nothing is on air (or after the deadline)."""
         self._shutting_down = True
-        unplayed = [*self._preparing, *self._waiting]
-        self._preparing.clear()
-        self._waiting.clear()
-        self.schedule.remove_not_started()
-        self._restart_stages()
-        for job in unplayed:
-            if job.settle(Outcome.REQUEUED, "the service is shutting down"):
-                self._on_settled(job)
+        self._settle_unplayed(Outcome.REQUEUED, "the service is shutting down")
         left = self.compositor.seconds_left()
         if left is None or left > deadline:
             self.compositor.interrupt(Outcome.REQUEUED)
@@ -192,6 +176,20 @@ class Pipeline:
             while self.schedule.head() is not None or self.chart.state_id == "transitioning":
                 await anyio.sleep(1 / self.options.fps)
         self.compositor.interrupt(Outcome.REQUEUED)
+
+    def _settle_unplayed(self, outcome: Outcome, reason: str) -> int:
+        """Settle every job not yet on air (and drop its prepared work); returns how many."""
+        unplayed = [*self._preparing, *self._waiting]
+        self._preparing.clear()
+        self._waiting.clear()
+        self.schedule.remove_not_started()
+        self._restart_stages()
+        count = 0
+        for job in unplayed:
+            if job.settle(outcome, reason):
+                count += 1
+                self._on_settled(job)
+        return count
 
     @property
     def queued_jobs(self) -> list[Job]:

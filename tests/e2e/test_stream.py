@@ -86,3 +86,11 @@ def test_bad_config_stops_startup_with_one_clear_line(env, named):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and named in lines[0], result.stderr
+
+
+def test_musetalk_without_weights_is_a_clear_startup_error(start_service, tmp_path):
+    service = start_service(TALKING_FACE_MODEL="musetalk", TALKING_FACE_MODEL_PATH=str(tmp_path))
+    code = service.wait(timeout=120)
+    log = service.log_text()
+    assert code == 2, log[-2000:]
+    assert "unet.pth" in log and "Traceback" not in log
