@@ -56,22 +56,21 @@ def add_avatar_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from poc.face.musetalk.weights import check_weights
 
-    problems = check_weights(args.models_dir)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if not problems:
-        print(f"MuseTalk v1.5 weights in {args.models_dir} are complete")
-    return 1 if problems else 0
+    return _report(check_weights(args.models_dir), args.models_dir)
 
 
 def run_fetch(args: argparse.Namespace) -> int:
     from poc.face.musetalk.weights import fetch_weights
 
-    problems = fetch_weights(args.models_dir)
+    return _report(fetch_weights(args.models_dir), args.models_dir)
+
+
+def _report(problems: list[str], models_dir: Path) -> int:
+    """One line per problem on stderr (exit 1), or a line saying the weights are complete."""
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
-        print(f"MuseTalk v1.5 weights in {args.models_dir} are complete")
+        print(f"MuseTalk v1.5 weights in {models_dir} are complete")
     return 1 if problems else 0
 
 
