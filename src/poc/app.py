@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from typing import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -19,7 +20,7 @@ from poc.config import Settings, find_ffmpeg, redact_url
 from poc.face.avatar import load_avatar
 from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
-from poc.media.clock import FrameClock
+from poc.media.clock import FrameClock, Tick
 from poc.media.writer import FfmpegWriter
 from poc.ops.health import install_routes
 from poc.ops.http import HttpServer
@@ -95,11 +96,14 @@ class Service:
         self.source = None  # set in run(): the RabbitMQ adapter needs a running event loop
         self.started_at = time.monotonic()
 
-    async def run_clock(self) -> None:
-        """The one place that paces the stream: one frame and its audio per tick, forever."""
+    async def run_clock(self, frames: int | None = None, on_tick: Callable[[Tick], None] | None = None) -> None:
+        """The one place that paces the stream: one frame and its audio per tick, forever (or
+        for `frames` ticks; `on_tick` lets a benchmark observe each tick)."""
         compositor, writer, metrics = self.pipeline.compositor, self.writer, self.metrics
         window_start, window_frames = time.monotonic(), 0
         async for tick in self.clock.ticks():
+            if frames is not None and tick.frame >= frames:
+                return
             picture, audio = compositor.render(tick.frame)
             writer.offer(picture, audio)
             metrics.frames.inc()
@@ -109,6 +113,8 @@ class Service:
                 now = time.monotonic()
                 metrics.output_fps.set(window_frames / (now - window_start))
                 window_start, window_frames = now, 0
+            if on_tick is not None:
+                on_tick(tick)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         from poc.messages import MessageLimits

@@ -22,22 +22,22 @@ def ffprobe() -> str:
     return shutil.which("ffprobe") or "ffprobe"
 
 
-def record(url: str, seconds: float, out: Path, timeout: float | None = None) -> Path:
+def _record_command(url: str, seconds: float, out: Path) -> list[str]:
     """Copy `seconds` of the live stream into a Matroska file (timestamps kept exactly)."""
-    command = [
+    return [
         ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-rw_timeout", "10000000",
         *_JOIN, "-i", url, "-t", str(seconds), "-c", "copy", "-f", "matroska", str(out),
     ]  # fmt: skip
-    subprocess.run(command, check=True, timeout=timeout or seconds + 30, capture_output=True)
+
+
+def record(url: str, seconds: float, out: Path, timeout: float | None = None) -> Path:
+    subprocess.run(_record_command(url, seconds, out), check=True, timeout=timeout or seconds + 30,
+                   capture_output=True)  # fmt: skip
     return out
 
 
 def start_recording(url: str, seconds: float, out: Path) -> subprocess.Popen:
-    command = [
-        ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-rw_timeout", "10000000",
-        *_JOIN, "-i", url, "-t", str(seconds), "-c", "copy", "-f", "matroska", str(out),
-    ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(_record_command(url, seconds, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 @attrs.frozen

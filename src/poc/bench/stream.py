@@ -58,24 +58,21 @@ async def measure_idle(settings, seconds: float) -> dict[str, float]:
     service.writer.start()
     lateness: list[float] = []
     warm_up = 2 * settings.fps  # let ffmpeg connect and settle before measuring
-    total = warm_up + int(seconds * settings.fps)
-    cpu_start = wall_start = 0.0
+    start: dict[str, float] = {}
+
+    def observe(tick) -> None:
+        if tick.frame == warm_up:
+            start.update(cpu=process_tree_cpu_seconds(os.getpid()), wall=time.monotonic(),
+                         dropped=service.writer.dropped)  # fmt: skip
+        if tick.frame >= warm_up:
+            lateness.append(tick.lateness)
+
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(service.pipeline.run)
-            compositor, writer = service.pipeline.compositor, service.writer
-            async for tick in service.clock.ticks():
-                picture, audio = compositor.render(tick.frame)
-                writer.offer(picture, audio)
-                if tick.frame == warm_up:
-                    cpu_start, wall_start = process_tree_cpu_seconds(os.getpid()), time.monotonic()
-                    dropped_start = writer.dropped
-                if tick.frame >= warm_up:
-                    lateness.append(tick.lateness)
-                if tick.frame >= total:
-                    break
-            cpu = process_tree_cpu_seconds(os.getpid()) - cpu_start
-            wall = time.monotonic() - wall_start
+            await service.run_clock(frames=warm_up + int(seconds * settings.fps), on_tick=observe)
+            cpu = process_tree_cpu_seconds(os.getpid()) - start["cpu"]
+            wall = time.monotonic() - start["wall"]
             tg.cancel_scope.cancel()
     finally:
         await anyio.to_thread.run_sync(service.writer.close)
@@ -87,7 +84,7 @@ async def measure_idle(settings, seconds: float) -> dict[str, float]:
         "lateness_p50_ms": float(np.percentile(late_ms, 50)),
         "lateness_p99_ms": float(np.percentile(late_ms, 99)),
         "lateness_max_ms": float(late_ms.max()),
-        "dropped_frames": service.writer.dropped - dropped_start,
+        "dropped_frames": service.writer.dropped - start["dropped"],
         "writer_restarts": service.writer.restarts,
     }
 

@@ -37,10 +37,6 @@ class Segment:
         """One past the last frame number with audio."""
         return self.start + len(self.audio)
 
-    @property
-    def seconds_known(self) -> int:
-        return len(self.audio)
-
     def add_slots(self, slots: Sequence[SpeechSlot]) -> None:
         for slot in slots:
             if slot.index != self.end:

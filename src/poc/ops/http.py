@@ -75,7 +75,7 @@ class HttpServer:
                     return
                 with anyio.fail_after(10):
                     await _write_response(stream, *await self._respond(request))
-            except _GONE:
+            except CLIENT_GONE:
                 pass
             except _BadRequest as error:
                 await _write_response(stream, *json_response(error.status, {"error": str(error)}))
@@ -96,7 +96,7 @@ class HttpServer:
 
 
 # What a client that went away (or stalled) looks like; nothing to report.
-_GONE = (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
+CLIENT_GONE = (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError,
          ConnectionError)  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from anyio.abc import ByteStream
 from poc.config import Settings, stream_key
 from poc.jobs import Outcome
 from poc.messages import InvalidMessage, MessageLimits, parse_message
-from poc.ops.http import HttpServer, Request, Response, json_response
+from poc.ops.http import CLIENT_GONE, HttpServer, Request, Response, json_response
 from poc.source.connection import AmqpSettings
 from poc.source.publish import PublishError, build_control, build_text, publish
 from poc.statechart import mermaid_diagram
@@ -290,7 +290,7 @@ class _Studio:
             await send(_EVENT_HEAD)
             await self.stream_events(send)
         except Exception as error:  # see _guarded: a studio fault must not stop the stream
-            if not isinstance(error, _GONE):
+            if not isinstance(error, CLIENT_GONE):
                 log.exception("studio: event stream failed")
         finally:
             self.event_clients -= 1
@@ -342,9 +342,3 @@ def _json_object(request: Request) -> dict[str, Any] | Response:
     if not isinstance(payload, dict):
         return json_response(400, {"error": "request body must be a JSON object"})
     return payload
-
-
-# What a client that went away (or stalled) looks like; nothing to report.
-_GONE = (
-    TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError
-)
