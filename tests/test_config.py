@@ -33,6 +33,7 @@ def test_defaults_match_the_plan():
         ("TTS_SAMPLE_RATE", "100", "TTS_SAMPLE_RATE:"),
         ("TTS_PROVIDER", "siri", "TTS_PROVIDER: must be one of piper, espeak, edge"),
         ("TALKING_FACE_MODEL", "sadtalker", "TALKING_FACE_MODEL: must be one of warp, musetalk"),
+        ("TALKING_FACE_DTYPE", "int8", "TALKING_FACE_DTYPE: must be one of auto, float16, bfloat16, float32"),
         ("TALKING_FACE_AVATAR_IMAGE", "/no/such/face.png", "TALKING_FACE_AVATAR_IMAGE: file not found"),
         ("STATIC_VIDEO_PATH", "/no/such/loop.mp4", "STATIC_VIDEO_PATH: file not found"),
         ("FFMPEG_PATH", "/no/ffmpeg", "FFMPEG_PATH: no executable ffmpeg"),
@@ -45,6 +46,12 @@ def test_bad_setting_names_itself(name, value, expected):
     message = str(error.value)
     assert message.startswith(expected)
     assert "\n" not in message
+
+
+def test_dtype_defaults_to_auto_and_takes_the_half_precisions():
+    assert settings_with().dtype == "auto"
+    assert settings_with(TALKING_FACE_DTYPE="BFloat16").dtype == "bfloat16"  # choices ignore case
+    assert settings_with(TALKING_FACE_DTYPE="float16").dtype == "float16"
 
 
 def test_musetalk_without_a_model_folder_is_a_startup_error(tmp_path):

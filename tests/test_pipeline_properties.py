@@ -66,6 +66,7 @@ class FakeSpeech:
 class FakeUtterance:
     def __init__(self, engine: "FakeEngine") -> None:
         self.engine = engine
+        self.failures = 0
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self.engine.delay:
@@ -196,3 +197,49 @@ async def scenario(actions) -> None:
 @given(actions=st.lists(action, max_size=14))
 def test_every_message_ends_exactly_once_and_the_clock_never_stops(backend, actions):
     anyio.run(scenario, actions, backend=backend)
+
+
+class RecoveringUtterance(FakeUtterance):
+    """Like MuseTalk on a failed batch: returns idle faces and counts the fault itself."""
+
+    def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
+        if slots:
+            self.failures += 1
+        return [RenderedFrame(s.index, None) for s in slots]
+
+
+class RecoveringEngine(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.utterances: list[RecoveringUtterance] = []
+
+    def start_utterance(self) -> FakeUtterance:
+        self.utterances.append(RecoveringUtterance(self))
+        return self.utterances[-1]
+
+
+async def play_one(engine: RecoveringEngine) -> tuple[Job, Metrics, int]:
+    """Play one message through a pipeline driven tick by tick; returns the job, the metrics and
+    how many batches the utterances recovered from."""
+    metrics = Metrics()
+    pipeline = Pipeline(make_avatar(), FakeSpeech(), engine, fake_decode,
+                        PipelineOptions(sample_rate=RATE, fps=FPS, tts_retries=1, blend_frames=3), metrics)  # fmt: skip
+    job = Job(message=FakeText("1 One two three. Four five."), id="1")
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        pipeline.submit(job)
+        for frame in range(FPS * 60):
+            if job.is_settled:
+                break
+            pipeline.compositor.render(frame)
+            await anyio.sleep(0.0005)
+        tg.cancel_scope.cancel()
+    return job, metrics, sum(u.failures for u in engine.utterances)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_faults_an_engine_recovers_from_itself_are_counted_and_the_words_still_play(backend) -> None:
+    job, metrics, recovered = anyio.run(play_one, RecoveringEngine(), backend=backend)
+    assert job.outcome is Outcome.PLAYED
+    assert recovered > 0
+    assert metrics.registry.get_sample_value("poc_engine_errors_total") == recovered

@@ -149,6 +149,7 @@ _FIELDS: dict[str, tuple[str, Callable[[str], Any], str, bool]] = {
     "TALKING_FACE_MODEL": ("talking_face_model", _parse_choice("warp", "musetalk"), "warp", False),
     "TALKING_FACE_MODEL_PATH": ("model_path", _parse_path, str(paths.DEFAULT_MODELS_DIR), False),
     "TALKING_FACE_DEVICE": ("device", _parse_choice("auto", "cpu", "cuda"), "auto", False),
+    "TALKING_FACE_DTYPE": ("dtype", _parse_choice("auto", "float16", "bfloat16", "float32"), "auto", False),
     "TALKING_FACE_AVATAR_IMAGE": ("avatar_image", _parse_optional_path, "", False),
     "TALKING_FACE_AVATAR_VIDEO": ("avatar_video", _parse_optional_path, "", False),
     "TALKING_FACE_BATCH_SIZE": ("batch_size", _int_between(1, 256), "16", False),
@@ -194,6 +195,7 @@ class Settings:
     talking_face_model: str
     model_path: Path
     device: str
+    dtype: str
     avatar_image: Path | None
     avatar_video: Path | None
     batch_size: int

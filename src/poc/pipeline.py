@@ -385,6 +385,7 @@ class Pipeline:
         """Faces for these slots. If the engine fails, the idle face stands in: the words
         still play (a message is never lost to a lip-sync fault), and the fault is logged."""
         with self._engine_lock:
+            recovered = utterance.failures
             try:
                 frames = utterance.feed(slots) if slots else []
                 if last:
@@ -395,6 +396,9 @@ class Pipeline:
                 log.exception("face engine failed on frames %d..%d; showing the idle face",
                               slots[0].index if slots else -1, slots[-1].index if slots else -1)  # fmt: skip
                 return [RenderedFrame(index=slot.index, patch=None) for slot in slots]
+            finally:
+                if utterance.failures > recovered:  # faults the engine turned into idle faces itself
+                    self.metrics.engine_errors.inc(utterance.failures - recovered)
 
     # -- callbacks from the compositor (on the event loop) -------------------------------------
 

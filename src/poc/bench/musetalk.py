@@ -35,9 +35,14 @@ def _int_list(text: str) -> list[int]:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `musetalk` on the `bench` subcommand's subparsers."""
     from poc.face.musetalk.commands import parse_size
+    from poc.face.musetalk.model import DTYPES
 
     p = subparsers.add_parser("musetalk", help="ms/frame per stage and fps of MuseTalk v1.5 (random weights)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    p.add_argument(
+        "--dtype", default="auto", choices=DTYPES,
+        help="precision (default auto: float16 on a GPU, float32 on a CPU)",
+    )
     p.add_argument(
         "--batch-sizes", type=_int_list, default=None,
         help=f"comma-separated (default {','.join(map(str, GPU_BATCHES))} on a GPU, {','.join(map(str, CPU_BATCHES))} on a CPU)",
@@ -72,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     repeats = args.repeats or (5 if gpu or args.tiny else 1)
 
     t0 = time.perf_counter()
-    model = build_random(device, tiny=args.tiny)
+    model = build_random(device, tiny=args.tiny, dtype=args.dtype)
     build_s = time.perf_counter() - t0
     avatar, prepared = _bench_avatar(args.size)
     renderer = FrameRenderer(model, prepared, avatar, args.fps)
@@ -81,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
 
     params = sum(p.numel() for p in model.unet.parameters()) / 1e6
     print(f"MuseTalk v1.5 {'tiny stand-in' if args.tiny else 'full size'}, random weights (UNet {params:.0f} M params, built in {build_s:.1f} s)")
-    print(f"device: {_describe(torch, device)}; {model.dtype}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up")
+    print(f"device: {_describe(torch, device)}; dtype {_dtype_label(model.dtype, args.dtype)}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up")
     print()
     names = {"features": "features", "unet": "UNet", "vae": "VAE decode", "blend": "blend"}
     header = ["batch", *(f"{names[s]} ms/frame" for s in STAGES), "total ms/frame", "end-to-end fps", f"real time at {args.fps} fps"]
@@ -130,6 +135,12 @@ def _bench_avatar(size: tuple[int, int]):
 def _voiced(n: int) -> np.ndarray:
     t = np.arange(n) / SAMPLE_RATE_16K
     return (0.2 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))).astype(np.float32)
+
+
+def _dtype_label(dtype, asked: str) -> str:
+    """'float16' or, when the precision was left to the device, 'float16 (auto)'."""
+    name = str(dtype).removeprefix("torch.")
+    return f"{name} (auto)" if asked == "auto" else name
 
 
 def _describe(torch, device: str) -> str:

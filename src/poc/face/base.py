@@ -65,7 +65,12 @@ class RenderedFrame:
 
 class Utterance(Protocol):
     """Renders one message. Returned frames are in index order, never repeated or skipped:
-    over feed()+finish() exactly one RenderedFrame per slot fed."""
+    over feed()+finish() exactly one RenderedFrame per slot fed.
+
+    failures: batches the engine failed on but recovered from itself by returning idle faces
+    (patch None) instead of raising; the pipeline counts them with the faults it catches."""
+
+    failures: int
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]: ...
 

@@ -25,6 +25,7 @@ def create_engine(settings: Settings, avatar: Avatar) -> FaceEngine:
             avatar,
             models_dir=settings.model_path,
             device=settings.device,
+            dtype=settings.dtype,
             batch_size=settings.batch_size,
             fps=settings.fps,
             sample_rate=settings.sample_rate,

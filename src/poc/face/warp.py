@@ -171,6 +171,7 @@ class WarpUtterance:
         self._engine = engine
         self._track = MouthTrack(engine.fps)
         self._finished = False
+        self.failures = 0  # a warp fault raises: the pipeline catches and counts it
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self._finished:

@@ -114,3 +114,27 @@ def voiced(n: int, rate: int, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(n) / rate
     x = sum(np.sin(2 * np.pi * 130 * k * t) / k for k in range(1, 10))
     return np.clip(amplitude * 32767 * x / 2, -32768, 32767).astype(np.int16)
+
+
+def write_parser_weights(models_dir: Path, drop_step_counters: bool = False) -> Path:
+    """A random BiSeNet state dict as `face-parse-bisent/79999_iter.pth` (a raw torch.save, as the
+    published file is). drop_step_counters: leave out BN's num_batches_tracked, as very old
+    checkpoints do."""
+    from poc.face.musetalk.bisenet import FaceParsingNet
+
+    torch.manual_seed(1)
+    state = FaceParsingNet().state_dict()
+    if drop_step_counters:
+        state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    path = models_dir / "face-parse-bisent" / "79999_iter.pth"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models_with_parser(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny layout plus the (full-size, random) face-parsing weights; read-only."""
+    models = Path(shutil.copytree(tiny_models, tmp_path_factory.mktemp("parsed") / "models"))
+    write_parser_weights(models)
+    return models

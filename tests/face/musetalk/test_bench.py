@@ -14,6 +14,7 @@ def test_tiny_bench_prints_a_markdown_row_per_batch_size(capsys: pytest.CaptureF
     args = parser.parse_args(["musetalk", "--tiny", "--device", "cpu", "--batch-sizes", "1,3", "--repeats", "1", "--size", "640x360"])
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("device: ") and "; dtype float32 (auto);" in line for line in lines)
     header = next(line for line in lines if line.startswith("| batch"))
     assert all(stage in header for stage in ("features", "UNet", "VAE decode", "blend", "end-to-end fps"))
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 1 ") or line.startswith("| 3 ")]
@@ -31,3 +32,12 @@ def test_batch_sizes_must_be_positive_integers() -> None:
         parser.parse_args(["musetalk", "--batch-sizes", "4,x"])
     with pytest.raises(SystemExit):
         parser.parse_args(["musetalk", "--batch-sizes", "0"])
+
+
+def test_dtype_is_one_of_the_precisions_and_defaults_to_auto() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    assert parser.parse_args(["musetalk"]).dtype == "auto"
+    assert parser.parse_args(["musetalk", "--dtype", "bfloat16"]).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["musetalk", "--dtype", "int8"])

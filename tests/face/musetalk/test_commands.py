@@ -17,10 +17,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_models_check_passes_on_a_complete_layout(tiny_models: Path, capsys: pytest.CaptureFixture) -> None:
+def test_models_check_passes_on_a_complete_layout(tiny_models_with_parser: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["models", "check", "--models-dir", str(tiny_models_with_parser)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "complete" in out and "optional" not in out
+
+
+def test_models_check_without_the_parser_passes_and_says_what_is_used_instead(
+    tiny_models: Path, capsys: pytest.CaptureFixture
+) -> None:
     args = parse(["models", "check", "--models-dir", str(tiny_models)])
     assert args.func(args) == 0
-    assert "complete" in capsys.readouterr().out
+    complete, note = capsys.readouterr().out.splitlines()
+    assert "complete" in complete
+    assert note.startswith("optional: ") and "79999_iter.pth" in note and "landmarks" in note
 
 
 def test_models_check_lists_each_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -35,7 +46,8 @@ def test_avatar_prepare_builds_then_loads_from_cache(tiny_models: Path, tmp_path
             "--device", "cpu", "--cache-dir", str(tmp_path)]
     args = parse(argv)
     assert args.func(args) == 0
-    assert capsys.readouterr().out.startswith("prepared: ")
+    out = capsys.readouterr().out
+    assert out.startswith("prepared: ") and "landmark mask" in out
     assert args.func(args) == 0
     assert capsys.readouterr().out.startswith("loaded from cache: ")
 
@@ -52,3 +64,20 @@ def test_a_malformed_size_is_a_usage_error(capsys: pytest.CaptureFixture) -> Non
         parse(["avatar", "prepare", "x.png", "--size", "wide"])
     assert exit_.value.code == 2
     assert "1280x720" in capsys.readouterr().err
+
+
+def test_avatar_prepare_uses_the_parser_when_its_weights_exist(
+    tiny_models_with_parser: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = parse(["avatar", "prepare", str(DEFAULT_AVATAR), "--size", "320x180", "--models-dir",
+                  str(tiny_models_with_parser), "--device", "cpu", "--cache-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    assert "parsed jaw mask" in capsys.readouterr().out
+
+
+def test_avatar_prepare_refuses_an_unknown_precision_in_one_line(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = parse(["avatar", "prepare", str(DEFAULT_AVATAR), "--models-dir", str(tiny_models), "--device", "cpu",
+                  "--dtype", "int8", "--cache-dir", str(tmp_path)])
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "int8" in err

@@ -12,7 +12,7 @@ from poc.face.avatar import Avatar
 from poc.face.base import EngineError
 from poc.face.musetalk.engine import MuseTalkEngine
 from poc.face.musetalk.model import load_model, load_vae
-from poc.face.musetalk.weights import FILES, check_weights, fetch_weights
+from poc.face.musetalk.weights import FILES, check_weights, fetch_weights, optional_notes
 
 from .conftest import write_tiny_weights
 
@@ -117,14 +117,16 @@ def test_fetch_fails_fast_with_one_line_per_missing_file(models_copy: Path) -> N
     t0 = time.perf_counter()
     problems = fetch_weights(models_copy, endpoint="http://127.0.0.1:9", timeout=2)
     assert time.perf_counter() - t0 < 5
-    assert len(problems) == 4  # unet.pth + the three whisper files
+    assert len(problems) == 5  # unet.pth + the three whisper files + the optional face parser
     assert all("unreachable" in p and "\n" not in p for p in problems)
     assert any("musetalkV15/unet.pth" in p and "TMElyralab/MuseTalk" in p for p in problems)
     assert any("preprocessor_config.json" in p and "openai/whisper-tiny" in p for p in problems)
+    (parser,) = [p for p in problems if "79999_iter.pth" in p]
+    assert "optional" in parser and "landmarks" in parser and "154JgKpzCPW82qINcVieuPH3fZ2e0P812" in parser
 
 
-def test_fetch_with_nothing_missing_needs_no_network(tiny_models: Path) -> None:
-    assert fetch_weights(tiny_models, endpoint="http://127.0.0.1:9", timeout=1) == []
+def test_fetch_with_nothing_missing_needs_no_network(tiny_models_with_parser: Path) -> None:
+    assert fetch_weights(tiny_models_with_parser, endpoint="http://127.0.0.1:9", timeout=1) == []
 
 
 def test_the_engine_refuses_to_start_on_a_missing_file(models_copy: Path, avatar_still: Avatar, tmp_path: Path) -> None:
@@ -133,14 +135,18 @@ def test_the_engine_refuses_to_start_on_a_missing_file(models_copy: Path, avatar
         MuseTalkEngine(avatar_still, models_copy, "cpu", 4, 25, 48000, cache_dir=tmp_path / "cache")
 
 
-def test_fetch_puts_every_file_where_the_check_looks(tiny_models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_puts_every_file_where_the_check_looks(
+    tiny_models_with_parser: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A stand-in hub serving the tiny files by repo and repo path; the real hub is unreachable here."""
     import socket
 
     import huggingface_hub
 
+    tiny_models = tiny_models_with_parser
     hub_dirs = {"TMElyralab/MuseTalk": tiny_models, "stabilityai/sd-vae-ft-mse": tiny_models / "sd-vae",
-                "openai/whisper-tiny": tiny_models / "whisper"}
+                "openai/whisper-tiny": tiny_models / "whisper",
+                "vivym/face-parsing-bisenet": tiny_models / "face-parse-bisent"}
     asked = []
 
     def fake_download(repo_id: str, filename: str, *, local_dir: Path, **kwargs) -> str:
@@ -158,8 +164,9 @@ def test_fetch_puts_every_file_where_the_check_looks(tiny_models: Path, tmp_path
         models = tmp_path / "models"
         problems = fetch_weights(models, endpoint=f"http://127.0.0.1:{server.getsockname()[1]}")
     assert problems == []
-    assert check_weights(models) == []
+    assert check_weights(models) == [] and optional_notes(models) == []
     assert ("stabilityai/sd-vae-ft-mse", "diffusion_pytorch_model.safetensors") in asked
+    assert ("vivym/face-parsing-bisenet", "79999_iter.pth") in asked
     assert ("TMElyralab/MuseTalk", "musetalkV15/unet.pth") in asked
 
 

@@ -39,7 +39,7 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_avatar_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `avatar prepare <image-or-video> [--size WxH] [--models-dir D] [--device ...]`."""
+    """Register `avatar prepare <image-or-video> [--size WxH] [--models-dir D] [--device ...] [--dtype ...]`."""
     from poc.face.musetalk.prepare import DEFAULT_CACHE_DIR
 
     parser = subparsers.add_parser("avatar", help="prepare an avatar for MuseTalk (cached)")
@@ -49,6 +49,7 @@ def add_avatar_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="default: %(default)s")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+    p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (default; as TALKING_FACE_DTYPE)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="default: %(default)s")
     p.set_defaults(func=run_prepare)
 
@@ -66,31 +67,40 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def _report(problems: list[str], models_dir: Path) -> int:
-    """One line per problem on stderr (exit 1), or a line saying the weights are complete."""
+    """One line per problem on stderr (exit 1), or a line saying the weights are complete, plus
+    a line per optional file that is absent and what is used instead (still exit 0)."""
+    from poc.face.musetalk.weights import PARSER_WEIGHTS, optional_notes
+
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
         print(f"MuseTalk v1.5 weights in {models_dir} are complete")
+    if not any(PARSER_WEIGHTS.path in line for line in problems):
+        for line in optional_notes(models_dir):
+            print(line)
     return 1 if problems else 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
     from poc.face.musetalk.model import load_vae
+    from poc.face.musetalk.parsing import load_parser
     from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
 
     t0 = time.perf_counter()
     try:
         avatar = load_avatar(args.source, *args.size)
-        codec = load_vae(args.models_dir, args.device)
-        prepared = prepare_avatar(avatar, codec.encode_reference, args.cache_dir, vae_fingerprint(args.models_dir))
+        codec = load_vae(args.models_dir, args.device, args.dtype)
+        parser = load_parser(args.models_dir, codec.device)
+        prepared = prepare_avatar(avatar, codec.encode_reference, args.cache_dir, vae_fingerprint(args.models_dir), parser)
     except (AvatarError, EngineError) as e:
         print(f"avatar prepare: {e}", file=sys.stderr)
         return 2
     how = "loaded from cache" if prepared.from_cache else "prepared"
     x1, y1, x2, y2 = prepared.geometry[0].box
+    mask = "parsed jaw mask" if parser is not None else "landmark mask"
     print(
         f"{how}: {args.source} ({len(avatar.frames)} frame(s) at {args.size[0]}x{args.size[1]}, "
-        f"face box {x2 - x1}x{y2 - y1} at ({x1},{y1})) in {time.perf_counter() - t0:.1f} s -> "
+        f"face box {x2 - x1}x{y2 - y1} at ({x1},{y1}), {mask}) in {time.perf_counter() - t0:.1f} s -> "
         f"{args.cache_dir / prepared.key}"
     )
     return 0

@@ -8,7 +8,8 @@ go through the model in batches of at most `batch_size`; everything happens insi
 on the caller's (worker) thread, so dropping an utterance leaves nothing running.
 
 Start-up does all the slow and fallible work: weight checks (missing or corrupt files are an
-EngineError here, never mid-stream), model loading, and avatar preparation (cached on disk).
+EngineError here, never mid-stream), model loading, and avatar preparation (cached on disk; with
+the face-parsing weights present its masks are upstream's parsed jaw).
 `warm_up()` then measures the real batch latency, which sets `lead_seconds`.
 """
 
@@ -25,6 +26,7 @@ from poc.face.avatar import Avatar
 from poc.face.base import EngineError, RenderedFrame, SpeechSlot
 from poc.face.musetalk import _deps
 from poc.face.musetalk.model import load_model
+from poc.face.musetalk.parsing import load_parser
 from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
 from poc.face.musetalk.render import FrameRenderer
 from poc.face.musetalk.resample import StreamResampler
@@ -47,6 +49,7 @@ class MuseTalkEngine:
         fps: int,
         sample_rate: int,
         cache_dir: Path | None = None,
+        dtype: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise EngineError(f"batch size must be at least 1, got {batch_size}")
@@ -57,9 +60,11 @@ class MuseTalkEngine:
         self.fps = fps
         self.sample_rate = sample_rate
         models_dir = Path(models_dir)
-        model = load_model(models_dir, device)
+        model = load_model(models_dir, device, dtype)
         self.device = model.device
-        prepared = prepare_avatar(avatar, model.codec.encode_reference, cache_dir, vae_fingerprint(models_dir))
+        parser = load_parser(models_dir, self.device)  # only preparation uses it; dropped after
+        prepared = prepare_avatar(avatar, model.codec.encode_reference, cache_dir, vae_fingerprint(models_dir), parser)
+        del parser
         self.prepared = prepared
         self._renderer: FrameRenderer | None = FrameRenderer(model, prepared, avatar, fps)
         self._resample_lag = StreamResampler(sample_rate, ENCODER_RATE).latency_seconds

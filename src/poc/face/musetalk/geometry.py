@@ -6,12 +6,13 @@ as far above the nose-bridge point 29 as the chin is below it. The box is thus c
 nose bridge, and the model's masked lower half is everything below it. Crops are squashed to
 256x256, whatever the box's aspect.
 
-Blend mask: upstream parses the crop with BiSeNet (its `jaw` mode: skin below the nose, minus
-the nose, plus lips). Those weights are not part of our layout, so the mask here is drawn from
+Blend mask: a hard region over the box, shrunk by half the feather width and then
+Gaussian-feathered (kernel ~10% of the box width, as upstream). Shrinking first keeps the feather
+inside the box, so the patch fades to exactly the body frame at its edges: no seam (upstream cuts
+its region at the box edge and then blurs, which leaves a half-strength step there). The region is
+upstream's parsed jaw when the face-parsing weights exist (parsing.py); otherwise it is drawn from
 the landmarks: the polygon under the nose base (points 31-35) down along the jaw (points 2-14),
-the jaw line pushed down by the same 10-px margin, shrunk by half the feather width and then
-Gaussian-feathered (kernel ~10% of the box width, as upstream). Shrinking first keeps the
-feather inside the box, so the patch fades to exactly the body frame at its edges: no seam.
+the jaw line pushed down by the same 10-px margin.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def face_box(landmarks: np.ndarray, width: int, height: int) -> tuple[int, int, 
     return x1, y1, x2, y2
 
 
-def lower_face_mask(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Feathered alpha (float32, box height x width) over the jaw and mouth below the nose."""
+def landmark_region(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Hard uint8 mask (box height x width, 255 inside) under the nose and down along the jaw."""
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     pts = np.asarray(landmarks, np.float64) - (x1, y1)
@@ -71,25 +72,43 @@ def lower_face_mask(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np
     polygon = np.clip(np.round(polygon), 0, (w - 1, h - 1)).astype(np.int32)
     hard = np.zeros((h, w), np.uint8)
     cv2.fillPoly(hard, [polygon], 255)
+    return hard
+
+
+def feathered(hard: np.ndarray) -> np.ndarray:
+    """A hard 0/255 region over the box -> float32 alpha in [0, 1] that reaches 0 before the
+    region's edge and the box's edges."""
+    w = hard.shape[1]
     k = int(FEATHER * w) // 2 * 2 + 1  # odd kernel, as upstream computes it
-    if k >= 3:
-        r = k // 2 + 1  # the blur reaches k // 2 pixels: shrink one more so the edge ends at 0
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        # outside the box counts as background, so the shrink also pulls away from the box edges
-        hard = cv2.erode(hard, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        soft = cv2.GaussianBlur(hard, (k, k), 0, borderType=cv2.BORDER_CONSTANT)
-    else:
-        soft = hard
+    if k < 3:
+        return hard.astype(np.float32) / 255.0
+    r = k // 2 + 1  # the blur reaches k // 2 pixels: shrink one more so the edge ends at 0
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    # outside the box counts as background, so the shrink also pulls away from the box edges
+    hard = cv2.erode(hard, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    soft = cv2.GaussianBlur(hard, (k, k), 0, borderType=cv2.BORDER_CONSTANT)
     return soft.astype(np.float32) / 255.0
 
 
-def frame_geometry(landmarks: np.ndarray, width: int, height: int) -> FrameGeometry:
-    """Box, mask and the tight paste region (where the mask is non-zero) for one body frame."""
+def lower_face_mask(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Feathered alpha (float32, box height x width) over the jaw and mouth below the nose."""
+    return feathered(landmark_region(landmarks, box))
+
+
+def frame_geometry(landmarks: np.ndarray, width: int, height: int, region: np.ndarray | None = None) -> FrameGeometry:
+    """Box, mask and the tight paste region (where the mask is non-zero) for one body frame.
+
+    region: a hard 0/255 mask over the box to feather (the parsed jaw); None draws it from the
+    landmarks."""
     box = face_box(landmarks, width, height)
-    mask = lower_face_mask(landmarks, box)
+    if region is None:
+        region = landmark_region(landmarks, box)
+    elif region.shape != (box[3] - box[1], box[2] - box[0]):
+        raise ValueError(f"region {region.shape} does not cover the face box {box}")
+    mask = feathered(region)
     nz = cv2.findNonZero((mask > 0).astype(np.uint8))
     if nz is None:
-        raise FaceGeometryError("the lower-face mask is empty (landmarks do not outline a jaw)")
+        raise FaceGeometryError("the lower-face mask is empty (no jaw in the region)")
     px, py, pw, ph = cv2.boundingRect(nz)
     mask = np.ascontiguousarray(mask[py : py + ph, px : px + pw])
     return FrameGeometry(box=box, paste=(box[0] + px, box[1] + py, pw, ph), mask=mask)

@@ -4,7 +4,9 @@ MuseTalk is not a diffusion sampler: one UNet forward at timestep 0 maps
 (lower-half-masked face latent ‖ reference face latent) plus 50 audio tokens to the latent of
 the face with a new mouth, which the SD VAE decodes. Audio tokens are Whisper-tiny encoder
 states (input embedding + 4 layers = 5 per 20-ms step, 10 steps per frame) with a sinusoidal
-position code added. Everything runs in float16 on CUDA and float32 on CPU.
+position code added. Everything runs in one dtype: by default float16 on CUDA and float32 on
+CPU; `TALKING_FACE_DTYPE` may pick bfloat16 (same speed as float16 on Ampere and newer, the range
+of float32, so no overflow) or float32 instead.
 
 The 3.4 GB UNet checkpoint is a raw state dict: the module is built on torch's `meta` device and
 the (memory-mapped) tensors are assigned into it, strictly, so loading costs no random init and
@@ -42,6 +44,11 @@ CROP = 256  # the face crop the model sees (and returns), in pixels
 LATENT = CROP // 8  # 32
 AUDIO_WIDTH = 384
 DEFAULT_SCALING = 0.18215  # SD VAE latent scale (sd-vae-ft-mse's config does not set one)
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+class NonFiniteError(EngineError):
+    """A network gave NaN or inf (float16 overflow): the batch fails instead of showing garbage."""
 
 
 def resolve_device(device: str) -> str:
@@ -58,6 +65,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_dtype(device: str, name: str = "auto") -> "torch.dtype":
+    """'auto' -> float16 on CUDA (tensor cores, half the memory), float32 elsewhere (half
+    precision on a CPU is emulated and slower); an unknown name is an EngineError."""
+    torch = _deps.require("torch")
+    if name not in DTYPES:
+        raise EngineError(f"unknown dtype {name!r} (use one of {', '.join(DTYPES)})")
+    if name == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    # Before Ampere, CUDA emulates bfloat16 slowly or not at all: refuse at start-up instead.
+    if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise EngineError("bfloat16 needs an Ampere or newer GPU; use float16 or float32 on this one")
+    return getattr(torch, name)
+
+
 def positional_encoding(length: int, width: int) -> np.ndarray:
     """The standard sinusoid table: even columns sin(p / 10000^(2i/width)), odd columns cos."""
     pos = np.arange(length, dtype=np.float64)[:, None]
@@ -71,11 +92,12 @@ def positional_encoding(length: int, width: int) -> np.ndarray:
 class VaeCodec:
     """Faces <-> latents with the SD VAE (only this is needed to prepare an avatar)."""
 
-    def __init__(self, vae: Any, device: str) -> None:
+    def __init__(self, vae: Any, device: str, dtype: str = "auto") -> None:
         torch = _deps.require("torch")
         self.torch = torch
         self.device = device
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.dtype = resolve_dtype(device, dtype)
+        self._warned_non_finite = False
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
         self.scaling = float(getattr(vae.config, "scaling_factor", None) or DEFAULT_SCALING)
 
@@ -96,17 +118,43 @@ class VaeCodec:
                 masked = x.clone()
                 masked[:, :, CROP // 2 :, :] = -1.0
                 both = self.vae.encode(torch.cat([masked, x])).latent_dist.mode() * self.scaling
+                # a NaN here would be cached with the prepared avatar and spoil every later frame
+                self._check_finite(both, "VAE encode")
                 n = x.shape[0]
                 out.append(torch.cat([both[:n], both[n:]], dim=1).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 8, LATENT, LATENT), np.float32)
 
     def decode(self, latents: "torch.Tensor") -> np.ndarray:
-        """(B, 4, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR faces on the host."""
+        """(B, 4, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR faces on the host.
+
+        NaN or inf from the UNet or the decoder (float16 overflow) raises NonFiniteError: clamp
+        passes NaN through and casting NaN to uint8 gives arbitrary pixels, so without the check
+        a broken face would reach the stream silently. Failing the batch instead lets the
+        utterance count it and show the idle face, which is at least a face. (The checks cost
+        two small reductions; the copy to the host waits for the GPU anyway.)
+        """
         torch = self.torch
         with torch.inference_mode():
-            img = self.vae.decode(latents.to(self.dtype) / self.scaling).sample
+            latents = latents.to(self.dtype)
+            self._check_finite(latents, "the UNet")
+            img = self.vae.decode(latents / self.scaling).sample
+            self._check_finite(img, "VAE decode")
             img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
             return img.permute(0, 2, 3, 1).flip(-1).contiguous().cpu().numpy()
+
+    def _check_finite(self, x: "torch.Tensor", stage: str) -> None:
+        """Raise NonFiniteError when x holds NaN or inf; the first time, also log a warning
+        with the remedy (the per-batch errors that follow are logged by the caller)."""
+        if bool(self.torch.isfinite(x).all()):
+            return
+        message = f"{stage} gave NaN or inf values in {self.dtype} on {self.device}"
+        if not self._warned_non_finite:
+            self._warned_non_finite = True
+            hint = ""
+            if self.dtype == self.torch.float16:
+                hint = " (float16 overflow? try TALKING_FACE_DTYPE=bfloat16 or float32)"
+            log.warning("MuseTalk: %s; such batches show the idle face%s", message, hint)
+        raise NonFiniteError(message)
 
 
 class MuseTalkModel:
@@ -168,14 +216,16 @@ class MuseTalkModel:
             self.torch.cuda.synchronize()
 
 
-def load_vae(models_dir: Path, device: str) -> VaeCodec:
+def load_vae(models_dir: Path, device: str, dtype: str = "auto") -> VaeCodec:
     """The VAE alone (all that avatar preparation needs), after checking its files."""
     models_dir = Path(models_dir)
     require_weights(models_dir, ("vae",))
-    return _vae(models_dir, resolve_device(device))
+    device = resolve_device(device)
+    resolve_dtype(device, dtype)  # a bad name fails before the weights are read
+    return _vae(models_dir, device, dtype)
 
 
-def load_model(models_dir: Path, device: str) -> MuseTalkModel:
+def load_model(models_dir: Path, device: str, dtype: str = "auto") -> MuseTalkModel:
     """All three networks from the v1.5 layout under models_dir (checked first: EngineError)."""
     models_dir = Path(models_dir)
     require_weights(models_dir)
@@ -183,7 +233,8 @@ def load_model(models_dir: Path, device: str) -> MuseTalkModel:
     diffusers = _deps.require("diffusers")
     transformers = _deps.require("transformers")
     device = resolve_device(device)
-    codec = _vae(models_dir, device)
+    resolve_dtype(device, dtype)  # a bad name fails before the weights are read
+    codec = _vae(models_dir, device, dtype)
     whisper_dir = (models_dir / WHISPER_CONFIG.path).parent
     try:
         with torch.device("meta"):
@@ -203,7 +254,7 @@ def load_model(models_dir: Path, device: str) -> MuseTalkModel:
     return MuseTalkModel(unet, codec, encoder, extractor)
 
 
-def _vae(models_dir: Path, device: str) -> VaeCodec:
+def _vae(models_dir: Path, device: str, dtype: str) -> VaeCodec:
     diffusers = _deps.require("diffusers")
     _deps.quiet_libraries()
     vae_dir = (models_dir / VAE_CONFIG.path).parent
@@ -212,7 +263,7 @@ def _vae(models_dir: Path, device: str) -> VaeCodec:
         vae = diffusers.AutoencoderKL.from_pretrained(str(vae_dir), low_cpu_mem_usage=False)
     except Exception as e:
         raise EngineError(f"cannot load the VAE from {vae_dir}: {_first_line(e)}") from e
-    return VaeCodec(vae, device)
+    return VaeCodec(vae, device, dtype)
 
 
 def _first_line(e: BaseException) -> str:
@@ -220,12 +271,13 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def build_random(device: str, tiny: bool = False) -> MuseTalkModel:
+def build_random(device: str, tiny: bool = False, dtype: str = "auto") -> MuseTalkModel:
     """The real architectures (or small stand-ins) with random weights: same cost, no files."""
     torch = _deps.require("torch")
     diffusers = _deps.require("diffusers")
     transformers = _deps.require("transformers")
     device = resolve_device(device)
+    resolve_dtype(device, dtype)  # a bad name fails before the networks are built
     unet_cfg, vae_cfg, whisper_cfg = dict(configs.UNET), dict(configs.VAE), dict(configs.WHISPER)
     pre_cfg = dict(configs.WHISPER_PREPROCESSOR)
     if tiny:
@@ -241,4 +293,4 @@ def build_random(device: str, tiny: bool = False) -> MuseTalkModel:
         whisper = importlib.import_module("transformers.models.whisper.modeling_whisper")
         encoder = whisper.WhisperEncoder(transformers.WhisperConfig(**whisper_cfg))  # no decoder needed
     extractor = transformers.WhisperFeatureExtractor(**pre_cfg)
-    return MuseTalkModel(unet, VaeCodec(vae, device), encoder, extractor)
+    return MuseTalkModel(unet, VaeCodec(vae, device, dtype), encoder, extractor)

@@ -1,14 +1,15 @@
 """Prepared avatars: everything MuseTalk needs per body frame, computed once and cached.
 
 Per source frame of the avatar (one for a still image) we keep the crop box, the paste region
-with its feathered mask, the landmarks, and the 8-channel reference latent (lower-half-masked
-crop ‖ full crop, through the VAE). Only UNet + VAE decode + blend then run per output frame.
+with its feathered mask (the parsed jaw when the face-parsing weights exist, else drawn from the
+landmarks), the landmarks, and the 8-channel reference latent (lower-half-masked crop ‖ full
+crop, through the VAE). Only UNet + VAE decode + blend then run per output frame.
 
 Preparing costs landmarks (~0.2 s/frame) plus two VAE encodes per frame (seconds each on CPU),
 so the result is cached under `cache_dir/<key>/`, the key made of the source file's digest, the
 output size and the model version: a restart loads it in well under a second, a changed source
-file gets a new key and is prepared afresh. The cached latents also record which VAE made them
-(a fingerprint of its files), and a different VAE rebuilds them.
+file gets a new key and is prepared afresh. The cache also records which VAE made the latents and
+which parser (or none) made the masks, and a different one rebuilds it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import attrs
 import numpy as np
@@ -28,8 +29,11 @@ import numpy as np
 from poc.face.avatar import Avatar
 from poc.face.base import EngineError
 from poc.face.landmarks import NoFaceFound, detect_landmarks
-from poc.face.musetalk.geometry import FaceGeometryError, FrameGeometry, crop_face, frame_geometry
-from poc.face.musetalk.weights import VAE_CONFIG, VAE_WEIGHTS
+from poc.face.musetalk.geometry import FaceGeometryError, FrameGeometry, crop_face, face_box, frame_geometry
+from poc.face.musetalk.weights import VAE_CONFIG, VAE_WEIGHTS, file_fingerprint
+
+if TYPE_CHECKING:
+    from poc.face.musetalk.parsing import FaceParser
 from poc.paths import RUN_DIR
 
 log = logging.getLogger(__name__)
@@ -57,14 +61,12 @@ def cache_key(avatar: Avatar) -> str:
 
 
 def vae_fingerprint(models_dir: Path) -> str:
-    """Identify the VAE cheaply: its config, its weights' size and first MiB."""
+    """Identify the VAE cheaply: its config and its weights' fingerprint."""
     h = hashlib.sha256()
     h.update((models_dir / VAE_CONFIG.path).read_bytes())
     weights = VAE_WEIGHTS.find(models_dir)
     if weights is not None:
-        h.update(str(weights.stat().st_size).encode())
-        with weights.open("rb") as f:
-            h.update(f.read(1 << 20))
+        h.update(file_fingerprint(weights).encode())
     return h.hexdigest()[:16]
 
 
@@ -90,11 +92,13 @@ def prepare_avatar(
     encode: Callable[[np.ndarray], np.ndarray],
     cache_dir: Path | None = None,
     vae_id: str = "",
+    parser: FaceParser | None = None,
 ) -> PreparedAvatar:
     """Load the prepared avatar from the cache, or build and cache it.
 
     encode: VAE reference encoder, (N, 256, 256, 3) uint8 BGR crops -> (N, 8, 32, 32) float32.
     vae_id: a fingerprint of the VAE behind `encode` (cached latents from another are rebuilt).
+    parser: BiSeNet for upstream's parsed mask; None draws the mask from the landmarks.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     key = cache_key(avatar)
@@ -107,13 +111,14 @@ def prepare_avatar(
         "frames": len(avatar.frames),
         "model_version": MODEL_VERSION,
         "vae": vae_id,
+        "mask": f"parsed:{parser.fingerprint}" if parser is not None else "landmarks",
     }
     t0 = time.perf_counter()
     cached = _load(folder, meta)
     if cached is not None:
         log.info("prepared avatar %s loaded from %s in %.2f s", avatar.source.name, folder, time.perf_counter() - t0)
         return cached
-    prepared = build_prepared(avatar, encode, key)
+    prepared = build_prepared(avatar, encode, key, parser)
     try:
         _save(folder, meta, prepared)
     except OSError as e:  # the cache only saves time: a read-only disk must not stop the stream
@@ -122,13 +127,14 @@ def prepare_avatar(
     return prepared
 
 
-def build_prepared(avatar: Avatar, encode: Callable[[np.ndarray], np.ndarray], key: str) -> PreparedAvatar:
+def build_prepared(
+    avatar: Avatar, encode: Callable[[np.ndarray], np.ndarray], key: str, parser: FaceParser | None = None
+) -> PreparedAvatar:
     """Landmarks, geometry, crops and reference latents for every source frame (no cache)."""
-    w, h = avatar.size
     log.info("preparing avatar %s: landmarks for %d frame(s)", avatar.source.name, len(avatar.frames))
     landmarks = avatar_landmarks(avatar.frames)
     try:
-        geometry = tuple(frame_geometry(lm, w, h) for lm in landmarks)
+        geometry = avatar_geometry(avatar, landmarks, parser)
     except FaceGeometryError as e:
         raise EngineError(f"avatar {avatar.source}: {e}") from e
     crops = np.stack([crop_face(f, g.box) for f, g in zip(avatar.frames, geometry)])
@@ -137,6 +143,26 @@ def build_prepared(avatar: Avatar, encode: Callable[[np.ndarray], np.ndarray], k
     if latents.shape != (len(crops), 8, 32, 32):
         raise EngineError(f"the VAE produced latents of shape {latents.shape}, expected ({len(crops)}, 8, 32, 32)")
     return PreparedAvatar(key=key, geometry=geometry, latents=latents, landmarks=landmarks.astype(np.float32))
+
+
+def avatar_geometry(avatar: Avatar, landmarks: np.ndarray, parser: FaceParser | None) -> tuple[FrameGeometry, ...]:
+    """Per frame: box and mask. A frame whose parse holds no jaw (the parser saw no skin there)
+    falls back to the landmark mask, so one odd frame never stops the avatar."""
+    w, h = avatar.size
+    if parser is None:
+        return tuple(frame_geometry(lm, w, h) for lm in landmarks)
+    log.info("preparing avatar %s: face parsing for %d frame(s)", avatar.source.name, len(avatar.frames))
+    regions = parser.regions(avatar.frames, [face_box(lm, w, h) for lm in landmarks])
+    geometry, fallbacks = [], 0
+    for lm, region in zip(landmarks, regions):
+        try:
+            geometry.append(frame_geometry(lm, w, h, region))
+        except FaceGeometryError:
+            geometry.append(frame_geometry(lm, w, h))
+            fallbacks += 1
+    if fallbacks:
+        log.warning("face parsing found no jaw in %d of %d avatar frames; their mask follows the landmarks", fallbacks, len(regions))
+    return tuple(geometry)
 
 
 def _save(folder: Path, meta: dict, prepared: PreparedAvatar) -> None:

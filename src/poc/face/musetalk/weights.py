@@ -7,6 +7,13 @@ Layout under the models directory (the upstream `models/` layout for v1.5):
                                                              <- stabilityai/sd-vae-ft-mse
     whisper/config.json, whisper/{model.safetensors,pytorch_model.bin},
     whisper/preprocessor_config.json                         <- openai/whisper-tiny
+    face-parse-bisent/79999_iter.pth (optional)              <- vivym/face-parsing-bisenet, a copy
+                        of the face-parsing.PyTorch release upstream fetches from Google Drive
+
+Without the optional face-parsing weights the blend mask is drawn from the landmarks; with them
+it is upstream's parsed jaw mask (parsing.py). Upstream also fetches `resnet18-5c106cde.pth` for
+the parser, but only to initialise the backbone before 79999_iter.pth overwrites every tensor, so
+it is not needed here.
 
 A check costs well under a second even for the 3.4 GB UNet: configs are parsed, checkpoints are
 opened lazily (safetensors headers, torch zip files memory-mapped) and their tensor names and
@@ -17,6 +24,7 @@ does not fit its config, each reported on one line naming the file and how to re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -31,7 +39,9 @@ from poc.face.musetalk import _deps
 from poc.face.musetalk.timing import LAYERS
 
 HUB = "https://huggingface.co"
-PARTS = ("unet", "vae", "whisper")
+PARTS = ("unet", "vae", "whisper")  # required
+OPTIONAL = ("parser",)
+ALL_PARTS = PARTS + OPTIONAL
 AUDIO_WIDTH = 384  # whisper-tiny width = the UNet's cross-attention width
 
 
@@ -88,6 +98,8 @@ WHISPER_PREPROCESSOR = WeightFile(
     "whisper", "whisper/preprocessor_config.json", "openai/whisper-tiny", "preprocessor_config.json"
 )
 FILES = (UNET_CONFIG, UNET_WEIGHTS, VAE_CONFIG, VAE_WEIGHTS, WHISPER_CONFIG, WHISPER_WEIGHTS, WHISPER_PREPROCESSOR)
+PARSER_WEIGHTS = WeightFile("parser", "face-parse-bisent/79999_iter.pth", "vivym/face-parsing-bisenet", "79999_iter.pth")
+PARSER_ORIGIN = "Google Drive file id 154JgKpzCPW82qINcVieuPH3fZ2e0P812 (face-parsing.PyTorch's release)"
 
 
 @attrs.frozen
@@ -98,12 +110,24 @@ class Problem:
     message: str
 
 
-def check_weights(models_dir: Path, parts: Iterable[str] = PARTS) -> list[str]:
-    """Problems with the weights under models_dir, one line each; empty means ready to load."""
+def check_weights(models_dir: Path, parts: Iterable[str] = ALL_PARTS) -> list[str]:
+    """Problems with the weights under models_dir, one line each; empty means ready to load.
+    A missing optional file is not a problem (see `optional_notes`); a damaged one is."""
     return [p.message for p in find_problems(models_dir, parts)]
 
 
-def require_weights(models_dir: Path, parts: Iterable[str] = PARTS) -> None:
+def optional_notes(models_dir: Path) -> list[str]:
+    """One line per optional file that is absent, saying what is used instead."""
+    if PARSER_WEIGHTS.find(Path(models_dir)) is not None:
+        return []
+    return [
+        f"optional: {Path(models_dir) / PARSER_WEIGHTS.path} not found, so the blend mask is drawn from the "
+        f"landmarks; for upstream's parsed jaw mask download {PARSER_WEIGHTS.where(Path(models_dir))} "
+        f"(the same file as {PARSER_ORIGIN})"
+    ]
+
+
+def require_weights(models_dir: Path, parts: Iterable[str] = ALL_PARTS) -> None:
     """Raise a one-line EngineError naming every problem (a start-up check)."""
     problems = check_weights(models_dir, parts)
     if problems:
@@ -111,17 +135,42 @@ def require_weights(models_dir: Path, parts: Iterable[str] = PARTS) -> None:
         raise EngineError(f"MuseTalk weights are not usable ({len(problems)} problem(s)): {more}")
 
 
-def find_problems(models_dir: Path, parts: Iterable[str] = PARTS) -> list[Problem]:
+def find_problems(models_dir: Path, parts: Iterable[str] = ALL_PARTS) -> list[Problem]:
     models_dir = Path(models_dir)
     problems: list[Problem] = []
     deep = _deps.available()
     for part in parts:
-        if part not in PARTS:
-            raise ValueError(f"unknown weight part {part!r} (expected one of {PARTS})")
-        problems += _check_part(part, models_dir, deep)
+        if part not in ALL_PARTS:
+            raise ValueError(f"unknown weight part {part!r} (expected one of {ALL_PARTS})")
+        if part == "parser":
+            reason = parser_problem(models_dir) if deep else ""
+            problems += [Problem(PARSER_WEIGHTS, reason)] if reason else []
+        else:
+            problems += _check_part(part, models_dir, deep)
     if not deep:
         problems.append(Problem(None, f"cannot verify the checkpoints' contents: {_deps.EXTRA_HINT}"))
     return problems
+
+
+def parser_problem(models_dir: Path) -> str:
+    """Why the face-parsing checkpoint present under models_dir cannot be loaded ('' when it can,
+    or when it is absent). The step counters of batch norm are not weights; very old checkpoints
+    lack them, so they are not required."""
+    path = PARSER_WEIGHTS.find(models_dir)
+    if path is None:
+        return ""
+    try:
+        found = tensor_shapes(path)
+    except Exception as e:  # any reader failure means the file cannot be loaded
+        return _corrupt(PARSER_WEIGHTS, path, models_dir, f"cannot read it as a torch checkpoint ({_one_line(e)}), truncated or damaged")
+    torch = _deps.require("torch")
+    from poc.face.musetalk.bisenet import FaceParsingNet
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in FaceParsingNet().state_dict().items() if not k.endswith("num_batches_tracked")}
+    found = {k: v for k, v in found.items() if not k.endswith("num_batches_tracked")}
+    reason = _shape_report(expected, found, check_unexpected=True)
+    return _corrupt(PARSER_WEIGHTS, path, models_dir, f"does not match the BiSeNet face-parsing network: {reason}") if reason else ""
 
 
 def read_json(file: WeightFile, models_dir: Path) -> dict[str, Any]:
@@ -202,11 +251,18 @@ def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, we
     elif part == "whisper":
         found = {k.removeprefix("model."): v for k, v in found.items()}
         expected = {k: v for k, v in expected.items() if k.startswith("encoder.")}
+    reason = _shape_report(expected, found, check_unexpected=part == "unet")
+    config_name = {"unet": UNET_CONFIG, "vae": VAE_CONFIG, "whisper": WHISPER_CONFIG}[part].path
+    return f"does not match {config_name}: {reason}" if reason else ""
+
+
+def _shape_report(
+    expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], check_unexpected: bool
+) -> str:
+    """'' when found has every expected tensor at its shape, else a short account of the worst."""
     missing = [k for k in expected if k not in found]
-    unexpected = [k for k in found if k not in expected] if part == "unet" else []
+    unexpected = [k for k in found if k not in expected] if check_unexpected else []
     shapes = [k for k in expected if k in found and _squeeze(found[k]) != _squeeze(expected[k])]
-    if not (missing or unexpected or shapes):
-        return ""
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing tensors (e.g. {missing[0]})")
@@ -214,9 +270,8 @@ def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, we
         parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
     if shapes:
         k = shapes[0]
-        parts.append(f"{len(shapes)} tensors of other shapes (e.g. {k}: file {list(found[k])}, config {list(expected[k])})")
-    config_name = {"unet": UNET_CONFIG, "vae": VAE_CONFIG, "whisper": WHISPER_CONFIG}[part].path
-    return f"does not match {config_name}: " + ", ".join(parts)
+        parts.append(f"{len(shapes)} tensors of other shapes (e.g. {k}: file {list(found[k])}, expected {list(expected[k])})")
+    return ", ".join(parts)
 
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -303,6 +358,8 @@ def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float 
     for p in find_problems(models_dir):
         if p.file is not None and p.file not in needed:
             needed.append(p.file)
+    if PARSER_WEIGHTS.find(models_dir) is None:  # optional, but a fetch gets everything upstream uses
+        needed.append(PARSER_WEIGHTS)
     if not needed:
         return check_weights(models_dir)
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or HUB).rstrip("/")
@@ -336,7 +393,18 @@ def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float 
 
 
 def _not_fetched(file: WeightFile, models_dir: Path, reason: str) -> str:
-    return f"cannot download {file.repo_path} from {file.repo} ({reason}): fetch {file.where(models_dir)} by hand"
+    line = f"cannot download {file.repo_path} from {file.repo} ({reason}): fetch {file.where(models_dir)} by hand"
+    if file.part in OPTIONAL:
+        line += f" (optional, also {PARSER_ORIGIN}; without it the blend mask is drawn from the landmarks)"
+    return line
+
+
+def file_fingerprint(path: Path) -> str:
+    """Identify a weight file cheaply (no multi-GB hashing at start-up): its size and first MiB."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 def _probe(endpoint: str, timeout: float) -> str:
