@@ -187,8 +187,9 @@ def test_a_parser_changes_the_mask_and_the_cache_follows_it(codec: VaeCodec, ava
     assert not (over_box[0].any() or over_box[-1].any() or over_box[:, 0].any() or over_box[:, -1].any())  # 0 at the box edges
     meta = json.loads((tmp_path / parsed.key / "meta.json").read_text())
     assert meta["mask"] == "parsed:drawn"
+    assert (plain.parsed_frames, parsed.parsed_frames) == (0, 1)
     again = prepare_avatar(avatar_still, codec.encode_reference, tmp_path, vae_id="a", parser=DrawnParser(drawn_face()))
-    assert again.from_cache and again.geometry[0].paste == p.paste
+    assert again.from_cache and again.geometry[0].paste == p.paste and again.parsed_frames == 1
     other = prepare_avatar(avatar_still, codec.encode_reference, tmp_path, vae_id="a", parser=DrawnParser(drawn_face(), "v2"))
     assert not other.from_cache
 
@@ -201,7 +202,7 @@ def test_a_parse_without_skin_falls_back_to_the_landmark_mask(
         prepared = prepare_avatar(avatar_still, codec.encode_reference, tmp_path, vae_id="a", parser=empty)
     landmarks = detect_landmarks(avatar_still.frames[0])
     expected = frame_geometry(landmarks, *avatar_still.size)
-    assert prepared.geometry[0].paste == expected.paste
+    assert prepared.geometry[0].paste == expected.paste and prepared.parsed_frames == 0
     assert "no jaw in 1 of 1" in caplog.text
 
 

@@ -97,7 +97,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         return 2
     how = "loaded from cache" if prepared.from_cache else "prepared"
     x1, y1, x2, y2 = prepared.geometry[0].box
-    mask = "parsed jaw mask" if parser is not None else "landmark mask"
+    n = len(prepared.geometry)
+    mask = "landmark masks" if prepared.parsed_frames == 0 else f"parsed jaw masks on {prepared.parsed_frames} of {n}"
     print(
         f"{how}: {args.source} ({len(avatar.frames)} frame(s) at {args.size[0]}x{args.size[1]}, "
         f"face box {x2 - x1}x{y2 - y1} at ({x1},{y1}), {mask}) in {time.perf_counter() - t0:.1f} s -> "

@@ -45,12 +45,14 @@ DEFAULT_CACHE_DIR = RUN_DIR / "avatars"
 
 @attrs.frozen
 class PreparedAvatar:
-    """Per source frame i: geometry[i], latents[i] (8, 32, 32) float32, landmarks[i] (68, 2)."""
+    """Per source frame i: geometry[i], latents[i] (8, 32, 32) float32, landmarks[i] (68, 2).
+    parsed_frames: how many masks are the parsed jaw (the others follow the landmarks)."""
 
     key: str
     geometry: tuple[FrameGeometry, ...]
     latents: np.ndarray = attrs.field(eq=False)
     landmarks: np.ndarray = attrs.field(eq=False)
+    parsed_frames: int = 0
     from_cache: bool = False
 
 
@@ -123,7 +125,10 @@ def prepare_avatar(
         _save(folder, meta, prepared)
     except OSError as e:  # the cache only saves time: a read-only disk must not stop the stream
         log.warning("cannot cache the prepared avatar in %s (%s); it will be prepared again next start", folder, e)
-    log.info("prepared avatar %s (%d frames) in %.1f s, cached in %s", avatar.source.name, len(avatar.frames), time.perf_counter() - t0, folder)
+    log.info(
+        "prepared avatar %s (%d frames, %d with a parsed jaw mask) in %.1f s, cached in %s",
+        avatar.source.name, len(avatar.frames), prepared.parsed_frames, time.perf_counter() - t0, folder,
+    )  # fmt: skip
     return prepared
 
 
@@ -134,7 +139,7 @@ def build_prepared(
     log.info("preparing avatar %s: landmarks for %d frame(s)", avatar.source.name, len(avatar.frames))
     landmarks = avatar_landmarks(avatar.frames)
     try:
-        geometry = avatar_geometry(avatar, landmarks, parser)
+        geometry, parsed = avatar_geometry(avatar, landmarks, parser)
     except FaceGeometryError as e:
         raise EngineError(f"avatar {avatar.source}: {e}") from e
     crops = np.stack([crop_face(f, g.box) for f, g in zip(avatar.frames, geometry)])
@@ -142,15 +147,20 @@ def build_prepared(
     latents = np.ascontiguousarray(encode(crops), dtype=np.float32)
     if latents.shape != (len(crops), 8, 32, 32):
         raise EngineError(f"the VAE produced latents of shape {latents.shape}, expected ({len(crops)}, 8, 32, 32)")
-    return PreparedAvatar(key=key, geometry=geometry, latents=latents, landmarks=landmarks.astype(np.float32))
+    return PreparedAvatar(
+        key=key, geometry=geometry, latents=latents, landmarks=landmarks.astype(np.float32), parsed_frames=parsed
+    )
 
 
-def avatar_geometry(avatar: Avatar, landmarks: np.ndarray, parser: FaceParser | None) -> tuple[FrameGeometry, ...]:
-    """Per frame: box and mask. A frame whose parse holds no jaw (the parser saw no skin there)
-    falls back to the landmark mask, so one odd frame never stops the avatar."""
+def avatar_geometry(
+    avatar: Avatar, landmarks: np.ndarray, parser: FaceParser | None
+) -> tuple[tuple[FrameGeometry, ...], int]:
+    """Per frame: box and mask, and how many masks are parsed. A frame whose parse holds no jaw
+    (the parser saw no skin there) falls back to the landmark mask, so one odd frame never stops
+    the avatar."""
     w, h = avatar.size
     if parser is None:
-        return tuple(frame_geometry(lm, w, h) for lm in landmarks)
+        return tuple(frame_geometry(lm, w, h) for lm in landmarks), 0
     log.info("preparing avatar %s: face parsing for %d frame(s)", avatar.source.name, len(avatar.frames))
     regions = parser.regions(avatar.frames, [face_box(lm, w, h) for lm in landmarks])
     geometry, fallbacks = [], 0
@@ -162,7 +172,7 @@ def avatar_geometry(avatar: Avatar, landmarks: np.ndarray, parser: FaceParser | 
             fallbacks += 1
     if fallbacks:
         log.warning("face parsing found no jaw in %d of %d avatar frames; their mask follows the landmarks", fallbacks, len(regions))
-    return tuple(geometry)
+    return tuple(geometry), len(regions) - fallbacks
 
 
 def _save(folder: Path, meta: dict, prepared: PreparedAvatar) -> None:
@@ -179,6 +189,7 @@ def _save(folder: Path, meta: dict, prepared: PreparedAvatar) -> None:
         boxes=np.array([g.box for g in prepared.geometry], np.int32),
         paste=np.array([g.paste for g in prepared.geometry], np.int32),
         masks=np.concatenate([np.round(m.reshape(-1) * 255).astype(np.uint8) for m in masks]),
+        parsed_frames=np.int32(prepared.parsed_frames),
     )
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
@@ -195,6 +206,7 @@ def _load(folder: Path, meta: dict) -> PreparedAvatar | None:
         with np.load(folder / "prepared.npz") as data:
             latents, landmarks = data["latents"], data["landmarks"]
             boxes, paste, masks = data["boxes"], data["paste"], data["masks"]
+            parsed = int(data["parsed_frames"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError) as e:
@@ -208,7 +220,9 @@ def _load(folder: Path, meta: dict) -> PreparedAvatar | None:
     if offset != masks.size or len(geometry) != meta["frames"] or latents.shape[0] != meta["frames"]:
         log.warning("prepared avatar in %s is inconsistent; rebuilding", folder)
         return None
-    return PreparedAvatar(key=folder.name, geometry=tuple(geometry), latents=latents, landmarks=landmarks, from_cache=True)
+    return PreparedAvatar(
+        key=folder.name, geometry=tuple(geometry), latents=latents, landmarks=landmarks, parsed_frames=parsed, from_cache=True
+    )
 
 
 def _identity(meta: dict) -> dict:
