@@ -1,12 +1,14 @@
 """Soak test: run the real service for N minutes under a mixed message load and report.
 
-    .venv/bin/python scripts/soak.py --minutes 30 [--report docs/reliability.md]
+    .venv/bin/python scripts/soak.py --minutes 30 [--report FILE] [--memory-log FILE]
 
 Starts the project's nginx and `python -m poc run` (defaults: 1280x720@30, piper, warp), records
 the stream back from the RTMP server the whole time, and offers one message per second: short
 texts, audio clips, urgent texts, interrupts and malformed bodies. At the end it reports stream
 time covered vs wall time, video gaps, dropped and held frames, the A/V offset at the start and the
-end of the recording, RSS at start and end, and the outcome of every message offered.
+end of the recording, RSS at start and end (and its least-squares slope), and the outcome of
+every message offered. `--memory-log FILE` also loads scripts/memprobe into the service, which
+splits its memory every 10 s (anonymous/file pages, glibc in-use/free-held, Python blocks).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import random
 import re
 import subprocess
@@ -38,11 +41,23 @@ import asyncio  # noqa: E402
 WORDS = ["red", "blue", "green", "today", "offer", "quality", "fresh", "new", "small", "bright"]
 
 
+MEMPROBE = Path(__file__).resolve().parent / "memprobe"  # sitecustomize.py loaded by --memory-log
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def slope_mib_per_minute(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, KiB) RSS samples in MiB/min: unlike two end points it
+    is not swayed by where one sample happens to fall in the allocator's saw-tooth."""
+    if len(samples) < 2:
+        return float("nan")
+    seconds, kib = np.array(samples, dtype=float).T
+    return float(np.polyfit(seconds, kib, 1)[0]) * 60 / 1024
 
 
 def tone_wav(seconds: float, rate: int = 16000) -> bytes:
@@ -58,19 +73,28 @@ def tone_wav(seconds: float, rate: int = 16000) -> bytes:
 
 
 class Publisher:
-    """One connection for the whole run (async: aio-pika)."""
+    """One connection for the whole run (async: aio-pika). Robust, because other test runs on
+    the same broker close every connection on purpose (the resilience tests) and a soak must
+    outlive that: a publish that fails while the connection is down is retried."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
 
     async def open(self) -> None:
-        self.connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1/")
+        self.connection = await aio_pika.connect_robust("amqp://guest:guest@127.0.0.1/")
         self.channel = await self.connection.channel()
 
     async def send(self, body: bytes, control: bool = False) -> None:
         target = self.queue + (".control" if control else "")
         message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-        await self.channel.default_exchange.publish(message, routing_key=target)
+        for attempt in range(60):
+            try:
+                await self.channel.default_exchange.publish(message, routing_key=target)
+                return
+            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+                if attempt == 59:  # at-least-once: a retried publish may land twice; ids dedupe
+                    raise
+                await asyncio.sleep(0.5)
 
     async def count(self, queue: str) -> int:
         declared = await self.channel.declare_queue(queue, durable=True, passive=True)
@@ -170,6 +194,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--report", type=Path)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--memory-log", type=Path,
+                        help="load scripts/memprobe into the service: a JSON line every 10 s with "
+                             "RSS as anonymous/file pages, glibc in-use/free-held, Python blocks")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(args.seed)
     fps = 30
@@ -179,8 +206,12 @@ def main() -> int:
         server.start()
         queue = f"poc_soak_{uuid.uuid4().hex[:8]}"
         url = f"{server.base_url}/soak{uuid.uuid4().hex[:8]}"
-        service = ServiceProcess({"RTMP_URL": url, "RABBITMQ_QUEUE": queue, "HTTP_PORT": str(free_port())},
-                                 tmp / "service.log").start()  # fmt: skip
+        env = {"RTMP_URL": url, "RABBITMQ_QUEUE": queue, "HTTP_PORT": str(free_port())}
+        if args.memory_log:
+            args.memory_log.unlink(missing_ok=True)
+            env["POC_MEMPROBE_LOG"] = str(args.memory_log.resolve())
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MEMPROBE), os.environ.get("PYTHONPATH")]))
+        service = ServiceProcess(env, tmp / "service.log").start()
         try:
             service.wait_for_log(r"connected to RabbitMQ", timeout=120)
             recording = tmp / "soak.mkv"
@@ -193,6 +224,8 @@ def main() -> int:
             time.sleep(3)
             offered: dict[str, str] = {}
             rss_start = 0
+            warm_up = min(120, seconds / 4)
+            rss_samples: list[tuple[float, int]] = []  # (seconds since start, KiB) after warm-up
 
             async def drive() -> tuple[int, list[str]]:
                 publisher = Publisher(queue)
@@ -200,8 +233,11 @@ def main() -> int:
                 number = 0
                 nonlocal rss_start
                 while time.monotonic() - wall_start < seconds - 20:
-                    if not rss_start and time.monotonic() - wall_start > min(120, seconds / 4):
+                    elapsed = time.monotonic() - wall_start
+                    if not rss_start and elapsed > warm_up:
                         rss_start = rss_kib(service.pid)  # after warm-up: voice, arenas, caches
+                    if rss_start and (not rss_samples or elapsed - rss_samples[-1][0] >= 10):
+                        rss_samples.append((elapsed, rss_kib(service.pid)))
                     message_id, kind = await offer(publisher, number, rng)
                     offered[message_id] = kind
                     number += 1
@@ -216,6 +252,7 @@ def main() -> int:
             reader.wait(timeout=60)
             wall = time.monotonic() - wall_start
             rss_end = rss_kib(service.pid)
+            rss_samples.append((wall, rss_end))
             _, health_body = service.get("/healthz")
             health = json.loads(health_body)
         finally:
@@ -269,6 +306,8 @@ def main() -> int:
         f"| ffmpeg restarts | {health.get('writer_restarts')} | 0 |",
         f"| service RSS after warm-up / end | {rss_start / 1024:.0f} MiB / {rss_end / 1024:.0f} MiB "
         f"({(rss_end - rss_start) / rss_start * 100:+.1f} %) | < +5 % |",
+        f"| service RSS slope after warm-up (least squares, {len(rss_samples)} samples) | "
+        f"{slope_mib_per_minute(rss_samples):+.2f} MiB/min | |",
         f"| speech messages offered | {len(speech_ids)} | |",
         f"| outcomes | {dict(tally)} | every one accounted for |",
         f"| left in the queue at the end of the load / after shutdown | {left_in_queue} / {len(still_queued)} | |",

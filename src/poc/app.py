@@ -24,6 +24,7 @@ from poc.media.clock import FrameClock, Tick
 from poc.media.writer import FfmpegWriter
 from poc.ops.health import install_routes
 from poc.ops.http import HttpServer
+from poc.ops.memory import release_freed_memory
 from poc.ops.metrics import Metrics
 from poc.ops.studio import install_studio
 from poc.pipeline import Pipeline, PipelineOptions
@@ -126,6 +127,9 @@ class Service:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.run_clock)
+                # Part of the soaks' RSS growth is glibc keeping pages freed between threads
+                # resident; this gives them back (docs/reliability.md, ops/memory.py).
+                tg.start_soon(release_freed_memory)
                 await tg.start(self.pipeline.run)
                 if settings.http_port:
                     http = HttpServer(settings.http_host, settings.http_port)
