@@ -8,7 +8,9 @@ texts, audio clips, urgent texts, interrupts and malformed bodies. At the end it
 time covered vs wall time, video gaps, dropped and held frames, the A/V offset at the start and the
 end of the recording, RSS at start and end (and its least-squares slope), and the outcome of
 every message offered. `--memory-log FILE` also loads scripts/memprobe into the service, which
-splits its memory every 10 s (anonymous/file pages, glibc in-use/free-held, Python blocks).
+splits its memory every 10 s (anonymous/file pages, glibc in-use/free-held, Python blocks) and,
+from the warm-up on, snapshots /proc/self/smaps per mapping once a minute: compare the first
+and the last with `scripts/memprobe/smaps_diff.py FILE`.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--memory-log", type=Path,
                         help="load scripts/memprobe into the service: a JSON line every 10 s with "
-                             "RSS as anonymous/file pages, glibc in-use/free-held, Python blocks")  # fmt: skip
+                             "RSS as anonymous/file pages, glibc in-use/free-held, Python blocks, and a "
+                             "per-mapping smaps snapshot once a minute after warm-up (smaps_diff.py)")  # fmt: skip
     args = parser.parse_args()
     rng = random.Random(args.seed)
     fps = 30

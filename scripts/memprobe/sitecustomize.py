@@ -8,6 +8,9 @@ bytes in use vs free-but-held in the arenas, and mmapped blocks), Python's heap
 (sys.getallocatedblocks) and, once a minute, which Python object types grew in number.
 With POC_MEMPROBE_TRIM=1 it also calls glibc's malloc_trim(0) after each sample and records
 what that gave back and how long it took: the test of whether growth is free-but-held memory.
+From the end of the soak's 2-minute warm-up on, once a minute it also appends a per-mapping
+snapshot of /proc/self/smaps (a line with "smaps"), so `smaps_diff.py` can tell which mapping
+grows: the first snapshot is the warm-up end, the last one is within a minute of the end.
 """
 
 from __future__ import annotations
@@ -63,6 +66,23 @@ def _smaps() -> dict[str, int]:
     return values
 
 
+def _mappings() -> list[list[object]]:
+    """/proc/self/smaps per mapping: [start, end, perms, name, Rss, Anonymous, AnonHugePages]
+    (KiB; start and end as hex strings, name "" for an anonymous mapping)."""
+    rows: list[list[object]] = []
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head, _, rest = line.partition(" ")
+            if "-" in head and not head.endswith(":"):  # "start-end perms offset dev inode [name]"
+                fields = line.split(None, 5)
+                start, end = head.split("-")
+                rows.append([start, end, fields[1], fields[5].strip() if len(fields) > 5 else "",
+                             0, 0, 0])  # fmt: skip
+            elif head in ("Rss:", "Anonymous:", "AnonHugePages:") and rows:
+                rows[-1][{"Rss:": 4, "Anonymous:": 5, "AnonHugePages:": 6}[head]] = int(rest.split()[0])
+    return rows
+
+
 def _type_counts() -> Counter[str]:
     return Counter(type(o).__name__ for o in gc.get_objects())
 
@@ -71,6 +91,7 @@ def _run(path: str, every: float) -> None:
     start = time.monotonic()
     baseline: Counter[str] | None = None
     last_types = 0.0
+    last_smaps = 0.0
     while True:
         time.sleep(every)
         now = time.monotonic() - start
@@ -92,6 +113,9 @@ def _run(path: str, every: float) -> None:
             record["anon_after_trim_kib"] = _smaps()["anon_kib"]
         with open(path, "a") as log:
             log.write(json.dumps(record) + "\n")
+            if now >= 120 and now - last_smaps >= 60:  # from the soak's warm-up end, once a minute
+                last_smaps = now
+                log.write(json.dumps({"t": round(now, 1), "smaps": _mappings()}) + "\n")
 
 
 if os.environ.get("POC_MEMPROBE_LOG"):  # set only in the environment the soak gives the service
