@@ -11,8 +11,9 @@ from poc.face.musetalk.geometry import (
     blend_face,
     crop_face,
     face_box,
+    feathered,
     frame_geometry,
-    lower_face_mask,
+    landmark_region,
 )
 from poc.paths import DEFAULT_AVATAR
 
@@ -50,7 +51,7 @@ def test_tiny_or_offscreen_faces_are_refused() -> None:
 def test_mask_covers_the_mouth_and_chin_but_not_eyes_nose_or_box_edges(portrait) -> None:
     frame, lm = portrait
     box = face_box(lm, 640, 360)
-    mask = lower_face_mask(lm, box)
+    mask = feathered(landmark_region(lm, box))
     x1, y1, x2, y2 = box
     assert mask.shape == (y2 - y1, x2 - x1)
 

@@ -90,11 +90,6 @@ def feathered(hard: np.ndarray) -> np.ndarray:
     return soft.astype(np.float32) / 255.0
 
 
-def lower_face_mask(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Feathered alpha (float32, box height x width) over the jaw and mouth below the nose."""
-    return feathered(landmark_region(landmarks, box))
-
-
 def frame_geometry(landmarks: np.ndarray, width: int, height: int, region: np.ndarray | None = None) -> FrameGeometry:
     """Box, mask and the tight paste region (where the mask is non-zero) for one body frame.
 

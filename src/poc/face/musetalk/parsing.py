@@ -146,11 +146,8 @@ def load_parser(models_dir: Path, device: str) -> FaceParser | None:
 
     with torch.device("meta"):
         net = FaceParsingNet()
-    state = load_state_dict(path)
-    result = net.load_state_dict(state, strict=False, assign=True)
-    left = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if left or result.unexpected_keys:
-        raise EngineError(f"corrupt {path}: {len(left)} missing, {len(result.unexpected_keys)} unexpected tensors")
+    # parser_problem has matched every name and shape, step counters aside: no second check here
+    net.load_state_dict(load_state_dict(path), strict=False, assign=True)
     for module in net.modules():  # old checkpoints may not carry the BN step counters
         if isinstance(module, torch.nn.BatchNorm2d) and module.num_batches_tracked.is_meta:
             module.num_batches_tracked = torch.zeros((), dtype=torch.long)
