@@ -96,9 +96,15 @@ def test_audio_base64_may_be_line_wrapped() -> None:
     assert isinstance(msg, AudioMessage) and msg.audio_bytes() == payload
 
 
-@pytest.mark.parametrize("action", ["interrupt", "clear"])
+@pytest.mark.parametrize("action", ["interrupt", "clear", "stop", "start"])
 def test_control_messages(action: str) -> None:
     msg = parse_message(body(type="control", action=action), LIMITS)
+    assert isinstance(msg, ControlMessage) and msg.action == action
+
+
+@pytest.mark.parametrize(("raw", "action"), [(" Stop", "stop"), ("START ", "start")])
+def test_stream_actions_are_normalised_like_the_others(raw: str, action: str) -> None:
+    msg = parse_message(body(type="control", action=raw), LIMITS)
     assert isinstance(msg, ControlMessage) and msg.action == action
 
 
@@ -147,7 +153,7 @@ def test_text_at_the_limit_passes_and_one_more_character_fails() -> None:
         (b'{"type": "audio", "data": "AAAA"}', "'format' is required"),
         (b'{"type": "audio", "data": "AAAA", "format": "aac"}', 'unsupported audio format "aac" (supported: wav, mp3, ogg, opus, flac)'),
         (b'{"type": "control"}', "'action' is required"),
-        (b'{"type": "control", "action": "pause"}', 'unknown control action "pause" (expected interrupt or clear)'),
+        (b'{"type": "control", "action": "pause"}', 'unknown control action "pause" (expected interrupt, clear, stop or start)'),
         (b'{"type": "text", "data": 5, "interrupt": "x"}', "'data' must be a string, got number (also wrong: 'interrupt')"),
         (b"1" * 5000, "not usable JSON"),
     ],

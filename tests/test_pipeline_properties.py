@@ -21,6 +21,7 @@ from poc.media.audio import samples_in_frame
 from poc.ops.metrics import Metrics
 from poc.pipeline import Pipeline, PipelineOptions
 from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError
+from poc.speech.resilient import ResilientSpeech
 
 RATE, FPS = 8000, 25
 
@@ -82,6 +83,7 @@ class FakeUtterance:
 class FakeEngine:
     name = "fake"
     lead_seconds = 0.05
+    lookahead_seconds = 0.0
     batch_size = 4
 
     def __init__(self) -> None:
@@ -116,9 +118,9 @@ action = st.one_of(
 
 
 async def scenario(actions) -> None:
-    speech, engine = FakeSpeech(), FakeEngine()
+    speech, engine = ResilientSpeech([FakeSpeech()], retries=1, sleep=lambda s: None), FakeEngine()
     pipeline = Pipeline(make_avatar(), speech, engine, fake_decode,
-                        PipelineOptions(sample_rate=RATE, fps=FPS, tts_retries=1, blend_frames=3), Metrics())  # fmt: skip
+                        PipelineOptions(sample_rate=RATE, fps=FPS, blend_frames=3), Metrics())  # fmt: skip
     transitions: list[tuple[str, str]] = []
 
     class Listener:
@@ -152,7 +154,9 @@ async def scenario(actions) -> None:
             if kind == "say":
                 _, text, voice, urgent = step
                 number = len(jobs) + 1
-                job = Job(message=FakeText(f"{number} {text}", voice=voice), id=str(number))
+                # Every sentence carries the job's number: the voice is asked one sentence at a time.
+                marked = " ".join(f"{number} {part.strip()}." for part in text.split(".") if part.strip())
+                job = Job(message=FakeText(marked, voice=voice), id=str(number))
                 jobs[number] = job
                 pipeline.submit(job, urgent=urgent)
             elif kind == "interrupt":
@@ -222,9 +226,9 @@ async def play_one(engine: RecoveringEngine) -> tuple[Job, Metrics, int]:
     """Play one message through a pipeline driven tick by tick; returns the job, the metrics and
     how many batches the utterances recovered from."""
     metrics = Metrics()
-    pipeline = Pipeline(make_avatar(), FakeSpeech(), engine, fake_decode,
-                        PipelineOptions(sample_rate=RATE, fps=FPS, tts_retries=1, blend_frames=3), metrics)  # fmt: skip
-    job = Job(message=FakeText("1 One two three. Four five."), id="1")
+    pipeline = Pipeline(make_avatar(), ResilientSpeech([FakeSpeech()]), engine, fake_decode,
+                        PipelineOptions(sample_rate=RATE, fps=FPS, blend_frames=3), metrics)  # fmt: skip
+    job = Job(message=FakeText("1 One two three. 1 Four five."), id="1")
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
         pipeline.submit(job)

@@ -17,9 +17,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from poc.config import Settings, find_ffmpeg, redact_url
-from poc.face.avatar import load_avatar
+from poc.face.avatar import load_avatars
 from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
+from poc.face.hosted_video import HostedFace
 from poc.media.clock import FrameClock, Tick
 from poc.media.writer import FfmpegWriter
 from poc.ops.health import install_routes
@@ -49,21 +50,25 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         from poc.speech.decode import decode_audio
-        from poc.speech.factory import create_provider
+        from poc.speech.factory import create_speech
 
         self.settings = settings
         self.metrics = Metrics()
-        self.avatar = load_avatar(settings.avatar_path, settings.width, settings.height,
-                                  max_frames=600 if settings.static_video_loop else 1)  # fmt: skip
+        # STATIC_VIDEO_LOOP is the idle video's; a talking video of its own always cycles.
+        self.avatar, self.talking_avatar = load_avatars(
+            settings.idle_avatar_path, settings.talking_avatar_path, settings.width, settings.height,
+            idle_max_frames=600 if settings.static_video_loop else 1,
+        )  # fmt: skip
+        if self.talking_avatar is not self.avatar:
+            log.info(
+                "idle avatar %s and talking avatar %s differ: the switch cross-fades whole frames "
+                "over %.2f s; one shared avatar gives the smoother switch (only the mouth moves)",
+                settings.idle_avatar_path, settings.talking_avatar_path, settings.transition_seconds,
+            )  # fmt: skip
         self.engine: FaceEngine | None = None  # built once the stream is on air (see run)
         self.exit_code = 0
-        self.speech = create_provider(
-            settings.tts_provider,
-            sample_rate=settings.sample_rate,
-            voice=settings.tts_voice,
-            language=settings.tts_language,
-            fallback=settings.tts_fallback_provider,
-        )
+        self.speech = create_speech(settings, self.metrics)
+        self.hosted = self._build_hosted()
         self.pipeline = Pipeline(
             self.avatar,
             self.speech,
@@ -72,11 +77,13 @@ class Service:
             PipelineOptions(
                 sample_rate=settings.sample_rate,
                 fps=settings.fps,
-                tts_retries=settings.tts_retries,
                 ahead_seconds=settings.speech_ahead_seconds,
                 max_audio_seconds=settings.max_audio_seconds,
+                transition_seconds=settings.transition_seconds,
             ),
             self.metrics,
+            talking_avatar=self.talking_avatar,
+            hosted=self.hosted,
         )
         self.pipeline.chart.add_listener(_StateToMetrics(self.metrics))
         self.writer = FfmpegWriter(
@@ -91,29 +98,36 @@ class Service:
             video_bitrate=settings.bitrate,
             audio_bitrate=settings.audio_bitrate,
             keyframe_seconds=settings.keyframe_seconds,
+            channels=settings.tts_channels,
             queue_frames=settings.fps,  # 1 s: covers ffmpeg's start-up; idle frames are shared, not copied
         )
         self.clock = FrameClock(settings.fps)
         self.source = None  # set in run(): the RabbitMQ adapter needs a running event loop
+        # Stopped by an operator (the `stop` control): the clock and the compositor keep
+        # running, so a start resumes on the same frame counter and avatar cycle; frames are
+        # just not offered to the writer, which has closed ffmpeg cleanly.
+        self.stopped_by_operator = False
         self.started_at = time.monotonic()
 
     async def run_clock(self, frames: int | None = None, on_tick: Callable[[Tick], None] | None = None) -> None:
         """The one place that paces the stream: one frame and its audio per tick, forever (or
         for `frames` ticks; `on_tick` lets a benchmark observe each tick)."""
         compositor, writer, metrics = self.pipeline.compositor, self.writer, self.metrics
-        window_start, window_frames = time.monotonic(), 0
+        window_start, window_frames, window_sent = time.monotonic(), 0, 0
         async for tick in self.clock.ticks():
             if frames is not None and tick.frame >= frames:
                 return
             picture, audio = compositor.render(tick.frame)
-            writer.offer(picture, audio)
+            if not writer.stopped:
+                writer.offer(picture, audio)
+                window_sent += 1
             metrics.frames.inc()
             metrics.tick_lateness.observe(tick.lateness)
             window_frames += 1
             if window_frames == 2 * self.settings.fps:
                 now = time.monotonic()
-                metrics.output_fps.set(window_frames / (now - window_start))
-                window_start, window_frames = now, 0
+                metrics.output_fps.set(window_sent / (now - window_start))  # 0 while stopped
+                window_start, window_frames, window_sent = now, 0, 0
             if on_tick is not None:
                 on_tick(tick)
 
@@ -155,6 +169,7 @@ class Service:
                     ),
                     prefetch=settings.rabbitmq_prefetch,
                     reconnect_interval=settings.rabbitmq_reconnect_seconds,
+                    stream=self,
                 )
                 tg.start_soon(self.source.run)
                 task_status.started()
@@ -167,12 +182,38 @@ class Service:
                 await anyio.to_thread.run_sync(self.writer.close)
                 if self.engine is not None:
                     self.engine.close()
+                if self.hosted is not None:
+                    self.hosted.close()
             log.info("stopped")
+
+    def _build_hosted(self) -> HostedFace | None:
+        """TALKING_FACE_PROVIDER=api: the vendor's client (the local engine stays its safety net)."""
+        settings = self.settings
+        if settings.talking_face_provider != "api":
+            return None
+        from poc.face.hosted.base import create_client
+
+        assert settings.talking_face_api is not None and settings.talking_face_api_key is not None
+        client = create_client(
+            settings.talking_face_api,
+            settings.talking_face_api_url,
+            settings.talking_face_api_key.get_secret_value(),
+            settings.talking_face_avatar_id,
+            avatar_image=settings.talking_avatar_path,
+        )
+        return HostedFace(
+            client,
+            timeout_s=settings.talking_face_api_timeout_seconds,
+            width=settings.width,
+            height=settings.height,
+            fps=settings.fps,
+            metrics=self.metrics,
+        )
 
     def _build_engine(self) -> FaceEngine:
         """Build the engine and, where it can, measure it (MuseTalk: frames per second on a short
         warm-up, which also sets how far ahead of playout it needs audio)."""
-        engine = create_engine(self.settings, self.avatar)
+        engine = create_engine(self.settings, self.talking_avatar)
         warm_up = getattr(engine, "warm_up", None)
         if warm_up is not None:
             warm_up()
@@ -191,6 +232,31 @@ class Service:
         if self.source is not None:
             with anyio.move_on_after(1.5):
                 await self.source.aclose()
+
+    async def stop_stream(self) -> int | None:
+        """Off air on purpose (the `stop` control; see poc.source.base.StreamSwitch). The
+        speech on air is cut with a blend and every held message handed back unplayed; once
+        the blend has gone out, ffmpeg gets EOF and finishes the FLV (a clean unpublish, not
+        an outage). Returns how many messages were handed back; None if already stopped."""
+        if self.stopped_by_operator:
+            return None
+        self.stopped_by_operator = True
+        self.metrics.stream_on_air.set(0)
+        handed_back = await self.pipeline.hand_back("the stream was stopped by an operator")
+        # The pipeline has settled the jobs; the source requeues them in its own tasks.
+        await anyio.to_thread.run_sync(self.writer.stop_output, abandon_on_cancel=True)
+        return handed_back
+
+    async def start_stream(self) -> float | None:
+        """Back on air (the `start` control): a new ffmpeg starts at once and the clock's next
+        frame goes to it. Returns the seconds until ffmpeg ran; None if not stopped."""
+        if not self.stopped_by_operator:
+            return None
+        started = time.monotonic()
+        await anyio.to_thread.run_sync(self.writer.start_output, abandon_on_cancel=True)
+        self.stopped_by_operator = False
+        self.metrics.stream_on_air.set(1)
+        return time.monotonic() - started
 
     async def _warm_up_speech(self) -> None:
         warm_up = getattr(self.speech, "warm_up", None)

@@ -6,16 +6,17 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from poc.config import ConfigError, load_settings
 
-# CLI flag → setting it overrides (flags beat the environment, which beats .env)
-_RUN_OVERRIDES = {
+# CLI flag → setting(s) it overrides (flags beat the environment, which beats .env)
+_RUN_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "rtmp_url": "RTMP_URL",
     "resolution": "RTMP_RESOLUTION",
     "fps": "RTMP_FPS",
-    "avatar": "TALKING_FACE_AVATAR_IMAGE",
+    # the one avatar for idle and talking: it replaces all three of the plan's avatar settings
+    "avatar": ("STATIC_VIDEO_PATH", "TALKING_FACE_AVATAR_IMAGE", "TALKING_FACE_AVATAR_VIDEO"),
     "engine": "TALKING_FACE_MODEL",
     "tts": "TTS_PROVIDER",
     "queue": "RABBITMQ_QUEUE",
@@ -30,17 +31,18 @@ def _add_run(subparsers) -> None:
     run.add_argument("--fps")
     run.add_argument("--avatar", help="avatar image or video")
     run.add_argument("--engine", help="warp or musetalk")
-    run.add_argument("--tts", help="piper, espeak or edge")
+    run.add_argument("--tts", help="a TTS_PROVIDER value: piper, espeak, edge, pyttsx3, elevenlabs, openai, ...")
     run.add_argument("--queue")
     run.add_argument("--http-port")
     run.set_defaults(func=_run)
 
 
-def settings_from_args(args: argparse.Namespace, names: dict[str, str] | None = None):
+def settings_from_args(args: argparse.Namespace, names: Mapping[str, str | tuple[str, ...]] | None = None):
     overrides = {
         env: str(getattr(args, attr))
-        for attr, env in (names or _RUN_OVERRIDES).items()
+        for attr, envs in (names or _RUN_OVERRIDES).items()
         if getattr(args, attr, None) is not None
+        for env in ((envs,) if isinstance(envs, str) else envs)
     }
     env_file = Path(args.env_file) if getattr(args, "env_file", None) else None
     return load_settings(env_file=env_file, overrides=overrides)
@@ -68,7 +70,12 @@ def _add_send(subparsers) -> None:
     send.add_argument("text", nargs="?", help="text for the avatar to say")
     send.add_argument("--audio", type=Path, help="an audio file to play (wav, mp3, ogg, opus, flac)")
     send.add_argument("--interrupt", action="store_true", help="cut the current speech, play this next")
-    send.add_argument("--control", choices=["interrupt", "clear"], help="send a control message")
+    send.add_argument(
+        "--control",
+        choices=["interrupt", "clear", "stop", "start"],
+        help="interrupt: cut the current speech; clear: also drop the queue; stop: take the stream "
+        "off air (queued messages wait); start: back on air",
+    )
     send.add_argument("--voice")
     send.add_argument("--queue")
     send.set_defaults(func=_send)

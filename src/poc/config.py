@@ -1,25 +1,56 @@
 """Settings from the environment and an optional `.env` file, validated at start-up.
 
-Names are the plan's (RABBITMQ_*, RTMP_*, TTS_*, TALKING_FACE_*, ...) so existing deployments
-keep working. A bad value stops start-up with one line that names the setting; secret values
-(passwords, the RTMP stream key) are never echoed back.
+pydantic-settings reads them and python-dotenv parses the file, so `.env` means what those
+libraries make of it: `export KEY=value`, quotes, inline ` # comments` (the plan's own example
+file is written that way). Precedence, lowest first: the `.env` file (POC_ENV_FILE names
+another), the environment, CLI overrides. Names are the plan's (RABBITMQ_*, RTMP_*, TTS_*,
+TALKING_FACE_*, ...); each field's env name is its validation alias.
+
+Values arrive as text; each field's parser turns text into a typed value with poc's own wording,
+so a bad value stops start-up with one line that names the setting. Secret values (passwords,
+API keys, the RTMP stream key, URLs that may carry credentials) are never echoed back; keys are
+SecretStr so a repr or a log of the settings cannot leak them either.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-import attrs
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from poc import paths
+
+# Concrete speech providers. TTS_PROVIDER takes one of these directly, or the plan's form:
+# `local` + TTS_PROVIDER_LOCAL, `api` + TTS_API_PROVIDER.
+LOCAL_TTS_PROVIDERS = ("piper", "espeak", "edge", "pyttsx3")
+API_TTS_PROVIDERS = ("elevenlabs", "openai", "cartesia", "azure", "google")
+TTS_PROVIDERS = LOCAL_TTS_PROVIDERS + API_TTS_PROVIDERS
+_TTS_ALIASES = {"edge-tts": "edge"}  # the plan's spelling of edge
+FACE_APIS = ("d-id", "tavus", "hedra")
+BACKUP_FACE_MODELS = ("mimictalk", "synctalk")  # the plan's post-PoC backups: not built
+
+# Never echoed in an error: they are secrets or URLs that may carry credentials.
+_NO_ECHO = frozenset(
+    {"RABBITMQ_PASSWORD", "RTMP_URL", "TTS_API_KEY", "TALKING_FACE_API_KEY", "TTS_API_BASE_URL",
+     "TALKING_FACE_API_URL"}
+)  # fmt: skip
+# The shipped defaults guard nothing and are common words; masking them would garble logs.
+_DEFAULT_PASSWORD = "guest"
+_DEFAULT_RTMP_URL = "rtmp://127.0.0.1:1935/live/avatar"
 
 
 class ConfigError(ValueError):
     """A setting is wrong; str() is one line naming it."""
+
+
+# --- parsers: text in, typed value out, ValueError with poc's wording otherwise ---------------
 
 
 def _parse_bool(raw: str) -> bool:
@@ -50,7 +81,7 @@ def _float_between(low: float, high: float) -> Callable[[str], float]:
             value = float(raw.strip())
         except ValueError:
             raise ValueError(f"must be a number between {low:g} and {high:g}") from None
-        if not low <= value <= high:
+        if not low <= value <= high:  # also refuses nan
             raise ValueError(f"must be a number between {low:g} and {high:g}")
         return value
 
@@ -92,6 +123,23 @@ def _parse_rtmp_url(raw: str) -> str:
     return url
 
 
+def _optional_url(*schemes: str) -> Callable[[str], str | None]:
+    def parse(raw: str) -> str | None:
+        url = raw.strip()
+        if not url:
+            return None
+        try:
+            parts = urlsplit(url)
+            parts.port  # raises on a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme.lower() not in schemes or not parts.hostname:
+            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
+        return url
+
+    return parse
+
+
 def _parse_choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         value = raw.strip().lower()
@@ -102,113 +150,244 @@ def _parse_choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
-def _parse_optional_text(raw: str) -> str | None:
+def _optional_choice(*choices: str) -> Callable[[str], str | None]:
+    choose = _parse_choice(*choices)
+    return lambda raw: choose(raw) if raw.strip() else None
+
+
+def _tts_name(*choices: str) -> Callable[[str], str]:
+    """A provider name as written (edge-tts spelled out); `choices` are the accepted spellings."""
+    choose = _parse_choice(*choices)
+    return lambda raw: _TTS_ALIASES.get(choose(raw), choose(raw))
+
+
+def _optional_tts_name(*choices: str) -> Callable[[str], str | None]:
+    name = _tts_name(*choices)
+    return lambda raw: name(raw) if raw.strip() else None
+
+
+def _parse_tts_chain(raw: str) -> tuple[str, ...]:
+    """`azure,piper` → ("azure", "piper"): fallbacks in the order they are tried."""
+    name = _tts_name(*TTS_PROVIDERS, *_TTS_ALIASES)
+    chain = tuple(name(part) for part in raw.split(",") if part.strip())
+    if len(set(chain)) != len(chain):
+        raise ValueError("names a provider twice")
+    return chain
+
+
+def _parse_face_model(raw: str) -> str:
+    value = raw.strip().lower()
+    if value in BACKUP_FACE_MODELS:
+        raise ValueError(
+            f"{value} is not built in poc (one of the plan's post-PoC backups); "
+            "docs/backup-models.md says how it would fit; use warp or musetalk"
+        )
+    return _parse_choice("warp", "musetalk")(raw)
+
+
+def _parse_channels(raw: str) -> int:
+    if raw.strip() not in {"1", "2"}:
+        raise ValueError("must be 1 (mono) or 2 (stereo)")
+    return int(raw)
+
+
+def _optional_text(raw: str) -> str | None:
     return raw.strip() or None
 
 
-def _parse_text(raw: str) -> str:
+def _text(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
     return raw.strip()
 
 
-def _parse_optional_path(raw: str) -> Path | None:
+def _optional_path(raw: str) -> Path | None:
     return Path(raw.strip()).expanduser() if raw.strip() else None
 
 
-def _parse_path(raw: str) -> Path:
+def _path(raw: str) -> Path:
     return Path(raw.strip()).expanduser()
 
 
-# env name -> (attribute, parser, default as the env text, secret?)
-_FIELDS: dict[str, tuple[str, Callable[[str], Any], str, bool]] = {
-    "RABBITMQ_HOST": ("rabbitmq_host", _parse_text, "127.0.0.1", False),
-    "RABBITMQ_PORT": ("rabbitmq_port", _int_between(1, 65535), "5672", False),
-    "RABBITMQ_USER": ("rabbitmq_user", _parse_text, "guest", False),
-    "RABBITMQ_PASSWORD": ("rabbitmq_password", str, "guest", True),
-    "RABBITMQ_QUEUE": ("rabbitmq_queue", _parse_text, "talking_face_input", False),
-    "RABBITMQ_VHOST": ("rabbitmq_vhost", _parse_text, "/", False),
-    "RABBITMQ_TLS": ("rabbitmq_tls", _parse_bool, "false", False),
-    "RABBITMQ_PREFETCH": ("rabbitmq_prefetch", _int_between(1, 100), "4", False),
-    "RABBITMQ_RECONNECT_SECONDS": ("rabbitmq_reconnect_seconds", _float_between(0.1, 60), "1", False),
-    "RTMP_URL": ("rtmp_url", _parse_rtmp_url, "rtmp://127.0.0.1:1935/live/avatar", True),
-    "RTMP_RESOLUTION": ("resolution", _parse_resolution, "1280x720", False),
-    "RTMP_FPS": ("fps", _int_between(1, 60), "30", False),
-    "RTMP_BITRATE": ("bitrate", _parse_bitrate, "2000k", False),
-    "RTMP_AUDIO_BITRATE": ("audio_bitrate", _parse_bitrate, "128k", False),
-    "RTMP_KEYFRAME_SECONDS": ("keyframe_seconds", _float_between(0.5, 10), "2", False),
-    "STATIC_VIDEO_PATH": ("static_video_path", _parse_optional_path, "", False),
-    "STATIC_VIDEO_LOOP": ("static_video_loop", _parse_bool, "true", False),
-    "TTS_PROVIDER": ("tts_provider", _parse_choice("piper", "espeak", "edge"), "piper", False),
-    "TTS_FALLBACK_PROVIDER": ("tts_fallback_provider", _parse_optional_text, "", False),
-    "TTS_VOICE": ("tts_voice", _parse_optional_text, "", False),
-    "TTS_LANGUAGE": ("tts_language", _parse_optional_text, "", False),
-    "TTS_SAMPLE_RATE": ("sample_rate", _int_between(8000, 96000), "44100", False),
-    "TTS_RETRIES": ("tts_retries", _int_between(0, 10), "2", False),
-    "TALKING_FACE_PROVIDER": ("talking_face_provider", _parse_choice("local"), "local", False),
-    "TALKING_FACE_MODEL": ("talking_face_model", _parse_choice("warp", "musetalk"), "warp", False),
-    "TALKING_FACE_MODEL_PATH": ("model_path", _parse_path, str(paths.DEFAULT_MODELS_DIR), False),
-    "TALKING_FACE_DEVICE": ("device", _parse_choice("auto", "cpu", "cuda"), "auto", False),
-    "TALKING_FACE_DTYPE": ("dtype", _parse_choice("auto", "float16", "bfloat16", "float32"), "auto", False),
-    "TALKING_FACE_AVATAR_IMAGE": ("avatar_image", _parse_optional_path, "", False),
-    "TALKING_FACE_AVATAR_VIDEO": ("avatar_video", _parse_optional_path, "", False),
-    "TALKING_FACE_BATCH_SIZE": ("batch_size", _int_between(1, 256), "16", False),
-    "FFMPEG_PATH": ("ffmpeg_path", _parse_optional_text, "", False),
-    "MAX_TEXT_CHARS": ("max_text_chars", _int_between(1, 100_000), "2000", False),
-    "MAX_AUDIO_SECONDS": ("max_audio_seconds", _float_between(0.1, 3600), "60", False),
-    "MAX_BODY_BYTES": ("max_body_bytes", _int_between(1024, 100_000_000), "5000000", False),
-    "SPEECH_AHEAD_SECONDS": ("speech_ahead_seconds", _float_between(1, 600), "30", False),
-    "SHUTDOWN_DEADLINE_SECONDS": ("shutdown_deadline_seconds", _float_between(0, 30), "2", False),
-    "HTTP_HOST": ("http_host", _parse_text, "127.0.0.1", False),
-    "HTTP_PORT": ("http_port", _int_between(0, 65535), "8080", False),
-    "STUDIO_HLS_URL": ("studio_hls_url", _parse_optional_text, "", False),
-    "LOG_LEVEL": ("log_level", _parse_choice("debug", "info", "warning", "error"), "info", False),
-}
+def _optional_secret(raw: str) -> SecretStr | None:
+    return SecretStr(raw.strip()) if raw.strip() else None
 
 
-@attrs.frozen
-class Settings:
-    rabbitmq_host: str
-    rabbitmq_port: int
-    rabbitmq_user: str
-    rabbitmq_password: str = attrs.field(repr=False)
-    rabbitmq_queue: str
-    rabbitmq_vhost: str
-    rabbitmq_tls: bool
-    rabbitmq_prefetch: int
-    rabbitmq_reconnect_seconds: float
-    rtmp_url: str = attrs.field(repr=False)
-    resolution: tuple[int, int]
-    fps: int
-    bitrate: str
-    audio_bitrate: str
-    keyframe_seconds: float
-    static_video_path: Path | None
-    static_video_loop: bool
-    tts_provider: str
-    tts_fallback_provider: str | None
-    tts_voice: str | None
-    tts_language: str | None
-    sample_rate: int
-    tts_retries: int
-    talking_face_provider: str
-    talking_face_model: str
-    model_path: Path
-    device: str
-    dtype: str
-    avatar_image: Path | None
-    avatar_video: Path | None
-    batch_size: int
-    ffmpeg_path: str | None
-    max_text_chars: int
-    max_audio_seconds: float
-    max_body_bytes: int
-    speech_ahead_seconds: float
-    shutdown_deadline_seconds: float
-    http_host: str
-    http_port: int
-    studio_hls_url: str | None
-    log_level: str
+def _env(name: str, default: Any, **field: Any) -> Any:
+    """A field read from the env name `name` (its validation alias)."""
+    return Field(default, validation_alias=name, **field)
+
+
+def _parsed(parse: Callable[[str], Any]) -> BeforeValidator:
+    """Parse text from .env / the environment / the CLI; typed values (defaults) pass as they are."""
+    return BeforeValidator(lambda raw: parse(raw) if isinstance(raw, str) else raw)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+# The environment load_settings reads (tests pass their own mapping; None means os.environ).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("poc_config_environ", default=None)
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping instead of os.environ."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        return dict(os.environ if environ is None else environ)
+
+
+class Settings(BaseSettings):
+    """Every setting, typed and validated; attribute names are poc's, aliases the env names.
+
+    Guarantees once built: each value is within its documented range, the TTS and face choices
+    are consistent (keys present for the chosen API providers), and nothing secret shows in
+    repr(). Files are checked separately (check_runtime_files) because some callers only need
+    the broker settings.
+    """
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True,  # the plan's names exactly, as the old reader had them
+        extra="ignore",  # a .env may hold other programs' settings
+        frozen=True,
+        enable_decoding=False,  # values are text for our parsers, never JSON
+        env_file=None,  # load_settings names the file
+    )
+
+    rabbitmq_host: Annotated[str, _parsed(_text)] = _env("RABBITMQ_HOST", "127.0.0.1")
+    rabbitmq_port: Annotated[int, _parsed(_int_between(1, 65535))] = _env("RABBITMQ_PORT", 5672)
+    rabbitmq_user: Annotated[str, _parsed(_text)] = _env("RABBITMQ_USER", "guest")
+    rabbitmq_password: SecretStr = _env("RABBITMQ_PASSWORD", SecretStr(_DEFAULT_PASSWORD))
+    rabbitmq_queue: Annotated[str, _parsed(_text)] = _env("RABBITMQ_QUEUE", "talking_face_input")
+    rabbitmq_vhost: Annotated[str, _parsed(_text)] = _env("RABBITMQ_VHOST", "/")
+    rabbitmq_tls: Annotated[bool, _parsed(_parse_bool)] = _env("RABBITMQ_TLS", False)
+    rabbitmq_prefetch: Annotated[int, _parsed(_int_between(1, 100))] = _env("RABBITMQ_PREFETCH", 4)
+    rabbitmq_reconnect_seconds: Annotated[float, _parsed(_float_between(0.1, 60))] = _env(
+        "RABBITMQ_RECONNECT_SECONDS", 1.0
+    )
+    # The stream key is a credential, but the writer and the studio need the URL as text.
+    rtmp_url: Annotated[str, _parsed(_parse_rtmp_url)] = _env("RTMP_URL", _DEFAULT_RTMP_URL, repr=False)
+    resolution: Annotated[tuple[int, int], _parsed(_parse_resolution)] = _env("RTMP_RESOLUTION", (1280, 720))
+    fps: Annotated[int, _parsed(_int_between(1, 60))] = _env("RTMP_FPS", 30)
+    bitrate: Annotated[str, _parsed(_parse_bitrate)] = _env("RTMP_BITRATE", "2000k")
+    audio_bitrate: Annotated[str, _parsed(_parse_bitrate)] = _env("RTMP_AUDIO_BITRATE", "128k")
+    keyframe_seconds: Annotated[float, _parsed(_float_between(0.5, 10))] = _env("RTMP_KEYFRAME_SECONDS", 2.0)
+    static_video_path: Annotated[Path | None, _parsed(_optional_path)] = _env("STATIC_VIDEO_PATH", None)
+    static_video_loop: Annotated[bool, _parsed(_parse_bool)] = _env("STATIC_VIDEO_LOOP", True)
+    transition_seconds: Annotated[float, _parsed(_float_between(0, 5))] = _env("TRANSITION_SECONDS", 0.3)
+
+    # TTS_PROVIDER as written: a provider name, or the plan's `local` / `api` (see tts_provider)
+    tts_provider_as_written: Annotated[str, _parsed(_tts_name("local", "api", *TTS_PROVIDERS, *_TTS_ALIASES))] = _env(
+        "TTS_PROVIDER", "piper"
+    )
+    tts_provider_local: Annotated[str | None, _parsed(_optional_tts_name(*LOCAL_TTS_PROVIDERS, *_TTS_ALIASES))] = _env(
+        "TTS_PROVIDER_LOCAL", None
+    )
+    tts_api_provider: Annotated[str | None, _parsed(_optional_tts_name(*API_TTS_PROVIDERS))] = _env(
+        "TTS_API_PROVIDER", None
+    )
+    tts_fallback_providers: Annotated[tuple[str, ...], _parsed(_parse_tts_chain)] = _env("TTS_FALLBACK_PROVIDER", ())
+    tts_api_key: Annotated[SecretStr | None, _parsed(_optional_secret)] = _env("TTS_API_KEY", None)
+    tts_voice_as_written: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_VOICE", None)
+    tts_api_voice_id: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_API_VOICE_ID", None)
+    tts_api_base_url: Annotated[str | None, _parsed(_optional_url("http", "https", "ws", "wss"))] = _env(
+        "TTS_API_BASE_URL", None
+    )
+    azure_speech_region: Annotated[str | None, _parsed(_optional_text)] = _env("AZURE_SPEECH_REGION", None)
+    google_application_credentials: Annotated[Path | None, _parsed(_optional_path)] = _env(
+        "GOOGLE_APPLICATION_CREDENTIALS", None
+    )
+    tts_model: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_MODEL", None)
+    tts_language: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_LANGUAGE", None)
+    sample_rate: Annotated[int, _parsed(_int_between(8000, 96000))] = _env("TTS_SAMPLE_RATE", 44100)
+    tts_channels: Annotated[int, _parsed(_parse_channels)] = _env("TTS_CHANNELS", 1)
+    tts_retries: Annotated[int, _parsed(_int_between(0, 10))] = _env("TTS_RETRIES", 2)
+    tts_timeout_seconds: Annotated[float, _parsed(_float_between(0.5, 120))] = _env("TTS_TIMEOUT_SECONDS", 10.0)
+
+    talking_face_provider: Annotated[str, _parsed(_parse_choice("local", "api"))] = _env(
+        "TALKING_FACE_PROVIDER", "local"
+    )
+    talking_face_api: Annotated[str | None, _parsed(_optional_choice(*FACE_APIS))] = _env("TALKING_FACE_API", None)
+    talking_face_api_url: Annotated[str | None, _parsed(_optional_url("http", "https"))] = _env(
+        "TALKING_FACE_API_URL", None
+    )
+    talking_face_api_key: Annotated[SecretStr | None, _parsed(_optional_secret)] = _env("TALKING_FACE_API_KEY", None)
+    talking_face_avatar_id: Annotated[str | None, _parsed(_optional_text)] = _env("TALKING_FACE_AVATAR_ID", None)
+    talking_face_api_timeout_seconds: Annotated[float, _parsed(_float_between(1, 1800))] = _env(
+        "TALKING_FACE_API_TIMEOUT_SECONDS", 120.0
+    )
+    talking_face_model: Annotated[str, _parsed(_parse_face_model)] = _env("TALKING_FACE_MODEL", "warp")
+    model_path: Annotated[Path, _parsed(_path)] = _env("TALKING_FACE_MODEL_PATH", paths.DEFAULT_MODELS_DIR)
+    device: Annotated[str, _parsed(_parse_choice("auto", "cpu", "cuda"))] = _env("TALKING_FACE_DEVICE", "auto")
+    dtype: Annotated[str, _parsed(_parse_choice("auto", "float16", "bfloat16", "float32"))] = _env(
+        "TALKING_FACE_DTYPE", "auto"
+    )
+    avatar_image: Annotated[Path | None, _parsed(_optional_path)] = _env("TALKING_FACE_AVATAR_IMAGE", None)
+    avatar_video: Annotated[Path | None, _parsed(_optional_path)] = _env("TALKING_FACE_AVATAR_VIDEO", None)
+    batch_size: Annotated[int, _parsed(_int_between(1, 256))] = _env("TALKING_FACE_BATCH_SIZE", 16)
+
+    ffmpeg_path: Annotated[str | None, _parsed(_optional_text)] = _env("FFMPEG_PATH", None)
+    max_text_chars: Annotated[int, _parsed(_int_between(1, 100_000))] = _env("MAX_TEXT_CHARS", 2000)
+    max_audio_seconds: Annotated[float, _parsed(_float_between(0.1, 3600))] = _env("MAX_AUDIO_SECONDS", 60.0)
+    max_body_bytes: Annotated[int, _parsed(_int_between(1024, 100_000_000))] = _env("MAX_BODY_BYTES", 5_000_000)
+    speech_ahead_seconds: Annotated[float, _parsed(_float_between(1, 600))] = _env("SPEECH_AHEAD_SECONDS", 30.0)
+    shutdown_deadline_seconds: Annotated[float, _parsed(_float_between(0, 30))] = _env("SHUTDOWN_DEADLINE_SECONDS", 2.0)
+    http_host: Annotated[str, _parsed(_text)] = _env("HTTP_HOST", "127.0.0.1")
+    http_port: Annotated[int, _parsed(_int_between(0, 65535))] = _env("HTTP_PORT", 8080)
+    studio_hls_url: Annotated[str | None, _parsed(_optional_text)] = _env("STUDIO_HLS_URL", None)
+    log_level: Annotated[str, _parsed(_parse_choice("debug", "info", "warning", "error"))] = _env("LOG_LEVEL", "info")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI overrides (passed as init values), then the environment, then .env.
+        return init_settings, _EnvironSource(settings_cls), dotenv_settings
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        """Checks across settings; each message names the settings involved."""
+        if self.tts_provider_as_written == "api" and self.tts_api_provider is None:
+            choices = ", ".join(API_TTS_PROVIDERS)
+            raise ValueError(f"TTS_API_PROVIDER: required when TTS_PROVIDER=api (one of {choices})")
+        primary = self.tts_provider
+        if primary in self.tts_fallback_providers:
+            raise ValueError(f"TTS_FALLBACK_PROVIDER: names the primary provider {primary} (TTS_PROVIDER)")
+        for name in (primary, *self.tts_fallback_providers):
+            where = "TTS_FALLBACK_PROVIDER" if name != primary else _provider_setting(self)
+            missing = _missing_credentials(self, name)
+            if missing:
+                raise ValueError(f"{missing}: required for the {name} voice ({where})")
+        if self.talking_face_provider == "api":
+            if self.talking_face_api is None:
+                raise ValueError(
+                    f"TALKING_FACE_API: required when TALKING_FACE_PROVIDER=api (one of {', '.join(FACE_APIS)})"
+                )
+            if self.talking_face_api_key is None:
+                raise ValueError(f"TALKING_FACE_API_KEY: required for the {self.talking_face_api} face API")
+        return self
+
+    @property
+    def tts_provider(self) -> str:
+        """The concrete speech provider: piper, espeak, edge, pyttsx3 or an API vendor's name."""
+        if self.tts_provider_as_written == "local":
+            return self.tts_provider_local or "piper"  # poc's offline default voice
+        if self.tts_provider_as_written == "api":
+            assert self.tts_api_provider is not None  # _consistent refused api without it
+            return self.tts_api_provider
+        return self.tts_provider_as_written
+
+    @property
+    def tts_voice(self) -> str | None:
+        """The default voice: TTS_API_VOICE_ID for an API provider when set, else TTS_VOICE."""
+        if self.tts_provider in API_TTS_PROVIDERS and self.tts_api_voice_id:
+            return self.tts_api_voice_id
+        return self.tts_voice_as_written
 
     @property
     def width(self) -> int:
@@ -219,23 +398,60 @@ class Settings:
         return self.resolution[1]
 
     @property
-    def avatar_path(self) -> Path:
-        """The one avatar that idle and talking share (so the body never jumps)."""
+    def talking_avatar_path(self) -> Path:
+        """What the face is drawn on: the video, else the image, else the idle one, else the default."""
         return self.avatar_video or self.avatar_image or self.static_video_path or paths.DEFAULT_AVATAR
 
+    @property
+    def idle_avatar_path(self) -> Path:
+        """What plays between messages: STATIC_VIDEO_PATH, else the talking avatar."""
+        return self.static_video_path or self.talking_avatar_path
+
+    @property
+    def avatars_differ(self) -> bool:
+        """True when idle and talking are different files (the switch then cross-fades)."""
+        return self.idle_avatar_path.resolve() != self.talking_avatar_path.resolve()
+
+    @property
+    def avatar_path(self) -> Path:
+        """The talking avatar (kept for callers written when idle and talking had to be one file)."""
+        return self.talking_avatar_path
+
     def secrets(self) -> list[str]:
-        """Values that must never reach a log line or a metric."""
-        found = [self.rabbitmq_password] if self.rabbitmq_password else []
-        key = stream_key(self.rtmp_url)
-        if key:
-            found.append(key)
-        userinfo = urlsplit(self.rtmp_url).password
-        if userinfo:
-            found.append(userinfo)
-        # The shipped defaults (guest, the demo key) guard nothing and are common words; masking
-        # them would garble ordinary log lines.
-        defaults = {_FIELDS["RABBITMQ_PASSWORD"][2], stream_key(_FIELDS["RTMP_URL"][2])}
+        """Values that must never reach a log line, a metric or an error header."""
+        found = [self.rabbitmq_password.get_secret_value()]
+        found += [k.get_secret_value() for k in (self.tts_api_key, self.talking_face_api_key) if k is not None]
+        found.append(stream_key(self.rtmp_url))
+        for url in (self.rtmp_url, self.tts_api_base_url, self.talking_face_api_url):
+            if url:
+                found.append(urlsplit(url).password or "")
+        defaults = {_DEFAULT_PASSWORD, stream_key(_DEFAULT_RTMP_URL)}
+        # Under 3 characters a mask would hit ordinary words; such a value protects nothing anyway.
         return [s for s in found if len(s) >= 3 and s not in defaults]
+
+
+def _provider_setting(settings: Settings) -> str:
+    """Which setting chose the primary provider, for error messages."""
+    chosen_by = {"local": "TTS_PROVIDER_LOCAL", "api": "TTS_API_PROVIDER"}
+    return chosen_by.get(settings.tts_provider_as_written, "TTS_PROVIDER")
+
+
+def _missing_credentials(settings: Settings, provider: str) -> str | None:
+    """The setting(s) a provider needs but lacks, as its error should name them; None if complete."""
+    key = settings.tts_api_key is not None
+    if provider in ("elevenlabs", "openai", "cartesia"):
+        return None if key else "TTS_API_KEY"
+    if provider == "google":  # an API key or a service account
+        if key or settings.google_application_credentials:
+            return None
+        return "TTS_API_KEY or GOOGLE_APPLICATION_CREDENTIALS"
+    if provider == "azure":  # a key and where to send it
+        if not key:
+            return "TTS_API_KEY"
+        if settings.azure_speech_region or settings.tts_api_base_url:
+            return None
+        return "AZURE_SPEECH_REGION or TTS_API_BASE_URL"
+    return None
 
 
 def stream_key(url: str) -> str:
@@ -256,23 +472,9 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{app}/***"
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; '#' comments, optional 'export ', optional quotes."""
-    values: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        if text.startswith("export "):
-            text = text[7:].lstrip()
-        if "=" not in text:
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE")
-        key, value = text.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+def env_names() -> list[str]:
+    """Every setting's env name, in declaration order (for docs and their tests)."""
+    return [str(field.validation_alias) for field in Settings.model_fields.values()]
 
 
 def load_settings(
@@ -283,47 +485,65 @@ def load_settings(
 ) -> Settings:
     """Build Settings from .env (lowest), then the environment, then CLI overrides (highest).
 
-    With check_files, files the service needs (avatar, ffmpeg, model folder) are checked too.
+    `environ` replaces os.environ (tests); `overrides` are keyed by env name. A missing env file
+    is no error (the file is optional). With check_files, the files the service needs (avatars,
+    ffmpeg, model folder, Google credentials) are checked too. Raises ConfigError (one line).
     """
     environ = os.environ if environ is None else environ
     if env_file is None:
         env_file = Path(environ.get("POC_ENV_FILE", ".env"))
-    merged: dict[str, str] = {}
     if env_file.is_file():
-        merged.update(read_env_file(env_file))
-    merged.update({k: v for k, v in environ.items() if k in _FIELDS})
-    merged.update(overrides or {})
-    values: dict[str, Any] = {}
-    for name, (attribute, parse, default, secret) in _FIELDS.items():
-        raw = merged.get(name, default)
-        try:
-            values[attribute] = parse(raw)
-        except ValueError as error:
-            shown = "" if secret else f" (got {raw!r})"
-            raise ConfigError(f"{name}: {error}{shown}") from None
-    settings = Settings(**values)
+        _check_env_file(env_file)
+    token = _ENVIRON.set(environ)
+    try:
+        settings = Settings(_env_file=env_file if env_file.is_file() else None, **dict(overrides or {}))
+    except ValidationError as error:
+        raise _one_line(error) from None
+    finally:
+        _ENVIRON.reset(token)
     if check_files:
         check_runtime_files(settings)
     return settings
 
 
+def _check_env_file(path: Path) -> None:
+    """python-dotenv skips a line it cannot parse (with a warning); for a service's settings a
+    skipped line is a silent misconfiguration, so it stops start-up instead."""
+    from dotenv.parser import parse_stream
+
+    try:
+        with path.open(encoding="utf-8") as stream:
+            for binding in parse_stream(stream):
+                if binding.error:
+                    raise ConfigError(f"{path}:{binding.original.line}: cannot parse this line (expected KEY=VALUE)")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+
+
+def _one_line(error: ValidationError) -> ConfigError:
+    """pydantic's report → one line per poc's rules: `SETTING: what is wrong (got 'value')`."""
+    parts = []
+    for item in error.errors(include_url=False):
+        cause = (item.get("ctx") or {}).get("error")
+        message = str(cause) if cause is not None else item["msg"]
+        if not item["loc"]:  # a check across settings: its message names them
+            parts.append(message)
+            continue
+        name = str(item["loc"][0])
+        value = item.get("input")
+        shown = f" (got {value[:80]!r})" if isinstance(value, str) and name not in _NO_ECHO else ""
+        parts.append(f"{name}: {message}{shown}")
+    return ConfigError("; ".join(parts).replace("\n", " "))
+
+
 def check_runtime_files(settings: Settings) -> None:
-    given = {
-        name: value
-        for name, value in (
-            ("TALKING_FACE_AVATAR_VIDEO", settings.avatar_video),
-            ("TALKING_FACE_AVATAR_IMAGE", settings.avatar_image),
-            ("STATIC_VIDEO_PATH", settings.static_video_path),
-        )
-        if value is not None
-    }
-    if len({p.resolve() for p in given.values()}) > 1:
-        raise ConfigError(
-            f"{' and '.join(given)} name different files: idle and talking must share one "
-            "avatar so the body never jumps; set only one"
-        )
-    for name, value in given.items():
-        if not value.is_file():
+    """The files the service needs exist (and the Google credentials are a service account)."""
+    for name, value in (
+        ("TALKING_FACE_AVATAR_VIDEO", settings.avatar_video),
+        ("TALKING_FACE_AVATAR_IMAGE", settings.avatar_image),
+        ("STATIC_VIDEO_PATH", settings.static_video_path),
+    ):
+        if value is not None and not value.is_file():
             raise ConfigError(f"{name}: file not found: {value}")
     find_ffmpeg(settings.ffmpeg_path)
     if settings.talking_face_model == "musetalk" and not settings.model_path.is_dir():
@@ -331,6 +551,23 @@ def check_runtime_files(settings: Settings) -> None:
             f"TALKING_FACE_MODEL_PATH: folder not found: {settings.model_path} "
             "(run `python -m poc models fetch` or place the MuseTalk weights there)"
         )
+    google = "google" in (settings.tts_provider, *settings.tts_fallback_providers)
+    if google and settings.google_application_credentials is not None:
+        _check_service_account(settings.google_application_credentials)
+
+
+def _check_service_account(path: Path) -> None:
+    # The file holds a private key: say what is wrong with it, never what is in it.
+    name = "GOOGLE_APPLICATION_CREDENTIALS"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{name}: {path} is not a readable JSON file") from None
+    kind = data.get("type") if isinstance(data, dict) else None
+    if kind != "service_account":
+        raise ConfigError(f"{name}: {path} is not a service-account key (its type is {kind!r})")
 
 
 def find_ffmpeg(configured: str | None) -> str:

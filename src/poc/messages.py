@@ -24,7 +24,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 
 AUDIO_FORMATS = ("wav", "mp3", "ogg", "opus", "flac")
-CONTROL_ACTIONS = ("interrupt", "clear")
+CONTROL_ACTIONS = ("interrupt", "clear", "stop", "start")
 MESSAGE_TYPES = ("text", "audio", "control")
 
 
@@ -128,7 +128,8 @@ class AudioMessage(_Speech):
 
 class ControlMessage(_Base):
     type: Literal["control"]
-    action: Literal["interrupt", "clear"]
+    # interrupt/clear act on speech; stop/start take the whole stream off air and back.
+    action: Literal["interrupt", "clear", "stop", "start"]
 
     @pydantic.field_validator("action", mode="before")
     @classmethod

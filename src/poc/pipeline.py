@@ -23,7 +23,8 @@ import math
 import threading
 import time
 from collections import deque
-from typing import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator, Sequence
 
 import anyio
 import attrs
@@ -31,15 +32,19 @@ import numpy as np
 from anyio.abc import TaskStatus
 
 from poc.face.avatar import Avatar
-from poc.face.base import FaceEngine, RenderedFrame, SpeechSlot, Utterance
+from poc.face.base import FaceEngine, FacePatch, RenderedFrame, SpeechSlot, Utterance
+from poc.face.hosted_video import HostedFace, VendorVideo
 from poc.jobs import Job, Outcome
-from poc.media.compositor import Compositor
+from poc.media.compositor import Compositor, transition_frames_for
 from poc.media.timeline import Schedule, Segment, SlotCutter
 from poc.ops.metrics import Metrics
 from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, SpeechProvider
 from poc.statechart import StreamChart
 
 log = logging.getLogger(__name__)
+
+HOSTED_FRAMES_AHEAD_S = 2.0  # a hosted face's whole frames decoded ahead of the clock, at most
+HOSTED_LEAD_S = 0.25  # extra time before a hosted face's first frame: whole frames cost more
 
 AudioDecoder = Callable[[bytes, str, int, float], np.ndarray]
 
@@ -48,11 +53,11 @@ AudioDecoder = Callable[[bytes, str, int, float], np.ndarray]
 class PipelineOptions:
     sample_rate: int
     fps: int
-    tts_retries: int = 2
     ahead_seconds: float = 30.0  # speech prepared ahead of the clock, at most
     gap_seconds: float = 0.3  # the pause between two messages
     max_audio_seconds: float = 60.0
     blend_frames: int = 4
+    transition_seconds: float = 0.3  # whole-frame cross-fade (avatars differ / whole-picture faces)
 
 
 @attrs.frozen
@@ -90,6 +95,8 @@ class Pipeline:
         decode_audio: AudioDecoder,
         options: PipelineOptions,
         metrics: Metrics,
+        talking_avatar: Avatar | None = None,  # None: `avatar` is both idle and talking
+        hosted: HostedFace | None = None,  # a hosted face API, with `engine` as its safety net
     ) -> None:
         self.options = options
         self.metrics = metrics
@@ -110,8 +117,13 @@ class Pipeline:
             blend_frames=options.blend_frames,
             on_started=self._on_started,
             on_settled=self._on_settled,
+            talking_avatar=talking_avatar,
+            transition_frames=transition_frames_for(options.transition_seconds, options.fps),
         )
         self._spoken: dict[Job, list[SpeechChunk]] = {}  # complete speech kept across re-plans
+        self._hosted = hosted
+        self._hosted_videos: dict[Job, Path] = {}  # a vendor's video kept across re-plans
+        self._video_lock = threading.Lock()
         self._wake = anyio.Event()
         self._generation: anyio.CancelScope | None = None
         self._engine_lock = threading.Lock()  # an abandoned render may still be running
@@ -120,6 +132,8 @@ class Pipeline:
         self._engine_ready = anyio.Event()
         self._shutting_down = False
         self._lead_frames = 2
+        self._quick_lead_frames = 2
+        self._lookahead_samples = math.inf
         self._batch = 6
         if engine is not None:
             self.attach_engine(engine)
@@ -128,7 +142,12 @@ class Pipeline:
         """Use this engine from now on. The service builds it after the stream is on air (it
         can take seconds); messages accepted before then wait for it."""
         self._engine = engine
-        self._lead_frames = max(2, math.ceil(engine.lead_seconds * self.options.fps) + 1)
+        fps = self.options.fps
+        self._lead_frames = max(2, math.ceil(engine.lead_seconds * fps) + 1)
+        # A chunk that already holds the audio the engine looks ahead to needs only the render
+        # time: with the CPU engine it goes on air on the frame after next.
+        self._quick_lead_frames = max(1, math.ceil((engine.lead_seconds - engine.lookahead_seconds) * fps))
+        self._lookahead_samples = (math.ceil(engine.lookahead_seconds * fps) + 1) * self.options.sample_rate / fps
         self._batch = max(2, int(getattr(engine, "batch_size", 6)))
         self._engine_ready.set()
 
@@ -176,6 +195,20 @@ class Pipeline:
             while self.schedule.head() is not None or self.chart.state_id == "transitioning":
                 await anyio.sleep(1 / self.options.fps)
         self.compositor.interrupt(Outcome.REQUEUED)
+
+    async def hand_back(self, reason: str) -> int:
+        """Stop speaking and give every held message back unplayed (REQUEUED, so the source
+        returns it to the broker): the one on air is cut with the usual blend, the others never
+        started. Returns once the blend is over (at most ~1 s), with how many were handed back.
+        Keeping new messages away meanwhile is the caller's job (the source pauses consuming)."""
+        count = self._settle_unplayed(Outcome.REQUEUED, reason)
+        if self.compositor.interrupt(Outcome.REQUEUED) is not None:
+            count += 1  # settled by the compositor at the next frame
+        self.chart.send("cleared")  # processing -> idle when nothing had reached the air
+        with anyio.move_on_after(1.0):
+            while self.schedule.head() is not None or self.chart.state_id == "transitioning":
+                await anyio.sleep(1 / self.options.fps)
+        return count
 
     def _settle_unplayed(self, outcome: Outcome, reason: str) -> int:
         """Settle every job not yet on air (and drop its prepared work); returns how many."""
@@ -279,7 +312,7 @@ class Pipeline:
             chunks.append(SpeechChunk(audio=audio))
             yield chunks[-1]
         else:
-            async for chunk in self._synthesize(message, skip=0):
+            async for chunk in self._synthesize(message):
                 chunks.append(chunk)
                 yield chunk
         self._spoken[job] = chunks
@@ -292,38 +325,27 @@ class Pipeline:
         except ValueError as error:  # InvalidAudio is a ValueError
             raise _PermanentFailure(f"audio: {error}") from None
 
-    async def _synthesize(self, message, skip: int) -> AsyncIterator[SpeechChunk]:
-        """Sentence by sentence; a transient failure restarts the text and skips what was sent."""
-        attempts = 0
-        sent = skip
-        while True:
-            try:
-                self._speech.check_voice(message.voice, message.language)
-                stream = iter(self._speech.synthesize_stream(message.data, message.voice, message.language))
-                index = 0
-                while True:
-                    chunk = await self._in_speech_thread(_next_or_none, stream)
-                    if chunk is None:
-                        return
-                    if index >= sent:
-                        sent += 1
-                        yield chunk
-                    index += 1
-            except InvalidSpeechRequest as error:
-                raise _PermanentFailure(f"speech: {error}") from None
-            except SpeechError as error:
-                attempts += 1
-                if attempts > self.options.tts_retries:
-                    raise _PermanentFailure(
-                        f"speech failed after {attempts} attempts: {error}"
-                    ) from None
-                log.warning("TTS failed (%s); retry %d of %d", error, attempts, self.options.tts_retries)
-                await anyio.sleep(0.2 * attempts)
-            except _PermanentFailure:
-                raise
-            except Exception as error:  # a bug or an engine crash must not take the stream down
-                log.exception("TTS crashed")
-                raise _PermanentFailure(f"speech engine error: {type(error).__name__}: {error}") from None
+    async def _synthesize(self, message) -> AsyncIterator[SpeechChunk]:
+        """Chunk by chunk from the speech provider. Retries and the fallback chain live in the
+        provider (speech/resilient.py), so an error here is final for this message."""
+        try:
+            stream = await self._in_speech_thread(self._start_speech, message)
+            while True:
+                chunk = await self._in_speech_thread(_next_or_none, stream)
+                if chunk is None:
+                    return
+                yield chunk
+        except InvalidSpeechRequest as error:
+            raise _PermanentFailure(f"speech: {error}") from None
+        except SpeechError as error:
+            raise _PermanentFailure(f"speech failed: {error}") from None
+        except Exception as error:  # a bug or an engine crash must not take the stream down
+            log.exception("TTS crashed")
+            raise _PermanentFailure(f"speech engine error: {type(error).__name__}: {error}") from None
+
+    def _start_speech(self, message) -> Iterator[SpeechChunk]:
+        self._speech.check_voice(message.voice, message.language)
+        return iter(self._speech.synthesize_stream(message.data, message.voice, message.language))
 
     async def _in_speech_thread(self, function, *args):
         return await anyio.to_thread.run_sync(
@@ -332,30 +354,103 @@ class Pipeline:
 
     async def _face_stage(self, receive: anyio.abc.ObjectReceiveStream) -> None:
         in_flight: dict[Job, _InFlight] = {}
+        held: dict[Job, list[SpeechChunk]] = {}  # a hosted face needs the whole utterance first
         async with receive:
             async for job, item in receive:
                 if job.is_settled:
                     in_flight.pop(job, None)
+                    held.pop(job, None)
                     continue
-                state = in_flight.get(job)
-                if state is None:
-                    state = in_flight[job] = self._place(job)
-                if isinstance(item, SpeechChunk):
-                    earliest = self.compositor.frame + self._lead_frames
-                    slots: list[SpeechSlot] = []
-                    if state.cutter.next_frame < earliest:
-                        slots += state.cutter.skip_to(earliest)  # speech came late: pause
-                    slots += state.cutter.cut(item)
-                    await self._lay_and_render(state, slots)
-                else:
-                    await self._lay_and_render(state, state.cutter.flush(), finish=True)
-                    state.segment.failure = item.reason if isinstance(item, _Failed) else ""
-                    state.segment.complete = True
-                    del in_flight[job]
+                if self._hosted is not None and job not in in_flight:
+                    if isinstance(item, SpeechChunk):
+                        held.setdefault(job, []).append(item)
+                        continue
+                    chunks = held.pop(job, [])
+                    if isinstance(item, _Failed):  # nothing of it has played: dead-letter it whole
+                        self._dead_letter(job, item.reason)
+                        continue
+                    if await self._play_hosted(job, chunks):
+                        continue
+                    state = in_flight[job] = self._place(job)  # the vendor failed: speak locally
+                    for chunk in chunks:
+                        await self._lay_and_render(state, state.cutter.cut(chunk))
+                await self._local_face(in_flight, job, item)
 
-    def _place(self, job: Job) -> _InFlight:
+    async def _local_face(self, in_flight: dict[Job, _InFlight], job: Job, item: object) -> None:
+        """The local engine: audio laid onto the clock as it arrives, faces in small batches."""
+        lead = self._lead_for(item)
+        state = in_flight.get(job)
+        if state is None:
+            state = in_flight[job] = self._place(job, lead)
+        if isinstance(item, SpeechChunk):
+            earliest = self.compositor.frame + lead
+            slots: list[SpeechSlot] = []
+            if state.cutter.next_frame < earliest:
+                slots += state.cutter.skip_to(earliest)  # speech came late: pause
+            slots += state.cutter.cut(item)
+            await self._lay_and_render(state, slots)
+        else:
+            await self._lay_and_render(state, state.cutter.flush(), finish=True)
+            state.segment.failure = item.reason if isinstance(item, _Failed) else ""
+            state.segment.complete = True
+            del in_flight[job]
+
+    async def _play_hosted(self, job: Job, chunks: list[SpeechChunk]) -> bool:
+        """The vendor's video with our audio, on our clock; False if the vendor failed (the
+        caller then speaks the words with the local engine)."""
+        assert self._hosted is not None
+        audio = np.concatenate([c.audio for c in chunks]) if chunks else np.zeros(0, np.int16)
+        path = self._hosted_videos.get(job)  # kept across a re-plan: never asked for twice
+        if path is None:
+            cancelled = threading.Event()
+            try:
+                path = await anyio.to_thread.run_sync(
+                    self._hosted.video_for, audio, self.options.sample_rate, cancelled,
+                    abandon_on_cancel=True,
+                )  # fmt: skip
+            finally:
+                cancelled.set()  # after an interrupt, the abandoned thread stops polling the vendor
+            if path is None:
+                return False
+            self._hosted_videos[job] = path
+        video = await anyio.to_thread.run_sync(self._hosted.open_video, path)
+        if video is None:
+            return False
+        # Its first whole frames are decoded and fitted before they are due.
+        state = self._place(job, lead_frames=self._lead_frames + round(HOSTED_LEAD_S * self.options.fps))
+        segment = state.segment
+        segment.whole_frames = True
+        slots = state.cutter.cut(SpeechChunk(audio=audio)) + state.cutter.flush()
+        segment.add_slots(slots)  # audio first: it must never wait for the picture
+        self.metrics.queued_speech.set(self.queued_seconds())
+        try:
+            for begin in range(0, len(slots), self._batch):
+                batch = slots[begin : begin + self._batch]
+                # Whole pictures are large: hold only the next couple of seconds in memory.
+                while batch[0].index - self.compositor.frame > HOSTED_FRAMES_AHEAD_S * self.options.fps:
+                    await anyio.sleep(1 / self.options.fps)
+                frames = await anyio.to_thread.run_sync(
+                    _video_patches, video, batch, segment.start, self._video_lock,
+                    limiter=self._engine_limiter, abandon_on_cancel=True,
+                )  # fmt: skip
+                segment.add_rendered(frames)
+                if begin == 0:
+                    self.metrics.latency.labels(stage="first_frame").observe(time.monotonic() - job.received_at)
+        finally:
+            with self._video_lock:  # an abandoned read may still hold the decoder
+                video.close()
+        segment.complete = True
+        return True
+
+    def _lead_for(self, item: object) -> int:
+        """Frames between now and where this item's audio may start."""
+        if isinstance(item, SpeechChunk) and len(item.audio) >= self._lookahead_samples:
+            return self._quick_lead_frames
+        return self._lead_frames
+
+    def _place(self, job: Job, lead_frames: int | None = None) -> _InFlight:
         """Reserve the job's first frame: after the lead time and after the previous message."""
-        start = self.compositor.frame + self._lead_frames
+        start = self.compositor.frame + (self._lead_frames if lead_frames is None else lead_frames)
         last_end = self.schedule.last_end()
         if last_end is not None:
             gap = max(self.options.blend_frames + 1, round(self.options.gap_seconds * self.options.fps))
@@ -416,6 +511,9 @@ class Pipeline:
         if job.outcome is not None:
             self.metrics.messages.labels(outcome=job.outcome.value).inc()
         self._spoken.pop(job, None)
+        video = self._hosted_videos.pop(job, None)
+        if video is not None:
+            video.unlink(missing_ok=True)
         if job in self._preparing:
             self._preparing.remove(job)
         played = ""
@@ -430,6 +528,17 @@ class Pipeline:
         if job.settle(Outcome.DEAD_LETTERED, reason):
             self._on_settled(job)
         self.chart.send("failed")
+
+
+def _video_patches(
+    video: VendorVideo, slots: Sequence[SpeechSlot], first: int, lock: threading.Lock
+) -> list[RenderedFrame]:
+    """Whole-frame patches for these slots from the vendor's video (its frame 0 plays at `first`)."""
+    with lock:
+        frames = []
+        for slot in slots:
+            frames.append(RenderedFrame(slot.index, FacePatch(0, 0, video.frame(slot.index - first))))
+        return frames
 
 
 def _next_or_none(iterator):

@@ -50,6 +50,7 @@ def fake_service(**env: str) -> types.SimpleNamespace:
         ),
         writer=types.SimpleNamespace(up=True, restarts=0, dropped=0),
         source=types.SimpleNamespace(status=types.SimpleNamespace(connected=True)),
+        stopped_by_operator=False,
     )
 
 
@@ -222,16 +223,29 @@ async def test_a_good_line_is_published_as_a_valid_queue_message():
 async def test_controls_are_published_to_the_control_queue_and_unknown_ones_refused():
     publisher = RecordingPublisher()
     async with running_studio(fake_service(), publisher) as port:
-        for action in ("interrupt", " Clear"):  # the queue accepts either spelling
+        for action in ("interrupt", " Clear", "stop", "START"):  # the queue accepts either spelling
             status, _, _ = await call(port, "POST", "/api/control", {"action": action})
             assert status == 202
         status, _, body = await call(port, "POST", "/api/control", {"action": "self-destruct"})
     assert status == 400
     assert json.loads(body)["error"] == queue_reason({"type": "control", "action": "self-destruct"})
-    assert [c for _, c in publisher.sent] == [True, True]
+    assert [c for _, c in publisher.sent] == [True, True, True, True]
     actions = [parse_message(json.dumps(b).encode(), MessageLimits()) for b, _ in publisher.sent]
     assert all(isinstance(a, ControlMessage) for a in actions)
-    assert [a.action for a in actions] == ["interrupt", "clear"]
+    assert [a.action for a in actions] == ["interrupt", "clear", "stop", "start"]
+
+
+async def test_a_stopped_stream_is_shown_as_stopped_not_as_reconnecting():
+    service = fake_service()
+    service.writer.up, service.writer.restarts = False, 1  # ffmpeg ran before the stop
+    service.stopped_by_operator = True
+    async with running_studio(service, RecordingPublisher()) as port:
+        _, _, body = await call(port, "GET", "/api/status")
+        _, _, page = await call(port, "GET", "/")
+    report = json.loads(body)
+    assert report["stopped"] is True and report["on_air"] is False and report["reconnecting"] is False
+    html = page.decode()
+    assert 'data-action="stop"' in html and 'data-action="start"' in html
 
 
 async def test_a_broker_failure_is_a_503_with_its_one_line_reason():

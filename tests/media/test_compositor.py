@@ -63,7 +63,7 @@ def test_speech_plays_in_lockstep_and_blends_in_and_out():
     for k in range(40):
         picture, audio = comp.render(k)
         states.append(chart.state_id)
-        weights.append(comp.mouth_weight)
+        weights.append(comp.talking_weight)
         audio_first.append(int(audio[0]))
     assert audio_first[:5] == [0] * 5
     assert audio_first[5:25] == [1000 + i for i in range(20)]  # frame i carries slot i's samples
@@ -115,4 +115,4 @@ def test_short_speech_inside_the_blend_still_ends_idle():
     schedule.append(speech_segment(start=0, frames=2))
     for k in range(12):
         comp.render(k)
-    assert chart.state_id == "idle" and comp.mouth_weight == 0.0
+    assert chart.state_id == "idle" and comp.talking_weight == 0.0

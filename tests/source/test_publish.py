@@ -70,7 +70,7 @@ def test_audio_with_an_unknown_suffix_is_refused(tmp_path: Path) -> None:
 
 
 def test_built_control_follows_the_contract() -> None:
-    for action in ("interrupt", "clear"):
+    for action in ("interrupt", "clear", "stop", "start"):
         msg = parse_message(encode(build_control(action)), LIMITS)
         assert isinstance(msg, ControlMessage) and msg.action == action
     with pytest.raises(ValueError, match="unknown control action 'pause'"):

@@ -82,10 +82,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--resolution", default="1280x720")
     parser.add_argument("--fps", default="30")
+    parser.add_argument(
+        "--tts", default=None,
+        help="an API voice (elevenlabs, openai, cartesia, azure, google): measure what poc adds "
+        "between the vendor's first audio byte and its frame entering the encoder, against the "
+        "vendor's local simulator",
+    )  # fmt: skip
+    parser.add_argument("--first-byte-ms", type=float, default=200.0, help="the simulator's delay (--tts)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tts:
+        from poc.bench.vendor_latency import run_vendor_latency
+
+        args.fps = int(args.fps)
+        return run_vendor_latency(args)
     with tempfile.TemporaryDirectory(prefix="poc-bench-") as tmp:
         server = RtmpServer(Path(tmp) / "nginx")
         server.start()

@@ -1,4 +1,4 @@
-"""The avatar: its frames at the output size and the ping-pong cycle over them.
+"""Avatars: their frames at the output size and the ping-pong cycle over them.
 
 One frame counter drives the whole stream. `frame_number(counter)` maps it onto the source
 frames forward then backward (0,1,..,N-1,N-2,..,1,0,..), so the loop never jumps and idle and
@@ -108,3 +108,20 @@ def load_avatar(path: Path, width: int, height: int, max_frames: int = 600) -> A
     for f in fitted:
         f.setflags(write=False)  # shared by every tick; nobody may paint on them
     return Avatar(frames=fitted, source=path, source_digest=file_digest(path))
+
+
+def load_avatars(
+    idle: Path, talking: Path, width: int, height: int, idle_max_frames: int = 600, talking_max_frames: int = 600
+) -> tuple[Avatar, Avatar]:
+    """The idle and the talking avatar, both fitted to the output size.
+
+    When both name the same file, or files with the same bytes, the SAME object is returned
+    twice: the compositor then keeps the shared body and blends only the mouth (no whole-frame
+    cross-fade). The talking file is then loaded with the idle limit, as one avatar is.
+    """
+    idle_avatar = load_avatar(idle, width, height, max_frames=idle_max_frames)
+    if not talking.is_file():
+        raise AvatarError(f"avatar file not found: {talking}")
+    if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.source_digest:
+        return idle_avatar, idle_avatar
+    return idle_avatar, load_avatar(talking, width, height, max_frames=talking_max_frames)

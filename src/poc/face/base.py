@@ -87,6 +87,13 @@ class FaceEngine(Protocol):
         """How far ahead of playout audio must reach the engine for frames to be ready in time."""
         ...
 
+    @property
+    def lookahead_seconds(self) -> float:
+        """The future audio a frame needs before it can be drawn (part of lead_seconds; the
+        rest is render time). A first chunk that already holds this much lets the message
+        start sooner."""
+        ...
+
     def start_utterance(self) -> Utterance: ...
 
     def close(self) -> None: ...

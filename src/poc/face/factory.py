@@ -8,7 +8,9 @@ from poc.face.base import EngineError, FaceEngine
 
 
 def create_engine(settings: Settings, avatar: Avatar) -> FaceEngine:
-    """Build the engine (blocking: loads landmarks or weights; run it in a worker thread)."""
+    """Build the engine on `avatar`, the TALKING avatar: its body frames are the ones the mouth
+    is drawn on (the idle avatar, when it differs, is only cross-faded to by the compositor).
+    Blocking (loads landmarks or weights): run it in a worker thread."""
     if settings.talking_face_model == "warp":
         from poc.face.warp import WarpEngine
 

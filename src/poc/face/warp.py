@@ -135,6 +135,10 @@ class WarpEngine:
         # Frames come out LOOKAHEAD slots after their audio, plus a little rendering time.
         return LOOKAHEAD / self.fps + RENDER_BUDGET_S
 
+    @property
+    def lookahead_seconds(self) -> float:
+        return LOOKAHEAD / self.fps
+
     def rig(self, frame_number: int) -> MouthRig:
         """The warp of one source frame, built on first use and cached."""
         with self._rigs_lock:

@@ -7,13 +7,24 @@ then the idle face is substituted) and the frame is counted as an underrun. Idle
 frame of the same frame number plus silence, through the same path.
 
 The compositor also fires the statechart's media events at exact frame boundaries: speech
-starting (frames_ready), the mouth blend completing (blend_finished), speech ending
-(speech_finished / interrupted / failed). The mouth weight ramps 0→1 and 1→0 over
-`blend_frames` frames while the chart is TRANSITIONING.
+starting (frames_ready), the blend completing (blend_finished), speech ending (speech_finished /
+interrupted / failed). While the chart is TRANSITIONING the talking picture's weight ramps
+0→1 (in) or 1→0 (out), one step per frame, in one of two ways:
+
+- the mouth blend (idle and talking share one avatar, the default): only the engine's patch
+  rectangle blends over the shared body, over `blend_frames` frames;
+- the whole-frame cross-fade, over `transition_frames` frames: when the talking avatar is not
+  the idle one (the idle frame k fades into the talking body frame k with the patch on it), or
+  when the segment's pictures are its own (`Segment.whole_frames`: full frames from elsewhere).
+
+The length is fixed when a segment starts and holds for both directions, so TRANSITIONING
+lasts exactly that many frames each way; an interrupt mid-blend turns back from where it is.
+Weights are kept as whole steps (not summed floats) so a blend ends on its exact frame.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
@@ -28,7 +39,16 @@ from poc.media.timeline import Schedule, Segment
 from poc.ops.metrics import Metrics
 from poc.statechart import StreamChart
 
+log = logging.getLogger(__name__)
+
 _NOT_RENDERED = object()
+
+DEFAULT_TRANSITION_SECONDS = 0.3
+
+
+def transition_frames_for(seconds: float, fps: int) -> int:
+    """Frames of a whole-frame cross-fade lasting `seconds` at `fps` (never fewer than one)."""
+    return max(1, round(seconds * fps))
 
 
 class Compositor:
@@ -44,35 +64,97 @@ class Compositor:
         hold_frames: int = 6,
         on_started: Callable[[Job], None] = lambda job: None,
         on_settled: Callable[[Job], None] = lambda job: None,
+        *,
+        talking_avatar: Avatar | None = None,
+        transition_frames: int | None = None,
     ) -> None:
+        """`avatar` is the idle avatar; `talking_avatar` (default: the same object) is the body
+        talking faces are drawn on. `transition_frames` (default: 0.3 s) is the length of a
+        whole-frame cross-fade; `blend_frames` that of the mouth blend."""
         self.avatar = avatar
+        self.talking_avatar = avatar if talking_avatar is None else talking_avatar
         self.chart = chart
         self.schedule = schedule
         self.sample_rate = sample_rate
         self.fps = fps
         self.metrics = metrics
         self.blend_frames = max(1, blend_frames)
+        self.transition_frames = (
+            transition_frames_for(DEFAULT_TRANSITION_SECONDS, fps)
+            if transition_frames is None
+            else max(1, transition_frames)
+        )
         self.hold_frames = hold_frames
         self._on_started = on_started
         self._on_settled = on_settled
         self.frame = 0  # the next frame number to render
-        self.mouth_weight = 0.0
+        self._whole = False  # the blend on air (and its speech) cross-fades whole frames
+        self._steps = self.blend_frames  # its length in frames, both ways
+        self._position = 0  # steps towards the talking picture: 0 idle .. _steps talking
         self._last_patch: FacePatch | None = None
+        self._warned_misfit = False
         self._held = 0
         self.underruns = 0
         self.audio_underruns = 0
 
+    @property
+    def avatars_differ(self) -> bool:
+        return self.talking_avatar is not self.avatar
+
+    @property
+    def talking_weight(self) -> float:
+        """Weight of the talking picture in the frame last rendered: 0.0 idle, 1.0 talking."""
+        return self._position / self._steps
+
+    @property
+    def transition_length(self) -> int:
+        """Frames the current (or last) blend lasts each way."""
+        return self._steps
+
     # -- the per-tick work ------------------------------------------------------------------
 
     def render(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Picture (HxWx3 uint8 BGR) and audio (int16, samples_in_frame(k)) for frame k."""
+        """Picture (HxWx3 uint8 BGR) and audio (int16, samples_in_frame(k)) for frame k.
+
+        The picture may be shared (idle frames, full-frame patches) and must not be written to;
+        a painted one is a fresh array, because the writer queues pictures by reference."""
         self.frame = k + 1
         patch, audio = self._speech_for(k)
         self._advance_blend()
-        picture = self.avatar.frame_at(k)
-        if patch is not None and self.mouth_weight > 0.0:
-            picture = self._paste(picture, patch, self.mouth_weight)
-        return picture, audio
+        return self._picture(k, patch), audio
+
+    def _picture(self, k: int, patch: FacePatch | None) -> np.ndarray:
+        idle = self.avatar.frame_at(k)
+        if self._position == 0:
+            return idle
+        weight = self._position / self._steps
+        if patch is not None and not _fits(patch, idle.shape):
+            # an engine or a vendor handed a picture of the wrong size: show the body, not a crash
+            if not self._warned_misfit:
+                log.warning("face picture %s at (%d, %d) does not fit the %dx%d output; not shown",
+                            patch.pixels.shape, patch.x, patch.y, idle.shape[1], idle.shape[0])  # fmt: skip
+                self._warned_misfit = True
+            patch = None
+        if not self._whole:  # the mouth blend: only the patch rectangle changes
+            return idle if patch is None else self._paste(idle, patch, weight)
+        talking, rectangle = self.talking_avatar.frame_at(k), patch
+        if patch is not None and patch.x == 0 and patch.y == 0 and patch.pixels.shape == idle.shape:
+            talking, rectangle = patch.pixels, None  # a whole picture of its own
+        if rectangle is None:
+            if weight >= 1.0 or talking is idle:  # (one shared avatar, no face yet: idle itself)
+                return talking
+        elif weight >= 1.0:
+            return self._paste(talking, rectangle, 1.0)
+        # One output array per frame and no temporaries: the talking frame and then the patch
+        # rectangle are each mixed with the idle frame straight into it (the mix is per pixel,
+        # so the rectangle can be redone on its own over the body's mix).
+        out = np.empty_like(idle)
+        cv2.addWeighted(talking, weight, idle, 1.0 - weight, 0.0, dst=out)
+        if rectangle is not None:
+            y, x, h, w = rectangle.y, rectangle.x, rectangle.height, rectangle.width
+            cv2.addWeighted(rectangle.pixels, weight, idle[y : y + h, x : x + w], 1.0 - weight, 0.0,
+                            dst=out[y : y + h, x : x + w])  # fmt: skip
+        return out
 
     def _speech_for(self, k: int) -> tuple[FacePatch | None, np.ndarray]:
         quiet = silence(samples_in_frame(k, self.sample_rate, self.fps))
@@ -105,11 +187,17 @@ class Compositor:
         if head is None or (not head.playing and k < head.start):
             return None
         if not head.playing:
+            whole = self.avatars_differ or head.whole_frames
             if self.chart.state_id == "transitioning":
                 # the previous message is still blending out: finish that blend now, so this
-                # message starts exactly on its frame (its audio is laid onto frame numbers)
-                self.mouth_weight = 0.0
+                # message starts exactly on its frame (its audio is laid onto frame numbers).
+                # A cross-fade turns back from where it is instead (snapping a whole frame to
+                # idle would be a visible jump).
+                if not (whole and self._whole):
+                    self._position = 0
                 self.chart.send("blend_finished")
+            self._whole = whole
+            self._steps = self.transition_frames if whole else self.blend_frames
             if self.chart.state_id == "idle":
                 self.chart.send("message_accepted")
             head.playing = True
@@ -139,16 +227,15 @@ class Compositor:
     def _advance_blend(self) -> None:
         state = self.chart.state_id
         if state == "transitioning":
-            step = self.chart.blend_direction / self.blend_frames
-            self.mouth_weight = min(1.0, max(0.0, self.mouth_weight + step))
-            if self.mouth_weight in (0.0, 1.0):
+            self._position = min(self._steps, max(0, self._position + self.chart.blend_direction))
+            if self._position in (0, self._steps):
                 self.chart.send("blend_finished")
                 if self.chart.state_id != "talking":
                     self._last_patch = None
         elif state == "talking":
-            self.mouth_weight = 1.0
+            self._position = self._steps
         else:
-            self.mouth_weight = 0.0
+            self._position = 0
 
     # -- control (called on the event loop between ticks) -------------------------------------
 
@@ -178,3 +265,17 @@ class Compositor:
         else:
             cv2.addWeighted(patch.pixels, weight, region, 1.0 - weight, 0.0, dst=region)
         return out
+
+
+def _fits(patch: FacePatch, shape: tuple[int, ...]) -> bool:
+    """The patch is a uint8 BGR rectangle lying wholly inside a picture of this shape."""
+    pixels = patch.pixels
+    return (
+        pixels.dtype == np.uint8
+        and pixels.ndim == 3
+        and pixels.shape[2] == 3
+        and 0 <= patch.x
+        and 0 <= patch.y
+        and patch.x + pixels.shape[1] <= shape[1]
+        and patch.y + pixels.shape[0] <= shape[0]
+    )

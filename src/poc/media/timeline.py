@@ -31,6 +31,9 @@ class Segment:
     playing: bool = False  # the compositor has started it
     stop_at: int | None = None  # interrupt: last frame to play (faded), set by the compositor
     stop_outcome: str = "interrupted"  # or "requeued" when cut short by a shutdown
+    # Its patches are whole pictures of its own (a hosted face's frames), not a mouth on the
+    # talking body: the switch to and from it cross-fades whole frames even with one avatar.
+    whole_frames: bool = False
 
     @property
     def end(self) -> int:

@@ -46,8 +46,14 @@ def ffmpeg_command(
     video_bitrate: str,
     audio_bitrate: str,
     keyframe_seconds: float,
+    channels: int = 1,
 ) -> list[str]:
+    """The ffmpeg argument list. The audio pipe is always mono; with channels=2 ffmpeg copies it
+    into both channels (speech centred, at the mono level), so the clock's hot path writes
+    half the bytes a stereo feed would and pays nothing for stereo."""
     gop = max(1, round(fps * keyframe_seconds))
+    # pan, not a bare `-ac 2`: ffmpeg's own mono upmix puts the centre at -3 dB per channel.
+    upmix = ["-af", "pan=stereo|c0=c0|c1=c0"] if channels == 2 else []
     raw_input = ["-probesize", "32", "-analyzeduration", "0", "-thread_queue_size", "64"]
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
@@ -58,7 +64,7 @@ def ffmpeg_command(
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate,
-        "-c:a", "aac", "-b:a", audio_bitrate, "-ar", str(sample_rate), "-ac", "1",
+        *upmix, "-c:a", "aac", "-b:a", audio_bitrate, "-ar", str(sample_rate), "-ac", str(channels),
         "-f", "flv", "-flvflags", "no_duration_filesize", url,
     ]  # fmt: skip
 
@@ -189,7 +195,10 @@ class FfmpegWriter:
         queue_frames: int = 8,
         write_deadline: float = 2.0,
         max_backoff: float = 2.0,
+        channels: int = 1,
     ) -> None:
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, not {channels}")
         self.url = url
         self.url_for_logs = url_for_logs
         self.metrics = metrics
@@ -201,7 +210,7 @@ class FfmpegWriter:
         self.last_ffmpeg_message = ""
         self._command_for_fd = lambda fd: ffmpeg_command(
             ffmpeg, url, width, height, fps, sample_rate, fd, video_bitrate, audio_bitrate,
-            keyframe_seconds,
+            keyframe_seconds, channels,
         )  # fmt: skip
         self._session: _Session | None = None
         self._outage_started: float | None = None
@@ -209,6 +218,9 @@ class FfmpegWriter:
         self._close_timeout = 1.5
         self._first_session = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="ffmpeg-supervisor", daemon=True)
+        # Off air on purpose (the `stop` control): no ffmpeg runs and none is restarted.
+        self._off_air = threading.Event()
+        self._off_air_done = threading.Event()  # set by the supervisor once ffmpeg has exited
 
     @property
     def up(self) -> bool:
@@ -225,8 +237,35 @@ class FfmpegWriter:
         self._supervisor.start()
         self._first_session.wait(timeout=2.0)  # so the very first frames are not dropped
 
+    @property
+    def stopped(self) -> bool:
+        """True while the output is off air on purpose (stop_output until start_output)."""
+        return self._off_air.is_set()
+
+    def stop_output(self, timeout: float = 1.5) -> None:
+        """Take the stream off air on purpose: what is queued is written, ffmpeg gets EOF on
+        its inputs and finishes the FLV, so the RTMP server sees a clean unpublish. This is
+        not an outage: nothing is restarted until start_output(). Blocks until ffmpeg has
+        exited (killed after `timeout` s if it hangs). Idempotent."""
+        self._close_timeout = timeout
+        if not self._off_air.is_set():
+            self._off_air_done.clear()
+            self._off_air.set()
+        self._off_air_done.wait(timeout=timeout + 1.0)
+
+    def start_output(self, timeout: float = 2.0) -> None:
+        """Back on air after stop_output: a new ffmpeg starts at once (no back-off). Returns
+        once it runs (at most `timeout` s), so frames offered next are not dropped. Idempotent."""
+        if not self._off_air.is_set():
+            return
+        self._first_session.clear()
+        self._off_air.clear()
+        self._first_session.wait(timeout=timeout)
+
     def offer(self, picture: np.ndarray, audio: np.ndarray) -> bool:
         """Queue one frame and its audio; never blocks. False (and counted) if dropped."""
+        if self._off_air.is_set():
+            return False  # off air on purpose: not a drop
         session = self._session
         if session is not None and session.error is None and session.offer(picture, audio):
             return True
@@ -243,6 +282,13 @@ class FfmpegWriter:
     def _supervise(self) -> None:
         backoff = 0.25
         while not self._closing.is_set():
+            if self._off_air.is_set():
+                # Polled: a start or a close is noticed within 50 ms, and nothing else runs.
+                while self._off_air.is_set() and not self._closing.is_set():
+                    self._off_air_done.set()
+                    self._closing.wait(0.05)
+                backoff = 0.25
+                continue
             try:
                 session = _Session(self._command_for_fd, self)
             except OSError as error:
@@ -253,9 +299,18 @@ class FfmpegWriter:
             self._first_session.set()
             started = time.monotonic()
             reason = self._watch(session)
-            if reason is None:  # closing
+            if reason is None:  # closing, or off air on purpose: a clean finish, not an outage
                 session.finish(timeout=self._close_timeout)
-                break
+                if self._closing.is_set():
+                    break
+                self._session = None
+                self.metrics.rtmp_up.set(0)
+                self._outage_started = None  # a start after this is a new start, not a recovery
+                log.debug(
+                    "RTMP output to %s closed on purpose: ffmpeg exit code %s",
+                    self.url_for_logs, session.process.returncode,
+                )  # fmt: skip
+                continue
             self._session = None
             session.kill()
             self.metrics.rtmp_up.set(0)
@@ -270,14 +325,23 @@ class FfmpegWriter:
             self.metrics.writer_restarts.inc()
             if time.monotonic() - started > 10:
                 backoff = 0.25
-            self._closing.wait(backoff)
+            self._rest(backoff)
             backoff = min(self.max_backoff, backoff * 2)
         self.metrics.rtmp_up.set(0)
+        self._off_air_done.set()
+
+    def _rest(self, seconds: float) -> None:
+        """The back-off between restarts, cut short by a close or a stop."""
+        deadline = time.monotonic() + seconds
+        while not self._off_air.is_set() and (left := deadline - time.monotonic()) > 0:
+            if self._closing.wait(min(0.05, left)):
+                return
 
     def _watch(self, session: _Session) -> str | None:
-        """Wait until the session fails (returns why) or the writer closes (returns None)."""
+        """Wait until the session fails (returns why) or the writer closes or goes off air on
+        purpose (returns None)."""
         announced = False
-        while not self._closing.wait(0.1):
+        while not self._closing.wait(0.1) and not self._off_air.is_set():
             if session.process.poll() is not None:
                 return f"ffmpeg exited with code {session.process.returncode}: {self.last_ffmpeg_message}"
             if session.error:

@@ -1,4 +1,11 @@
-"""/healthz and /metrics."""
+"""/healthz and /metrics.
+
+/healthz is 200 while frames are leaving for the RTMP server, 503 while they should be and are
+not (ffmpeg or the server down). A stream an operator stopped on purpose (the `stop` control) is
+200 with `"stream": "stopped by operator"`: the service is fine and doing what it was told, and
+a 503 would make a kubelet restart it (putting it back on air against the operator's wish) or a
+load balancer page someone. `on_air` is false then, and `poc_stream_on_air` is 0.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,11 @@ if TYPE_CHECKING:
 def health_report(service: "Service") -> dict:
     source = service.source
     status = getattr(source, "status", None)
+    up, stopped = service.writer.up, service.stopped_by_operator
     return {
-        "healthy": service.writer.up,
-        "on_air": service.writer.up,
+        "healthy": up or stopped,
+        "on_air": up,
+        "stream": "stopped by operator" if stopped else "on air" if up else "off air",
         "state": service.pipeline.chart.state_id,
         "frame": service.pipeline.compositor.frame,
         "uptime_seconds": round(time.monotonic() - service.started_at, 1),

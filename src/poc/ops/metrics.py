@@ -28,6 +28,10 @@ class Metrics:
         self.engine_errors = Counter("poc_engine_errors_total", "Face engine failures (idle face shown)", registry=r)
         self.writer_restarts = Counter("poc_writer_restarts_total", "ffmpeg restarts", registry=r)
         self.rtmp_up = Gauge("poc_rtmp_up", "1 while frames are leaving for the RTMP server", registry=r)
+        self.stream_on_air = Gauge(
+            "poc_stream_on_air", "0 while an operator has taken the stream off air (control stop), else 1", registry=r
+        )
+        self.stream_on_air.set(1)
         self.amqp_reconnects = Gauge("poc_amqp_reconnects", "RabbitMQ reconnections since start", registry=r)
         self.amqp_connected = Gauge("poc_amqp_connected", "1 while connected to RabbitMQ", registry=r)
         self.messages = Counter("poc_messages_total", "Messages by outcome", ["outcome"], registry=r)
@@ -45,6 +49,38 @@ class Metrics:
             "Per-stage latency of a message, from dequeue",
             ["stage"],
             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=r,
+        )
+        self.tts_requests = Counter(
+            "poc_tts_requests_total", "Speech requests per provider (one per sentence attempt)", ["provider"], registry=r
+        )
+        self.tts_failures = Counter(
+            "poc_tts_failures_total",
+            "Speech failures per provider and kind (auth, throttled, unavailable, stalled, bad_audio, invalid, error)",
+            ["provider", "kind"],
+            registry=r,
+        )
+        self.tts_first_audio = Histogram(
+            "poc_tts_first_audio_seconds",
+            "Time from a speech request to the provider's first audio",
+            ["provider"],
+            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=r,
+        )
+        self.face_api_requests = Counter(
+            "poc_face_api_requests_total", "Videos asked of a hosted face API", ["vendor"], registry=r
+        )
+        self.face_api_failures = Counter(
+            "poc_face_api_failures_total",
+            "Hosted face API failures by kind (the local engine spoke instead)",
+            ["vendor", "kind"],
+            registry=r,
+        )
+        self.face_api_seconds = Histogram(
+            "poc_face_api_seconds",
+            "From asking a hosted face API for a video to its frames being ready",
+            ["vendor"],
+            buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
             registry=r,
         )
         self.set_state("idle")

@@ -9,7 +9,7 @@ do, any producer on the queue can already do.
 Routes: GET / (the page), GET /static/<file> (a fixed list: exact routes, so no path can reach
 outside the folder), GET /api/status (one JSON snapshot), GET /api/events (server-sent events:
 every statechart transition as it happens and a snapshot every second), POST /api/say and
-POST /api/control.
+POST /api/control (interrupt, clear, and stop/start for the stream itself).
 
 Server-sent events need a response that stays open, while poc.ops.http answers each connection
 with one complete response under a 10 s limit. Rather than fork that server, the studio puts a
@@ -203,12 +203,14 @@ class _Studio:
             for o in Outcome
         }
         on_air = bool(writer.up)
+        stopped = bool(service.stopped_by_operator)
         return {
             "state": pipeline.chart.state_id,
             "on_air": on_air,
+            "stopped": stopped,  # off air on purpose (the `stop` control) until a `start`
             # Not on air after ffmpeg was restarted at least once: the writer is retrying the
             # RTMP server. Not on air before any restart: still starting up.
-            "reconnecting": not on_air and writer.restarts > 0,
+            "reconnecting": not on_air and not stopped and writer.restarts > 0,
             "output_fps": _rounded(registry.get_sample_value("poc_output_fps"), 2),
             "underrun_frames": int(pipeline.compositor.underruns),
             "dropped_frames": int(writer.dropped),

@@ -15,6 +15,10 @@ Why it is shaped this way:
 - ``clear`` purges the queue *before* dropping the held jobs: dropping first would ack them,
   free the prefetch window and let RabbitMQ hand over the next queued messages before the
   purge reached it.
+- ``stop`` (the stream off air on purpose) cancels the speech consumer *before* the held jobs
+  are handed back: requeued with no consumer on the queue, they stay there, in order, with
+  whatever was published meanwhile, until ``start`` consumes again. The control queue is
+  consumed throughout, or ``start`` could never arrive.
 - A broker blip kills the channel, so acks for deliveries held across it fail (logged) and
   RabbitMQ redelivers them. A redelivery whose id matches a job still held, or one settled
   moments ago, is settled along with that job instead of being spoken twice.
@@ -49,7 +53,7 @@ from poc.messages import (
     message_id,
     parse_message,
 )
-from poc.source.base import JobSink, SourceStatus
+from poc.source.base import JobSink, SourceStatus, StreamSwitch
 from poc.source.connection import (
     CHATTY_LOGGERS,
     AmqpSettings,
@@ -91,11 +95,17 @@ class AmqpSource:
         queue: str | None = None,
         prefetch: int = 4,
         reconnect_interval: float = 1.0,
+        stream: StreamSwitch | None = None,
     ) -> None:
+        """`stream` is what `stop` and `start` act on; without one they only pause and resume
+        consuming speech."""
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self._settings = settings
         self._sink = sink
+        self._stream = stream
+        self._speech_paused = False  # stopped by an operator: the speech queue is not consumed
+        self._resume_lock = anyio.Lock()
         self._limits = limits
         self._queue = queue or settings.queue
         self._control_queue = control_queue_name(self._queue)
@@ -317,6 +327,11 @@ class AmqpSource:
             return
         if delivery.redelivered and await self._settle_redelivery(delivery, job_id, origin):
             return
+        if self._speech_paused:
+            # Handed over before the consumer was cancelled: back to the queue, unplayed. No
+            # await between this check and submit(), so a stop always sees what was submitted.
+            await self._requeue(delivery, job_id, "the stream is stopped")
+            return
 
         job = Job(message=msg, id=job_id)
         held = _Held(job=job, deliveries=[delivery], origin=origin)
@@ -462,6 +477,10 @@ class AmqpSource:
         if msg.action == "interrupt":
             self._sink.interrupt()
             LOG.info("control: interrupt")
+        elif msg.action == "stop":
+            await self._stop_stream()
+        elif msg.action == "start":
+            await self._start_stream()
         else:
             purged = await self._purge()
             if origin == self._control_queue:
@@ -476,6 +495,86 @@ class AmqpSource:
                 "?" if purged is None else purged,
             )
         await self._ack(delivery, delivery.message_id)
+
+    async def _stop_stream(self) -> None:
+        """Off air on purpose: no more speech deliveries, every held job handed back (requeued),
+        the output closed cleanly. A second stop is a no-op (logged at debug only)."""
+        if self._speech_paused:
+            LOG.debug("control: stop, but the stream is already stopped")
+            return
+        self._speech_paused = True
+        main = [entry for entry in self._consumers if entry[0] is self._main]
+        self._consumers = [entry for entry in self._consumers if entry[0] is not self._main]
+        for queue, tag in main:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # channel being restored: cancel() already forgot the consumer
+                LOG.debug("cancelling consumer on %s failed: %s", queue.name, exc)
+        handed_back: int | None = 0
+        if self._stream is not None:
+            try:
+                handed_back = await self._stream.stop_stream()
+            except Exception:  # a fault here must not end the control lane (start must still work)
+                LOG.exception("control: stop failed half-way")
+        LOG.info(
+            "control: stop: off air by operator; %d held message(s) returned to %r, which is not "
+            "consumed until a start",
+            handed_back or 0,
+            self._queue,
+        )
+
+    async def _start_stream(self) -> None:
+        """Back on air and consuming speech again; a start while on air is a no-op."""
+        if not self._speech_paused:
+            LOG.debug("control: start, but the stream is on air already")
+            return
+        took: float | None = None
+        if self._stream is not None:
+            try:
+                took = await self._stream.start_stream()
+            except Exception:
+                LOG.exception("control: start failed half-way")
+        self._speech_paused = False
+        resumed = await self._consume_speech()
+        LOG.info(
+            "control: start: back on air%s; consuming %r %s",
+            f" (output running after {took:.2f} s)" if took is not None else "",
+            self._queue,
+            "again" if resumed else "as soon as the channel is back",
+        )
+        if not resumed:
+            assert self._tg is not None
+            self._tg.start_soon(self._keep_trying_to_consume)
+
+    async def _consume_speech(self) -> bool:
+        """Consume the speech queue again (after a start); False if the channel refused."""
+        async with self._resume_lock:  # a retry and a new start must not both consume
+            if self._closing or any(queue is self._main for queue, _ in self._consumers):
+                return True
+            if self._main is None:
+                return False
+            try:
+                tag = await self._main.consume(self._on_main_delivery)
+            except Exception as exc:
+                LOG.warning("could not consume %r again: %s", self._queue, exc)
+                return False
+            self._consumers.insert(0, (self._main, tag))
+            return True
+
+    async def _keep_trying_to_consume(self) -> None:
+        while not self._speech_paused and not self._closing:
+            await anyio.sleep(self._reconnect_interval)
+            if not self._speech_paused and await self._consume_speech():
+                LOG.info("consuming %r again", self._queue)
+                return
+
+    async def _requeue(self, delivery: AbstractIncomingMessage, job_id: str, why: str) -> None:
+        try:
+            await delivery.nack(requeue=True)
+        except Exception as exc:  # channel gone: RabbitMQ requeues it anyway
+            LOG.debug("could not requeue message id=%s: %s", job_id, exc)
+        else:
+            LOG.info("requeued message id=%s: %s", job_id, why)
 
     async def _purge(self) -> int | None:
         """Remove every message waiting in the main queue; how many, or None if it failed."""

@@ -38,7 +38,7 @@ class AmqpSettings:
             host=settings.rabbitmq_host,
             port=settings.rabbitmq_port,
             user=settings.rabbitmq_user,
-            password=settings.rabbitmq_password,
+            password=settings.rabbitmq_password.get_secret_value(),
             vhost=settings.rabbitmq_vhost,
             queue=settings.rabbitmq_queue,
             use_tls=settings.rabbitmq_tls,

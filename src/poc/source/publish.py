@@ -78,7 +78,8 @@ def build_audio(
 
 
 def build_control(action: str) -> dict[str, Any]:
-    """A control message: `interrupt` (stop current speech) or `clear` (also drop the queue)."""
+    """A control message: `interrupt` (stop current speech), `clear` (also drop the queue),
+    `stop` (take the stream off air; messages wait in the queue) or `start` (back on air)."""
     if action not in CONTROL_ACTIONS:
         choices = ", ".join(CONTROL_ACTIONS)
         raise ValueError(f"unknown control action {action!r} (use one of: {choices})")

@@ -1,8 +1,15 @@
 """The speech (TTS) contract.
 
-Providers are synchronous and run in worker threads. `synthesize_stream` yields one chunk per
-sentence so the first sentence can go on air while the rest is synthesised. Every chunk is
-already resampled to the stream's sample rate, mono int16, so nothing downstream converts.
+Providers are synchronous and run in worker threads. `synthesize_stream` yields chunks as the
+audio becomes available (one per sentence for local voices, one per network chunk for the
+streaming vendors), so the first words go on air while the rest is still being made. Every
+chunk is already at the stream's sample rate, mono int16, so nothing downstream converts.
+
+Errors say what to do next, not where they came from:
+- `InvalidSpeechRequest`: this request can never succeed (unknown voice, empty text); dead-letter.
+- `AuthRejected`: the vendor refused our credentials (401/403); permanent, never retried.
+- `SpeechError` and its kinds (`Throttled`, `Unavailable`, `Stalled`, `BadVendorAudio`):
+  transient; retried with back-off, then handed to the fallback chain (speech/resilient.py).
 """
 
 from __future__ import annotations
@@ -27,12 +34,62 @@ class SpeechChunk:
     phonemes: tuple[PhonemeMark, ...] = ()  # empty when the provider gives no timings
 
 
+@attrs.frozen
+class VoiceInfo:
+    """One voice a provider offers (`python -m poc voices`)."""
+
+    id: str  # what TTS_VOICE / a message's "voice" takes
+    name: str
+    language: str  # BCP-47-ish, e.g. "en-US"; "" when the vendor does not say
+
+
 class SpeechError(RuntimeError):
-    """A transient failure (engine crashed, service unreachable): worth retrying."""
+    """A transient failure (engine crashed, service unreachable): worth retrying.
+
+    `kind` labels the failure in metrics (poc_tts_failures_total{kind=...})."""
+
+    kind = "error"
+
+
+class Throttled(SpeechError):
+    """The vendor said "too many requests" (429); `retry_after` is its Retry-After in seconds."""
+
+    kind = "throttled"
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(SpeechError):
+    """The vendor failed or could not be reached (5xx, connection refused, TLS, DNS)."""
+
+    kind = "unavailable"
+
+
+class Stalled(SpeechError):
+    """The vendor stopped sending mid-stream for longer than TTS_TIMEOUT_SECONDS."""
+
+    kind = "stalled"
+
+
+class BadVendorAudio(SpeechError):
+    """The vendor answered with audio that does not decode."""
+
+    kind = "bad_audio"
 
 
 class InvalidSpeechRequest(ValueError):
     """The request can never succeed (unknown voice, unsupported language): dead-letter it."""
+
+    kind = "invalid"
+
+
+class AuthRejected(InvalidSpeechRequest):
+    """The vendor rejected the key (401/403): never retried; the message is dead-lettered (or
+    spoken by the fallback chain) with a one-line reason naming the vendor, never the key."""
+
+    kind = "auth"
 
 
 class SpeechProvider(Protocol):
@@ -49,3 +106,8 @@ class SpeechProvider(Protocol):
     def synthesize(
         self, text: str, voice: str | None = None, language: str | None = None
     ) -> SpeechChunk: ...
+
+    def list_voices(self) -> list[VoiceInfo]:
+        """The voices this provider offers (live from the vendor for APIs). May raise
+        SpeechError/AuthRejected like synthesis does."""
+        ...

@@ -1,75 +1,109 @@
-"""Build the configured speech provider (TTS_PROVIDER, TTS_VOICE, TTS_LANGUAGE, TTS_FALLBACK).
+"""Build the configured voices from Settings: the provider, its fallback chain, the wrapper.
 
-Each provider module is imported only when chosen: edge-tts pulls in aiohttp and piper pulls in
-onnxruntime, neither of which a deployment using another voice should pay for. The configured
-voice and language are checked here, so a typo fails at start-up with the variable's name
-rather than on the first message.
+Each provider module is imported only when chosen: the vendor SDKs, edge-tts (aiohttp) and
+piper (onnxruntime) are each a cost that a deployment using another voice should not pay. The
+configured voice and language are checked here, so a typo fails at start-up with the setting's
+name rather than on the first message. A vendor's key is only ever passed to its SDK.
 """
 
 from __future__ import annotations
 
-from poc.speech.base import InvalidSpeechRequest, SpeechProvider
+from typing import TYPE_CHECKING
 
-PROVIDERS = ("piper", "espeak", "edge")
-OFFLINE_PROVIDERS = ("piper", "espeak")
+from poc.config import ConfigError
+from poc.speech.base import InvalidSpeechRequest, SpeechError, SpeechProvider
+from poc.speech.resilient import ResilientSpeech, SpeechMetrics
+
+if TYPE_CHECKING:
+    from poc.config import Settings
+
+LOCAL_PROVIDERS = ("piper", "espeak", "edge", "pyttsx3")
+API_PROVIDERS = ("elevenlabs", "openai", "cartesia", "azure", "google")
+PROVIDERS = LOCAL_PROVIDERS + API_PROVIDERS
 
 
-def create_provider(
-    name: str,
-    sample_rate: int,
-    voice: str | None,
-    language: str | None,
-    fallback: str | None = None,
-) -> SpeechProvider:
-    """The provider called `name` ("piper" when empty), speaking at `sample_rate`.
+def create_speech(settings: "Settings", metrics: SpeechMetrics | None = None) -> ResilientSpeech:
+    """TTS_PROVIDER and its TTS_FALLBACK_PROVIDER chain behind one retrying wrapper.
 
-    `fallback` names an offline provider for edge to use while its service is unreachable.
-    Raises ValueError naming the setting at fault for an unknown provider or fallback, or a
-    voice/language the provider cannot speak; SpeechError when the provider cannot run here
-    (espeak-ng not installed).
-    """
-    key = (name or "piper").strip().lower()
-    if key not in PROVIDERS:
-        raise ValueError(f"TTS_PROVIDER: unknown provider {name!r} ({', '.join(PROVIDERS)})")
-    backup: SpeechProvider | None = None
-    if fallback:
-        fallback_key = fallback.strip().lower()
-        if key != "edge":
-            raise ValueError(
-                f"TTS_FALLBACK: only the edge provider uses a fallback (provider is {key!r})"
-            )
-        if fallback_key not in OFFLINE_PROVIDERS:
-            raise ValueError(
-                f"TTS_FALLBACK: unknown fallback {fallback!r} ({', '.join(OFFLINE_PROVIDERS)})"
-            )
-        backup = _build(fallback_key, sample_rate, None, language, None)
-    provider = _build(key, sample_rate, voice, language, backup)
+    Raises ConfigError naming the setting at fault (unknown provider, a voice or language the
+    provider cannot speak, a provider that cannot run here)."""
+    primary = build_provider(settings, settings.tts_provider, primary=True)
     try:
-        provider.check_voice(voice, language)
+        primary.check_voice(settings.tts_voice, settings.tts_language)
     except InvalidSpeechRequest as error:
-        raise ValueError(f"TTS_VOICE/TTS_LANGUAGE: {error}") from error
-    return provider
+        raise ConfigError(f"TTS_VOICE/TTS_LANGUAGE: {error}") from None
+    chain = [primary]
+    for name in settings.tts_fallback_providers:
+        chain.append(build_provider(settings, name, primary=False, setting="TTS_FALLBACK_PROVIDER"))
+    return ResilientSpeech(chain, retries=settings.tts_retries, metrics=metrics)
 
 
-def _build(
-    key: str,
-    sample_rate: int,
-    voice: str | None,
-    language: str | None,
-    fallback: SpeechProvider | None,
+def build_provider(
+    settings: "Settings", name: str, *, primary: bool = True, setting: str = "TTS_PROVIDER"
 ) -> SpeechProvider:
+    """One provider by name, speaking at the stream rate. The configured voice belongs to the
+    primary; a fallback speaks with its own default voice and the configured language."""
+    key = name.strip().lower()
+    if key not in PROVIDERS:
+        raise ConfigError(f"{setting}: unknown provider {name!r} ({', '.join(PROVIDERS)})")
+    voice = settings.tts_voice if primary else None
     try:
-        if key == "piper":
-            from poc.speech.piper import PiperProvider
+        return _construct(settings, key, voice)
+    except InvalidSpeechRequest as error:
+        raise ConfigError(f"TTS_VOICE: {error}") from None
+    except SpeechError as error:
+        raise ConfigError(f"{setting}: {key} cannot run here: {error}") from None
 
-            return PiperProvider(sample_rate, voice)
-        if key == "espeak":
-            from poc.speech.espeak import EspeakProvider
 
-            # espeak-ng has a voice per language, so a language alone picks the voice.
-            return EspeakProvider(sample_rate, voice or language)
+def _construct(settings: "Settings", key: str, voice: str | None) -> SpeechProvider:
+    rate = settings.sample_rate
+    if key == "piper":
+        from poc.speech.piper import PiperProvider
+
+        return PiperProvider(rate, voice)
+    if key == "espeak":
+        from poc.speech.espeak import EspeakProvider
+
+        # espeak-ng has a voice per language, so a language alone picks the voice.
+        return EspeakProvider(rate, voice or settings.tts_language)
+    if key == "edge":
         from poc.speech.edge import EdgeProvider
 
-        return EdgeProvider(sample_rate, voice, fallback)
-    except InvalidSpeechRequest as error:
-        raise ValueError(f"TTS_VOICE: {error}") from error
+        return EdgeProvider(rate, voice)
+    if key == "pyttsx3":
+        from poc.speech.pyttsx3_voice import Pyttsx3Provider
+
+        return Pyttsx3Provider(rate, voice)
+    return _construct_api(settings, key, voice)
+
+
+def _construct_api(settings: "Settings", key: str, voice: str | None) -> SpeechProvider:
+    key_value = settings.tts_api_key.get_secret_value() if settings.tts_api_key else ""
+    common = dict(base_url=settings.tts_api_base_url, timeout_s=settings.tts_timeout_seconds)
+    if key == "elevenlabs":
+        from poc.speech.elevenlabs import ElevenLabsProvider
+
+        return ElevenLabsProvider(settings.sample_rate, key_value, voice, model=settings.tts_model, **common)
+    if key == "openai":
+        from poc.speech.openai_tts import OpenAIProvider
+
+        return OpenAIProvider(settings.sample_rate, key_value, voice, model=settings.tts_model, **common)
+    if key == "cartesia":
+        from poc.speech.cartesia import CartesiaProvider
+
+        return CartesiaProvider(settings.sample_rate, key_value, voice, model=settings.tts_model, **common)
+    if key == "azure":
+        from poc.speech.azure import AzureProvider
+
+        return AzureProvider(settings.sample_rate, key_value, voice, region=settings.azure_speech_region, **common)
+    from poc.speech.google_tts import GoogleProvider
+
+    return GoogleProvider(
+        settings.sample_rate,
+        key_value or None,
+        voice,
+        credentials_file=settings.google_application_credentials,
+        model=settings.tts_model,
+        language=settings.tts_language,
+        **common,
+    )

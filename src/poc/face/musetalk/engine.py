@@ -78,6 +78,10 @@ class MuseTalkEngine:
         batch = self._batch_seconds if self._batch_seconds is not None else self.batch_size / self.fps
         return batch + LOOKAHEAD_SECONDS + self._resample_lag
 
+    @property
+    def lookahead_seconds(self) -> float:
+        return LOOKAHEAD_SECONDS + self._resample_lag
+
     def start_utterance(self) -> "MuseTalkUtterance":
         return MuseTalkUtterance(self._live_renderer(), self.batch_size, self.fps, self.sample_rate)
 

@@ -139,9 +139,14 @@ let maxChars = null;
 const seconds = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(2)} s`);
 
 function showStatus(s) {
-  const air = s.on_air ? "on_air" : s.reconnecting ? "reconnecting" : "starting";
+  const air = s.stopped ? "stopped" : s.on_air ? "on_air" : s.reconnecting ? "reconnecting" : "starting";
   $("air").dataset.air = air;
-  $("air").textContent = { on_air: "ON AIR", reconnecting: "reconnecting", starting: "starting" }[air];
+  $("air").textContent = {
+    on_air: "ON AIR", reconnecting: "reconnecting", starting: "starting", stopped: "STOPPED by operator",
+  }[air];
+  // Only the button that would change something is offered (both work either way: idempotent).
+  $("stream-stop").disabled = s.stopped;
+  $("stream-start").disabled = !s.stopped;
   if ($("state").dataset.state !== s.state) showState(s.state, null);
   $("n-fps").textContent = s.output_fps === null ? "–" : s.output_fps.toFixed(1);
   $("n-underruns").textContent = s.underrun_frames;
@@ -193,7 +198,7 @@ $("say-form").addEventListener("submit", async (event) => {
   $("say").disabled = false;
   if (ok) { $("text").value = ""; updateCount(); }
 });
-for (const id of ["stop", "clear"]) {
+for (const id of ["stop", "clear", "stream-stop", "stream-start"]) {
   $(id).addEventListener("click", () => post("/api/control", { action: $(id).dataset.action }));
 }
 $("text").addEventListener("input", updateCount);

@@ -1,0 +1,110 @@
+"""A local OpenAI speech endpoint, as the API reference describes it.
+
+`POST /v1/audio/speech` with a JSON body: `model`, `input` (at most 4096 characters) and `voice`
+(a built-in name or `{"id": "voice_..."}`) are required; `response_format` defaults to mp3.
+With `response_format: "pcm"` the answer is raw 24 kHz 16-bit little-endian mono samples,
+streamed with chunked transfer encoding as they are made (no container, no timings). The key is
+`Authorization: Bearer <key>`; without it: 401 with OpenAI's error object. Errors are
+`{"error": {"message", "type", "param", "code"}}`.
+
+Faults besides the shared ones (see simulators/voice.py): "garbage" answers an HTML error page
+(what a misconfigured proxy sends), "odd" streams PCM with one byte too many.
+"""
+
+from __future__ import annotations
+
+import re
+
+from poc.simulators.base import Request
+from poc.simulators.voice import VoiceServer, speak
+
+PCM_RATE = 24000
+MAX_INPUT_CHARS = 4096
+MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
+VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+    "marin", "cedar",
+)  # fmt: skip
+CUSTOM_VOICES = ("voice_1234",)
+FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
+
+
+def _error(
+    request: Request, status: int, message: str, kind: str, code: str | None,
+    param: str | None = None, headers: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    request.send_json(status, body, headers)
+
+
+class OpenAIServer(VoiceServer):
+    """OpenAI's speech endpoint on 127.0.0.1 (see the module docstring)."""
+
+    def speech(self, request: Request, match: re.Match[str]) -> None:
+        fault = self.next_fault()
+        if fault == "401" or request.headers.get("authorization") != f"Bearer {self.api_key}":
+            # OpenAI's message shows part of the key; this shows all of it, so a leak shows.
+            shown = request.headers.get("authorization", "")[7:]
+            _error(
+                request, 401, f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.", "invalid_request_error", "invalid_api_key",
+            )  # fmt: skip
+            return
+        if fault == "429":
+            _error(
+                request, 429, "Rate limit reached for requests.", "requests", "rate_limit_exceeded",
+                headers={"Retry-After": self.retry_after},
+            )  # fmt: skip
+            return
+        if fault == "500":
+            _error(request, 500, "The server had an error while processing your request.", "server_error", None)
+            return
+        try:
+            body = request.json()
+        except ValueError:
+            _error(request, 400, "We could not parse the JSON body of your request.", "invalid_request_error", None)
+            return
+        problem = _invalid(body)
+        if problem is not None:
+            _error(request, 400, problem[1], "invalid_request_error", "invalid_value", problem[0])
+            return
+        if body.get("response_format", "mp3") != "pcm":
+            # Documented, but poc only ever asks for pcm: the simulator does not encode mp3.
+            _error(request, 400, "This simulator only serves response_format 'pcm'.", "invalid_request_error",
+                   "invalid_value", "response_format")  # fmt: skip
+            return
+        if fault == "garbage":
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
+            self.stream(request, [page], "text/html", None)
+            return
+        data = speak(body["input"], PCM_RATE).audio.astype("<i2").tobytes()
+        if fault == "odd":
+            data += b"\x00"
+        # Pieces of an odd number of bytes: the network does not respect sample borders.
+        step = round(self.chunk_seconds * PCM_RATE) * 2 + 1
+        self.stream(request, [data[i : i + step] for i in range(0, len(data), step)], "audio/pcm", fault)
+
+    routes = [("POST", r"/v1/audio/speech", speech)]
+
+
+def _invalid(body: object) -> tuple[str, str] | None:
+    """(param, message) for the first thing OpenAI would refuse in the body, else None."""
+    if not isinstance(body, dict):
+        return ("body", "The request body must be a JSON object.")
+    for field in ("model", "input", "voice"):
+        if field not in body:
+            return (field, f"Missing required parameter: '{field}'.")
+    if body["model"] not in MODELS:
+        return ("model", f"Invalid value: '{body['model']}'. Supported values are: {', '.join(MODELS)}.")
+    text = body["input"]
+    if not isinstance(text, str) or not text or len(text) > MAX_INPUT_CHARS:
+        return ("input", f"'input' must be a string of 1 to {MAX_INPUT_CHARS} characters.")
+    voice = body["voice"]
+    if isinstance(voice, dict):
+        if voice.get("id") not in CUSTOM_VOICES:
+            return ("voice", f"Voice {voice.get('id')!r} was not found.")
+    elif voice not in VOICES:
+        return ("voice", f"Invalid value: '{voice}'. Supported values are: {', '.join(VOICES)}.")
+    if body.get("response_format", "mp3") not in FORMATS:
+        return ("response_format", f"Invalid value: '{body['response_format']}'.")
+    return None

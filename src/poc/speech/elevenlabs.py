@@ -1,0 +1,189 @@
+"""ElevenLabs voices through the official `elevenlabs` SDK, streamed with character timings.
+
+One request per sentence to `POST /v1/text-to-speech/{voice_id}/stream/with-timestamps`: the
+answer is a stream of JSON objects, each a piece of base64 PCM and the characters spoken in it
+with their times. Audio is asked for as raw PCM at the supported rate nearest the stream's
+(`pcm_44100` for a 44.1 kHz stream: no resampling at all), so nothing is decoded but base64, and
+each piece goes on as soon as it arrives. The character times drive the mouth (speech/timings.py).
+
+The SDK is pointed at `base_url` (TTS_API_BASE_URL, e.g. https://api.elevenlabs.io or a local
+simulator); its own retries are switched off because speech/resilient.py retries with the
+stream's rules, and its timeout is the stall timeout (no byte for `timeout_s` raises Stalled).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import re
+from collections.abc import Iterator
+
+from elevenlabs.client import ElevenLabs
+from elevenlabs.core.api_error import ApiError
+
+from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, VoiceInfo
+from poc.speech.sentences import join_chunks, require_speakable
+from poc.speech.stream_resample import PcmChunker, nearest_rate
+from poc.speech.timings import character_marks
+from poc.speech.vendor_errors import (
+    TRANSPORT_ERRORS,
+    check_language,
+    status_fault,
+    transport_fault,
+)
+
+VENDOR = "ElevenLabs"
+DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", a premade voice every account has
+DEFAULT_MODEL = "eleven_flash_v2_5"  # the low-latency model that also honours language_code
+PCM_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)  # the documented pcm_* formats
+_VOICE_ID = re.compile(r"[A-Za-z0-9]{16,32}")  # ElevenLabs ids are 20 letters and digits
+_NO_RETRIES = {"max_retries": 0}
+RELATIVE_SLACK_S = 0.05  # alignment this far before audio already heard counts from the piece
+
+
+class ElevenLabsProvider:
+    """SpeechProvider for ElevenLabs (see the module docstring)."""
+
+    name = "elevenlabs"
+
+    def __init__(
+        self,
+        sample_rate: int,
+        api_key: str,
+        voice: str | None = None,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        if not api_key:
+            raise ValueError("ElevenLabs needs an API key (TTS_API_KEY)")
+        self.sample_rate = sample_rate
+        self.vendor_rate = nearest_rate(sample_rate, PCM_RATES)
+        self.model = model or DEFAULT_MODEL
+        self.timeout_s = timeout_s
+        self._key = api_key
+        self._default = voice or DEFAULT_VOICE
+        self._check_id(self._default)
+        self._client = ElevenLabs(api_key=api_key, base_url=base_url or None, timeout=timeout_s)
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def check_voice(self, voice: str | None, language: str | None) -> None:
+        self._check_id(voice or self._default)
+        check_language(VENDOR, language)
+
+    def synthesize_stream(
+        self, text: str, voice: str | None = None, language: str | None = None
+    ) -> Iterator[SpeechChunk]:
+        """Chunks as ElevenLabs streams them. Bad requests raise here, before the first chunk."""
+        self.check_voice(voice, language)
+        require_speakable(text)
+        return self._stream(text, voice or self._default, language)
+
+    def synthesize(
+        self, text: str, voice: str | None = None, language: str | None = None
+    ) -> SpeechChunk:
+        return join_chunks(self.synthesize_stream(text, voice, language))
+
+    def list_voices(self) -> list[VoiceInfo]:
+        try:
+            answer = self._client.voices.get_all(request_options=_NO_RETRIES)
+        except ApiError as error:
+            raise self._status_error(error) from None
+        except TRANSPORT_ERRORS as error:
+            raise transport_fault(VENDOR, error, self.timeout_s) from None
+        voices = []
+        for voice in answer.voices:
+            languages = voice.verified_languages or []
+            language = (languages[0].locale or languages[0].language) if languages else ""
+            name = voice.name or voice.voice_id
+            voices.append(VoiceInfo(id=voice.voice_id, name=name, language=language or ""))
+        return voices
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def _stream(self, text: str, voice_id: str, language: str | None) -> Iterator[SpeechChunk]:
+        chunker = PcmChunker(VENDOR, self.vendor_rate, self.sample_rate)
+        timing = _AlignmentClock()
+        code = language.replace("_", "-").split("-")[0].lower() if language else None
+        extra = {"language_code": code} if code else {}
+        try:
+            pieces = self._client.text_to_speech.stream_with_timestamps(
+                voice_id,
+                text=text,
+                model_id=self.model,
+                output_format=f"pcm_{self.vendor_rate}",
+                request_options=_NO_RETRIES,
+                **extra,
+            )
+            with contextlib.closing(pieces):  # a stream given up on closes its connection at once
+                for piece in pieces:
+                    pcm = self._decode(getattr(piece, "audio_base_64", None))
+                    alignment = getattr(piece, "alignment", None)
+                    if alignment is not None and alignment.characters:
+                        starts = alignment.character_start_times_seconds
+                        offset = timing.offset(starts, alignment.character_end_times_seconds)
+                        rate = self.sample_rate
+                        chunker.add_marks(character_marks(alignment.characters, starts, rate, offset))
+                    timing.heard(len(pcm) / 2 / self.vendor_rate)
+                    chunk = chunker.feed(pcm)
+                    if chunk is not None:
+                        yield chunk
+        except ApiError as error:
+            raise self._status_error(error) from None
+        except TRANSPORT_ERRORS as error:
+            raise transport_fault(VENDOR, error, self.timeout_s) from None
+        except ValueError as error:  # alignment lists that disagree
+            raise BadVendorAudio(f"{VENDOR} sent timings that do not add up: {error}") from None
+        if timing.received_s == 0:
+            raise BadVendorAudio(f"{VENDOR} answered without any audio")
+        last = chunker.finish()
+        if last is not None:
+            yield last
+
+    def _decode(self, audio_base64: object) -> bytes:
+        if audio_base64 is None or audio_base64 == "":
+            return b""
+        if not isinstance(audio_base64, str):
+            raise BadVendorAudio(f"{VENDOR} sent audio that is not a base64 string")
+        try:
+            return base64.b64decode(audio_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadVendorAudio(f"{VENDOR} sent audio that is not valid base64") from None
+
+    def _status_error(self, error: ApiError) -> Exception:
+        return status_fault(VENDOR, error.status_code or 0, error.headers, error.body, self._key)
+
+    def _check_id(self, voice: str) -> None:
+        if not _VOICE_ID.fullmatch(voice):
+            raise InvalidSpeechRequest(
+                f"{voice!r} is not an ElevenLabs voice id (20 letters and digits, e.g. "
+                f"{DEFAULT_VOICE}; list them with `python -m poc voices --provider elevenlabs`)"
+            )
+
+
+class _AlignmentClock:
+    """Where a piece's character times count from.
+
+    The HTTP stream times characters from the start of the utterance. If a piece's times
+    restart near zero, they count from the piece itself (as the WebSocket API's do) and are
+    shifted by the audio heard before it.
+    """
+
+    def __init__(self) -> None:
+        self.received_s = 0.0  # vendor audio so far
+        self._aligned_until_s = 0.0  # the latest character end time seen
+
+    def offset(self, starts: list[float], ends: list[float]) -> float:
+        restarted = self.received_s > 0 and starts[0] + RELATIVE_SLACK_S < self._aligned_until_s
+        offset = self.received_s if restarted else 0.0
+        last = ends[-1] if ends else starts[-1]
+        self._aligned_until_s = max(self._aligned_until_s, last + offset)
+        return offset
+
+    def heard(self, seconds: float) -> None:
+        self.received_s += seconds

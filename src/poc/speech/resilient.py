@@ -1,0 +1,262 @@
+"""Retries, back-off and the fallback chain, written once for every voice.
+
+`ResilientSpeech` wraps the configured provider and its fallbacks (TTS_PROVIDER, then
+TTS_FALLBACK_PROVIDER's chain, e.g. `azure,piper`) behind the same speech contract, so the
+pipeline never learns which vendor spoke. The rules, per sentence:
+
+- A transient failure (`SpeechError`: 429, 5xx, connection errors, a stream that stalls, audio
+  that does not decode) is retried up to `retries` times with exponential back-off and full
+  jitter; a vendor's Retry-After is honoured (the wait is at least that long). A Retry-After
+  longer than `max_wait_s` is not waited out: the next provider speaks instead.
+- `AuthRejected` (401/403) is never retried: the next provider speaks.
+- Any other `InvalidSpeechRequest` (an unknown voice, empty text) is the request's fault, not the
+  vendor's: it is raised at once and the message is dead-lettered.
+- When a provider gives up, it is marked down for `down_s` seconds, so the following sentences
+  and messages go straight to the next provider instead of paying for the failure again.
+- Only when every provider in the chain failed does the sentence fail, with one line that says
+  what each provider did (the pipeline then dead-letters the message).
+
+Audio never plays twice: text is spoken sentence by sentence, and when a retry of the same
+provider starts a sentence over, the samples already handed on are skipped. A fallback voice
+starts the failed sentence from its beginning (its samples do not line up with another voice's),
+so a few words may be heard twice in two voices, but none are lost.
+
+Per provider it counts requests, failures by kind and the time to the first audio
+(`poc_tts_*` metrics), and `serving` says which provider speaks now (for /healthz).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import attrs
+import numpy as np
+
+from poc.speech.base import (
+    AuthRejected,
+    InvalidSpeechRequest,
+    PhonemeMark,
+    SpeechChunk,
+    SpeechError,
+    SpeechProvider,
+    Throttled,
+    VoiceInfo,
+)
+from poc.speech.sentences import join_chunks, require_speakable
+
+log = logging.getLogger(__name__)
+
+
+class SpeechMetrics:
+    """What the wrapper reports; ops/metrics.py's Metrics satisfies it."""
+
+    tts_requests: object
+    tts_failures: object
+    tts_first_audio: object
+
+
+@attrs.define
+class ProviderHealth:
+    """What /healthz says about one provider of the chain."""
+
+    name: str
+    down_until: float = float("-inf")
+    last_failure: str = ""
+
+    def is_down(self, now: float) -> bool:
+        return now < self.down_until
+
+
+class _GaveUp(Exception):
+    """This provider will not speak this sentence (retries spent or auth rejected)."""
+
+    def __init__(self, summary: str) -> None:
+        super().__init__(summary)
+        self.summary = summary
+
+
+class ResilientSpeech:
+    """A SpeechProvider that retries and falls back across `chain` (primary first)."""
+
+    def __init__(
+        self,
+        chain: Sequence[SpeechProvider],
+        *,
+        retries: int = 2,
+        metrics: SpeechMetrics | None = None,
+        base_delay_s: float = 0.25,
+        max_delay_s: float = 4.0,
+        max_wait_s: float = 10.0,
+        down_s: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if not chain:
+            raise ValueError("ResilientSpeech needs at least one provider")
+        self.chain = tuple(chain)
+        self.name = self.chain[0].name
+        self.sample_rate = getattr(self.chain[0], "sample_rate", None)
+        self.retries = retries
+        self._metrics = metrics
+        self._base_delay_s = base_delay_s
+        self._max_delay_s = max_delay_s
+        self._max_wait_s = max_wait_s
+        self._down_s = down_s
+        self._sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self._lock = threading.Lock()
+        self.health = {p.name: ProviderHealth(p.name) for p in self.chain}
+
+    # -- the contract -----------------------------------------------------------------------
+
+    def check_voice(self, voice: str | None, language: str | None) -> None:
+        """A voice names one of the primary's voices; the fallbacks speak with their own."""
+        self.chain[0].check_voice(voice, language)
+
+    def synthesize_stream(
+        self, text: str, voice: str | None = None, language: str | None = None
+    ) -> Iterator[SpeechChunk]:
+        sentences = require_speakable(text)  # InvalidSpeechRequest before the first chunk
+        self.check_voice(voice, language)
+        return self._stream(sentences, voice, language)
+
+    def synthesize(
+        self, text: str, voice: str | None = None, language: str | None = None
+    ) -> SpeechChunk:
+        return join_chunks(self.synthesize_stream(text, voice, language))
+
+    def list_voices(self) -> list[VoiceInfo]:
+        return self.chain[0].list_voices()
+
+    def warm_up(self) -> None:
+        """Load local voices ahead of the first message (vendors need nothing)."""
+        for provider in self.chain:
+            warm = getattr(provider, "warm_up", None)
+            if warm is not None:
+                warm()
+
+    @property
+    def serving(self) -> str:
+        """The provider that would speak the next sentence."""
+        now = self._clock()
+        for provider in self.chain:
+            if not self.health[provider.name].is_down(now):
+                return provider.name
+        return self.chain[-1].name
+
+    # -- the rules --------------------------------------------------------------------------
+
+    def _stream(
+        self, sentences: Sequence[str], voice: str | None, language: str | None
+    ) -> Iterator[SpeechChunk]:
+        for sentence in sentences:
+            yield from self._sentence(sentence, voice, language)
+
+    def _sentence(self, sentence: str, voice: str | None, language: str | None) -> Iterator[SpeechChunk]:
+        """One sentence from the first provider that can speak it."""
+        tried: list[str] = []
+        now = self._clock()
+        candidates = [p for p in self.chain if not self.health[p.name].is_down(now)]
+        # Every provider marked down: try them all again rather than say nothing.
+        for index, provider in enumerate(candidates or self.chain):
+            # The message's voice belongs to the primary; a fallback uses its own default.
+            own_voice = voice if provider is self.chain[0] else None
+            try:
+                yield from self._with_retries(provider, sentence, own_voice, language)
+                self.health[provider.name].last_failure = ""
+                return
+            except _GaveUp as gave_up:
+                tried.append(gave_up.summary)
+                self._mark_down(provider.name, gave_up.summary)
+                rest = (candidates or self.chain)[index + 1 :]
+                if rest:
+                    log.warning("%s; speaking with %s", gave_up.summary, rest[0].name)
+        raise SpeechError("every voice failed: " + "; ".join(tried))
+
+    def _with_retries(
+        self, provider: SpeechProvider, sentence: str, voice: str | None, language: str | None
+    ) -> Iterator[SpeechChunk]:
+        emitted = 0  # samples of this sentence already handed on, by any attempt
+        attempt = 0
+        while True:
+            attempt += 1
+            self._count("tts_requests", provider.name)
+            started = self._clock()
+            position = 0
+            try:
+                for chunk in provider.synthesize_stream(sentence, voice, language):
+                    if position == 0 and len(chunk.audio):
+                        self._observe_first_audio(provider.name, self._clock() - started)
+                    fresh = _after(chunk, emitted - position)
+                    position += len(chunk.audio)
+                    if fresh is not None:
+                        emitted = position
+                        yield fresh
+                return
+            except AuthRejected as error:
+                self._count_failure(provider.name, error)
+                raise _GaveUp(str(error)) from None
+            except InvalidSpeechRequest as error:
+                self._count_failure(provider.name, error)
+                raise
+            except SpeechError as error:
+                self._count_failure(provider.name, error)
+                wait = self._backoff(attempt, error)
+                if attempt > self.retries or wait is None:
+                    tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+                    raise _GaveUp(f"{provider.name} failed after {tries}: {error}") from None
+                log.warning("%s; retry %d of %d in %.2f s", error, attempt, self.retries, wait)
+                self._sleep(wait)
+
+    def _backoff(self, attempt: int, error: SpeechError) -> float | None:
+        """Full-jitter exponential back-off, at least the vendor's Retry-After; None when the
+        vendor asks for longer than we are willing to keep a message waiting."""
+        ceiling = min(self._max_delay_s, self._base_delay_s * 2 ** (attempt - 1))
+        wait = ceiling * (0.5 + 0.5 * self._jitter())
+        if isinstance(error, Throttled) and error.retry_after is not None:
+            if error.retry_after > self._max_wait_s:
+                return None
+            wait = max(wait, error.retry_after)
+        return wait
+
+    def _mark_down(self, name: str, summary: str) -> None:
+        with self._lock:
+            health = self.health[name]
+            health.down_until = self._clock() + self._down_s
+            health.last_failure = summary
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def _count(self, attribute: str, provider: str) -> None:
+        if self._metrics is not None:
+            getattr(self._metrics, attribute).labels(provider=provider).inc()
+
+    def _count_failure(self, provider: str, error: Exception) -> None:
+        if self._metrics is not None:
+            kind = getattr(error, "kind", "error")
+            self._metrics.tts_failures.labels(provider=provider, kind=kind).inc()
+
+    def _observe_first_audio(self, provider: str, seconds: float) -> None:
+        if self._metrics is not None:
+            self._metrics.tts_first_audio.labels(provider=provider).observe(seconds)
+
+
+def _after(chunk: SpeechChunk, skip: int) -> SpeechChunk | None:
+    """The part of `chunk` after its first `skip` samples (marks moved with it); None if empty."""
+    if skip <= 0:
+        return chunk if len(chunk.audio) else None
+    if skip >= len(chunk.audio):
+        return None
+    audio: np.ndarray = chunk.audio[skip:]
+    marks = tuple(
+        PhonemeMark(sample=mark.sample - skip, phoneme=mark.phoneme)
+        for mark in chunk.phonemes
+        if mark.sample >= skip
+    )
+    return SpeechChunk(audio=audio, phonemes=marks)
