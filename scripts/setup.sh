@@ -11,6 +11,8 @@ with_tests=false
 packages=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || packages+=(ffmpeg)
 command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
+# pyttsx3's espeak driver loads the library itself (ctypes: libespeak-ng.so.1), not the binary
+[[ "$(/sbin/ldconfig -p 2>/dev/null)" == *"libespeak-ng.so.1 "* ]] || packages+=(libespeak-ng1)
 [ -x /usr/sbin/nginx ] || packages+=(nginx)
 [ -f /usr/lib/nginx/modules/ngx_rtmp_module.so ] || packages+=(libnginx-mod-rtmp)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || packages+=(rabbitmq-server)

@@ -16,7 +16,7 @@ from typing import Callable
 import anyio
 from anyio.abc import TaskStatus
 
-from poc.config import Settings, find_ffmpeg, redact_url
+from poc.config import ConfigError, Settings, find_ffmpeg, redact_url
 from poc.face.avatar import load_avatars
 from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
@@ -68,6 +68,7 @@ class Service:
         self.engine: FaceEngine | None = None  # built once the stream is on air (see run)
         self.exit_code = 0
         self.speech = create_speech(settings, self.metrics)
+        self.audio_host = None  # serves speech to a face API that fetches it by URL (Tavus)
         self.hosted = self._build_hosted()
         self.pipeline = Pipeline(
             self.avatar,
@@ -184,6 +185,8 @@ class Service:
                     self.engine.close()
                 if self.hosted is not None:
                     self.hosted.close()
+                if self.audio_host is not None:
+                    self.audio_host.stop()
             log.info("stopped")
 
     def _build_hosted(self) -> HostedFace | None:
@@ -194,13 +197,27 @@ class Service:
         from poc.face.hosted.base import create_client
 
         assert settings.talking_face_api is not None and settings.talking_face_api_key is not None
-        client = create_client(
-            settings.talking_face_api,
-            settings.talking_face_api_url,
-            settings.talking_face_api_key.get_secret_value(),
-            settings.talking_face_avatar_id,
-            avatar_image=settings.talking_avatar_path,
-        )
+        publish = None
+        if settings.talking_face_audio_public_url is not None:
+            from poc.face.hosted.audio_host import AudioHost
+
+            self.audio_host = AudioHost(
+                settings.talking_face_audio_public_url,
+                settings.talking_face_audio_host,
+                settings.talking_face_audio_port,
+            ).start()
+            publish = self.audio_host.publish
+        try:
+            client = create_client(
+                settings.talking_face_api,
+                settings.talking_face_api_url,
+                settings.talking_face_api_key.get_secret_value(),
+                settings.talking_face_avatar_id,
+                avatar_image=settings.talking_avatar_path,
+                audio_url_for=publish,
+            )
+        except ValueError as error:  # a setting the vendor cannot work with (one line, names it)
+            raise ConfigError(str(error)) from None
         return HostedFace(
             client,
             timeout_s=settings.talking_face_api_timeout_seconds,

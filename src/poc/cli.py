@@ -1,4 +1,4 @@
-"""`python -m poc [run|send|bench|models|avatar|statechart]`."""
+"""`python -m poc [run|send|bench|models|avatar|statechart|voices]`."""
 
 from __future__ import annotations
 
@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(subparsers)
     _add_send(subparsers)
     _add_statechart(subparsers)
+    from poc.speech import voices_cli
+
+    voices_cli.add_parser(subparsers)
     bench = subparsers.add_parser("bench", help="measure stream, latency or MuseTalk figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     from poc.bench import latency, recovery, stream

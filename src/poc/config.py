@@ -316,6 +316,12 @@ class Settings(BaseSettings):
     talking_face_api_timeout_seconds: Annotated[float, _parsed(_float_between(1, 1800))] = _env(
         "TALKING_FACE_API_TIMEOUT_SECONDS", 120.0
     )
+    # Tavus fetches audio by URL: poc serves each message's WAV on this port under this public URL.
+    talking_face_audio_public_url: Annotated[str | None, _parsed(_optional_url("http", "https"))] = _env(
+        "TALKING_FACE_AUDIO_PUBLIC_URL", None
+    )
+    talking_face_audio_host: Annotated[str, _parsed(_text)] = _env("TALKING_FACE_AUDIO_HOST", "0.0.0.0")
+    talking_face_audio_port: Annotated[int, _parsed(_int_between(1, 65535))] = _env("TALKING_FACE_AUDIO_PORT", 8089)
     talking_face_model: Annotated[str, _parsed(_parse_face_model)] = _env("TALKING_FACE_MODEL", "warp")
     model_path: Annotated[Path, _parsed(_path)] = _env("TALKING_FACE_MODEL_PATH", paths.DEFAULT_MODELS_DIR)
     device: Annotated[str, _parsed(_parse_choice("auto", "cpu", "cuda"))] = _env("TALKING_FACE_DEVICE", "auto")
@@ -370,6 +376,11 @@ class Settings(BaseSettings):
                 )
             if self.talking_face_api_key is None:
                 raise ValueError(f"TALKING_FACE_API_KEY: required for the {self.talking_face_api} face API")
+            if self.talking_face_api == "tavus" and self.talking_face_audio_public_url is None:
+                raise ValueError(
+                    "TALKING_FACE_AUDIO_PUBLIC_URL: required for tavus, which fetches each message's audio "
+                    "by URL (the public address of TALKING_FACE_AUDIO_PORT)"
+                )
         return self
 
     @property

@@ -453,7 +453,10 @@ class Pipeline:
         start = self.compositor.frame + (self._lead_frames if lead_frames is None else lead_frames)
         last_end = self.schedule.last_end()
         if last_end is not None:
-            gap = max(self.options.blend_frames + 1, round(self.options.gap_seconds * self.options.fps))
+            # Room for the previous message's blend out: a whole-frame cross-fade is longer.
+            whole = self.compositor.avatars_differ or self._hosted is not None
+            blend = self.compositor.transition_frames if whole else self.options.blend_frames
+            gap = max(blend + 1, round(self.options.gap_seconds * self.options.fps))
             start = max(start, last_end + gap)
         segment = Segment(job=job, start=start)
         self.schedule.append(segment)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from poc.speech.base import InvalidSpeechRequest, SpeechError
-from poc.speech.espeak import EspeakProvider, parse_voice_list
+from poc.speech.base import InvalidSpeechRequest, SpeechError, VoiceInfo
+from poc.speech.espeak import EspeakProvider, parse_voice_list, voice_infos
 
 from .audio_helpers import rms
 
@@ -78,3 +78,26 @@ def test_voice_list_parsing_prefers_the_best_ranked_alternative() -> None:
     assert voices["en"].argument == "en-gb"
     assert voices["english_(america)"].argument == "en-us"
     assert voices["zh"].argument == "cmn" and voices["sit/cmn"].language == "cmn"
+
+
+def test_list_voices_gives_every_voice_once_by_an_id_check_voice_accepts(
+    espeak: EspeakProvider,
+) -> None:
+    voices = espeak.list_voices()
+    assert VoiceInfo("en-us", "English (America)", "en-us") in voices
+    assert len({v.id.lower() for v in voices}) == len(voices) > 50
+    for listed in voices:
+        espeak.check_voice(listed.id, listed.language)
+
+
+def test_voice_rows_keep_names_readable_and_ids_distinct() -> None:
+    listing = (
+        "Pty Language       Age/Gender VoiceName          File                 Other Languages\n"
+        " 5  yue             --/M      Chinese_(Cantonese) sit/yue              (zhy 5)\n"
+        " 5  yue             --/M      Chinese_(Cantonese,_latin_as_Jyutping) "
+        "sit/yue-Latn-jyutping\n"
+    )
+    assert voice_infos(listing) == [
+        VoiceInfo("yue", "Chinese (Cantonese)", "yue"),
+        VoiceInfo("sit/yue-Latn-jyutping", "Chinese (Cantonese, latin as Jyutping)", "yue"),
+    ]

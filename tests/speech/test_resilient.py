@@ -190,3 +190,16 @@ def test_requests_failures_by_kind_and_first_audio_are_counted_per_provider() ->
 
 def test_voices_are_the_primary_s() -> None:
     assert wrap(Scripted("google"), Scripted("piper")).list_voices()[0].id == "google-1"
+
+
+def test_health_says_which_voice_serves_and_why_another_rests() -> None:
+    clock = FakeClock()
+    speech = wrap(Scripted("elevenlabs", [(0, AuthRejected("elevenlabs rejected the API key (HTTP 401)"))]),
+                  Scripted("piper"), clock=clock)  # fmt: skip
+    assert speech.report()["serving"] == "elevenlabs"
+    list(speech.synthesize_stream("Hi."))
+    report = speech.report()
+    assert report["serving"] == "piper"
+    assert report["providers"][0]["down"] is True
+    assert report["providers"][0]["last_failure"] == "elevenlabs rejected the API key (HTTP 401)"
+    assert report["providers"][1] == {"name": "piper", "down": False, "last_failure": ""}

@@ -172,7 +172,8 @@ class Compositor:
             self.audio_underruns += 1  # speech not arrived yet: silence, hold the face
             self.metrics.audio_underruns.inc()
             return self._hold(), quiet
-        patch = segment.patches.get(k, _NOT_RENDERED)
+        # Taken, not read: a hosted face's whole frames must not pile up for the whole message.
+        patch = segment.patches.pop(k, _NOT_RENDERED)
         if patch is _NOT_RENDERED:
             return self._hold(), segment.audio[k - segment.start]
         self._held = 0

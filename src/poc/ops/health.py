@@ -35,6 +35,8 @@ def health_report(service: "Service") -> dict:
         "queued_messages": len(service.pipeline.queued_jobs),
         "queued_speech_seconds": round(service.pipeline.queued_seconds(), 2),
         "rabbitmq_connected": bool(getattr(status, "connected", False)),
+        "speech": service.speech.report(),
+        "face": service.hosted.name if service.hosted is not None else service.settings.talking_face_model,
     }
 
 

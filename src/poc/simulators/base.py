@@ -34,6 +34,16 @@ class Recorded:
 Route = Callable[["Request", "re.Match[str]"], None]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that drops its connection (a timeout, a cancelled stream) is normal here;
+        anything else is still printed."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class Request:
     """What a route sees: the recorded request and ways to answer it."""
 
@@ -138,9 +148,12 @@ class VendorServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _serve
 
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http = _QuietServer(("127.0.0.1", 0), Handler)
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, name=type(self).__name__, daemon=True)
+        # A short poll keeps stop() quick: tests start and stop many of these.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -5,10 +5,9 @@ with its own short-lived event loop (`asyncio.run` in the worker thread), which 
 service's loop apart from the application's (asyncio or trio). The service sends MP3, decoded
 with `decode.decode_audio`; it gives word timings but no phonemes, so chunks carry no marks.
 
-Where the service cannot be reached (always, in an offline deployment) a request either fails
-with a transient SpeechError, or, when a fallback provider is configured, is spoken by the
-fallback: one warning line, then the fallback alone for `retry_after_s` seconds, so an offline
-service does not add a connection timeout to every message.
+Where the service cannot be reached (always, in an offline deployment) a request fails with a
+transient `Unavailable`; retries and the fallback voice (TTS_FALLBACK_PROVIDER) are the wrapper's
+(speech/resilient.py), as for every other voice.
 """
 
 from __future__ import annotations
@@ -16,15 +15,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import aiohttp
 import edge_tts
 import edge_tts.exceptions
 import numpy as np
 
-from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, SpeechProvider
+from poc.speech.base import (
+    BadVendorAudio,
+    InvalidSpeechRequest,
+    SpeechChunk,
+    Unavailable,
+    VoiceInfo,
+)
 from poc.speech.decode import InvalidAudio, decode_audio
 from poc.speech.sentences import join_chunks, language_matches, require_speakable
 
@@ -40,7 +44,7 @@ _LONG_NAME = re.compile(
 
 
 class EdgeProvider:
-    """SpeechProvider for edge-tts, optionally backed by an offline provider."""
+    """SpeechProvider for edge-tts."""
 
     name = "edge"
 
@@ -48,29 +52,38 @@ class EdgeProvider:
         self,
         sample_rate: int,
         voice: str | None = DEFAULT_VOICE,
-        fallback: SpeechProvider | None = None,
         *,
         proxy: str | None = None,
         connect_timeout_s: int = 10,
         receive_timeout_s: int = 60,
-        retry_after_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = sample_rate
         self._default = voice or DEFAULT_VOICE
-        self._fallback = fallback
         self._proxy = proxy
         self._connect_timeout_s = connect_timeout_s
         self._receive_timeout_s = receive_timeout_s
-        self._retry_after_s = retry_after_s
-        self._clock = clock
-        self._down_until = float("-inf")
         voice_locale(self._default)  # a malformed default voice is a configuration error
 
     def check_voice(self, voice: str | None, language: str | None) -> None:
         self._voice_for(voice, language)
+
+    def list_voices(self) -> list[VoiceInfo]:
+        """The service's voice list, live (never the fallback's). Unavailable when the service
+        cannot be reached or answers an error, within the receive timeout."""
+
+        async def fetch() -> list[dict]:
+            async with asyncio.timeout(self._receive_timeout_s):
+                return list(await edge_tts.list_voices(proxy=self._proxy))
+
+        try:
+            listed = asyncio.run(fetch())
+        except aiohttp.ClientResponseError as error:
+            raise Unavailable(f"edge-tts voice list failed (HTTP {error.status})") from None
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:
+            raise Unavailable(f"edge-tts cannot list voices: {_describe(error)}") from error
+        return voice_infos(listed)
 
     def synthesize_stream(
         self, text: str, voice: str | None = None, language: str | None = None
@@ -78,7 +91,7 @@ class EdgeProvider:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         name = self._voice_for(voice, language)
         sentences = require_speakable(text)
-        return self._stream(name, sentences, language)
+        return self._stream(name, sentences)
 
     def synthesize(
         self, text: str, voice: str | None = None, language: str | None = None
@@ -94,38 +107,11 @@ class EdgeProvider:
             )
         return name
 
-    def _stream(
-        self, voice: str, sentences: Sequence[str], language: str | None
-    ) -> Iterator[SpeechChunk]:
-        for index, sentence in enumerate(sentences):
-            if self._fallback is not None and self._clock() < self._down_until:
-                LOGGER.debug("edge-tts marked unreachable; speaking with %s", self._fallback.name)
-                yield from self._speak_with_fallback(sentences[index:], language)
-                return
-            try:
-                audio = self._fetch(voice, sentence)
-            except SpeechError as error:
-                if self._fallback is None:
-                    raise
-                self._down_until = self._clock() + self._retry_after_s
-                LOGGER.warning(
-                    "%s; speaking with %s for the next %.0f s",
-                    error,
-                    self._fallback.name,
-                    self._retry_after_s,
-                )
-                yield from self._speak_with_fallback(sentences[index:], language)
-                return
+    def _stream(self, voice: str, sentences: Sequence[str]) -> Iterator[SpeechChunk]:
+        for sentence in sentences:
+            audio = self._fetch(voice, sentence)
             if len(audio):
                 yield SpeechChunk(audio=audio)
-
-    def _speak_with_fallback(
-        self, sentences: Sequence[str], language: str | None
-    ) -> Iterator[SpeechChunk]:
-        assert self._fallback is not None
-        # Line breaks always split, so the fallback sees the same sentences; its own default
-        # voice is used because an edge voice name means nothing to it.
-        yield from self._fallback.synthesize_stream("\n".join(sentences), None, language)
 
     def _fetch(self, voice: str, sentence: str) -> np.ndarray:
         """One sentence from the service, decoded to int16 at the stream rate."""
@@ -148,13 +134,25 @@ class EdgeProvider:
                 f"edge-tts returned no audio for voice {voice!r} (is it a real voice?)"
             ) from None
         except (aiohttp.ClientConnectionError, TimeoutError, OSError) as error:
-            raise SpeechError(f"edge-tts cannot reach its service: {_describe(error)}") from error
+            raise Unavailable(f"edge-tts cannot reach its service: {_describe(error)}") from error
         except (aiohttp.ClientError, edge_tts.exceptions.EdgeTTSException) as error:
-            raise SpeechError(f"edge-tts service failed: {_describe(error)}") from error
+            raise Unavailable(f"edge-tts service failed: {_describe(error)}") from error
         try:
             return decode_audio(mp3, "mp3", self.sample_rate, MAX_SENTENCE_SECONDS)
         except InvalidAudio as error:
-            raise SpeechError(f"edge-tts sent audio that does not decode: {error}") from error
+            raise BadVendorAudio(f"edge-tts sent audio that does not decode: {error}") from error
+
+
+def voice_infos(listed: Sequence[Mapping[str, object]]) -> list[VoiceInfo]:
+    """VoiceInfo for each entry of the service's voice list (ShortName, FriendlyName, Locale),
+    skipping entries without a ShortName."""
+    voices = []
+    for entry in listed:
+        short = str(entry.get("ShortName") or "")
+        if short:
+            name = str(entry.get("FriendlyName") or short)
+            voices.append(VoiceInfo(short, name, str(entry.get("Locale") or "")))
+    return voices
 
 
 def voice_locale(voice: str) -> str:

@@ -20,7 +20,7 @@ import attrs
 import numpy as np
 import soundfile
 
-from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError
+from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, VoiceInfo
 from poc.speech.resample import resample_int16
 from poc.speech.sentences import (
     join_chunks,
@@ -68,6 +68,11 @@ class EspeakProvider:
         self, text: str, voice: str | None = None, language: str | None = None
     ) -> SpeechChunk:
         return join_chunks(self.synthesize_stream(text, voice, language))
+
+    def list_voices(self) -> list[VoiceInfo]:
+        """Every voice `espeak-ng --voices` lists; the id is what TTS_VOICE / -v takes."""
+        listing = self._run([self._executable(), "--voices"], b"")
+        return voice_infos(listing.decode("utf-8", "replace"))
 
     def available_voices(self) -> dict[str, EspeakVoice]:
         """Every name espeak-ng accepts for -v (lower-case) -> the voice it selects."""
@@ -169,4 +174,22 @@ def parse_voice_list(listing: str) -> dict[str, EspeakVoice]:
                 alternatives[code.lower()] = (rank, voice)
     for code, (_, voice) in alternatives.items():
         voices.setdefault(code, voice)
+    return voices
+
+
+def voice_infos(listing: str) -> list[VoiceInfo]:
+    """One VoiceInfo per row of `espeak-ng --voices`, in its order: id = the language column
+    (what -v takes), or the voice file where an earlier row already took that language, so
+    every id selects its own voice; names with spaces as espeak-ng's own display shows them."""
+    voices: list[VoiceInfo] = []
+    taken: set[str] = set()
+    for line in listing.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 5:
+            continue
+        language, voice_name, file_name = fields[1], fields[3], fields[4]
+        voice_id = language if language.lower() not in taken else file_name
+        taken.add(voice_id.lower())
+        name = voice_name.replace("_", " ")
+        voices.append(VoiceInfo(voice_id, name, normalize_language(language)))
     return voices

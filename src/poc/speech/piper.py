@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 import attrs
 import numpy as np
 
-from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk, SpeechError
+from poc.paths import DEFAULT_MODELS_DIR
+from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk, SpeechError, VoiceInfo
 from poc.speech.resample import resample_int16
 from poc.speech.sentences import (
     join_chunks,
@@ -40,6 +41,9 @@ LOGGER = logging.getLogger(__name__)
 
 SHIPPED_VOICE = "en_US-joe-medium"
 SHIPPED_VOICE_ALIASES = frozenset({"joe", SHIPPED_VOICE.lower()})
+# Where `python -m poc voices` looks for installed voices (.onnx + .onnx.json, e.g. from
+# `python -m piper.download_voices --data-dir models/piper NAME`).
+INSTALLED_VOICES_DIR = DEFAULT_MODELS_DIR / "piper"
 MAX_LOADED_VOICES = 2  # each loaded voice holds ~150 MB; requests rarely switch voices
 _STRESS_MARKS = frozenset("ˈˌ")
 _LENGTH_MARKS = frozenset("ːˑ")
@@ -77,6 +81,24 @@ class PiperProvider:
 
     def check_voice(self, voice: str | None, language: str | None) -> None:
         self._voice_for(voice, language)
+
+    def list_voices(self) -> list[VoiceInfo]:
+        """The shipped voice ("joe"), then the configured voice and every usable voice in
+        INSTALLED_VOICES_DIR, each by the path TTS_VOICE takes. Unusable files are skipped."""
+        shipped = shipped_voice()
+        found = [VoiceInfo("joe", shipped.name, shipped.language)]
+        seen = {shipped.model.absolute()}  # not resolve(): a linked copy is a voice of its own
+        candidates = [self._default.model, *sorted(INSTALLED_VOICES_DIR.glob("*.onnx"))]
+        for model in candidates:
+            if model.absolute() in seen:
+                continue
+            seen.add(model.absolute())
+            try:
+                files = resolve_voice(str(model))
+            except InvalidSpeechRequest:
+                continue  # no config beside it, or one piper cannot use
+            found.append(VoiceInfo(str(model), files.name, files.language))
+        return found
 
     def synthesize_stream(
         self, text: str, voice: str | None = None, language: str | None = None

@@ -150,6 +150,18 @@ class ResilientSpeech:
                 return provider.name
         return self.chain[-1].name
 
+    def report(self) -> dict:
+        """For /healthz: which voice speaks now and, per provider of the chain, whether it is
+        resting after failures and why (one line; never a key)."""
+        now = self._clock()
+        return {
+            "serving": self.serving,
+            "providers": [
+                {"name": h.name, "down": h.is_down(now), "last_failure": h.last_failure}
+                for h in self.health.values()
+            ],
+        }
+
     # -- the rules --------------------------------------------------------------------------
 
     def _stream(

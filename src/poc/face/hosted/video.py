@@ -5,7 +5,7 @@ one fps and one size. Output frame k is shown at k/fps, so it is the source fram
 that moment: source index floor(k * src_fps / fps), the last frame whose time has come. The
 count is round(n_src * fps / src_fps), the video's duration at our rate (25 -> 30 fps repeats
 every fifth frame, 30 -> 25 drops every sixth). Frames are fitted with the avatar's own
-`fit_to_canvas`, so a vendor's square portrait fills a 16:9 stream exactly as the local avatar
+`CanvasFitter` (its blurred surround made once per video), so a vendor's square portrait fills a 16:9 stream exactly as the local avatar
 does, and a repeated source frame is fitted once and shared (same array object).
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poc.face.avatar import fit_to_canvas
+from poc.face.avatar import CanvasFitter
 from poc.face.hosted.base import HostedFaceError
 
 
@@ -62,7 +62,8 @@ def _resample(
     capture: cv2.VideoCapture, first: np.ndarray, source_fps: float, width: int, height: int, fps: int
 ) -> Iterator[np.ndarray]:
     ratio = source_fps / fps
-    current_index, current = 0, _fit(first, width, height)
+    fitter = CanvasFitter(width, height)  # one blurred surround for the whole video
+    current_index, current = 0, _fit(fitter, first)
     pending: np.ndarray | None = None  # the next source frame, read ahead to know the count
     ok, raw = capture.read()
     pending = raw if ok else None
@@ -72,7 +73,7 @@ def _resample(
         while wanted > current_index:
             if pending is None:
                 return
-            current_index, current = current_index + 1, _fit(pending, width, height)
+            current_index, current = current_index + 1, _fit(fitter, pending)
             ok, raw = capture.read()
             pending = raw if ok else None
         if pending is None and not _within(k, current_index, ratio):
@@ -87,7 +88,7 @@ def _within(k: int, last_index: int, ratio: float) -> bool:
     return k < round((last_index + 1) / ratio)
 
 
-def _fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    fitted = fit_to_canvas(frame, width, height)
+def _fit(fitter: CanvasFitter, frame: np.ndarray) -> np.ndarray:
+    fitted = fitter.fit(frame)
     fitted.setflags(write=False)  # may be shared by repeated output frames
     return fitted
