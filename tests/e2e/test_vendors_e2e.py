@@ -14,12 +14,14 @@ import re
 import time
 import uuid
 
+import cv2
 import numpy as np
 import pytest
 from support import amqp
 from support.stream import decode_audio, probe, speech_spans, start_recording
 from support.vendor_checks import decode_video_bgr, locate, metric
 
+from poc.paths import DEFAULT_AVATAR
 from poc.simulators.faces import MARK_SIZE, MARK_STEP, VIDEO_FPS, find_mark
 from poc.simulators.registry import SIMULATOR_KEY, start_face_simulator, start_voice_simulator
 
@@ -30,11 +32,13 @@ WIDTH, HEIGHT = 640, 360
 SMALL = {"RTMP_RESOLUTION": f"{WIDTH}x{HEIGHT}"}  # low CPU: the picture's size is not under test
 TEXT = "Hello from the vendor. This voice came over the wire."
 WINDOW = 0.02  # seconds per envelope value
-# The 512x512 avatar (and so the vendor's video) fitted into 640x360: scaled by 360/512, centred.
-SCALE = HEIGHT / 512
-LEFT = (WIDTH - round(512 * SCALE)) // 2
+# The simulator draws its video on the default avatar; the service fits it into WIDTH x HEIGHT
+# like its own avatar (face/avatar.py fit_to_canvas): scaled to fit, centred.
+SOURCE_H, SOURCE = cv2.imread(str(DEFAULT_AVATAR)).shape[:2]
+SCALE = min(WIDTH / SOURCE, HEIGHT / SOURCE_H)
+LEFT = (WIDTH - round(SOURCE * SCALE)) // 2
 MARK_ROWS = 72  # the mark is drawn near the top of the vendor's frame (y 24..56 before scaling)
-MARK_CYCLE = (512 - MARK_SIZE) // MARK_STEP  # source frames before the mark wraps to the left
+MARK_CYCLE = (SOURCE - MARK_SIZE) // MARK_STEP  # source frames before the mark wraps to the left
 
 
 def wait_until(condition, timeout: float, step: float = 0.2):

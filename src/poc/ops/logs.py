@@ -37,5 +37,6 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "asyncio"):  # their reconnect tracebacks say nothing new
+    # Their reconnect tracebacks say nothing new; httpx would log every poll of a face API job.
+    for noisy in ("aiormq", "aio_pika", "asyncio", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
