@@ -27,7 +27,7 @@ def plan_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_fixture_is_the_plans_block_verbatim():
     """Guards the fixture itself: it must stay the plan's text, not a tidied copy."""
     # shared/ lies beside the checkout (CI clones elsewhere and copies shared/ beside the clone)
-    plan = Path(__file__).resolve().parents[2].parent / "shared" / "research" / "plan-config.md"
+    plan = Path(__file__).resolve().parents[2] / "shared" / "research" / "plan-config.md"
     if not plan.is_file():
         pytest.skip("the plan's quote is not on this machine")
     block = plan.read_text().split("```sh\n", 1)[1].split("```", 1)[0]

@@ -18,14 +18,13 @@ from poc.face.avatar import Avatar
 from poc.face.hosted import create_client
 from poc.face.hosted_video import HostedFace
 from poc.jobs import Job, Outcome
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 from poc.paths import DEFAULT_AVATAR
-from poc.pipeline import Pipeline, PipelineOptions
 from poc.simulators.did import DIdServer
 from poc.simulators.faces import find_mark
 from poc.speech.resilient import ResilientSpeech
 
-from test_pipeline_properties import FPS, RATE, FakeEngine, FakeSpeech, FakeText, fake_decode
+from test_pipeline_properties import FPS, FakeEngine, FakeSpeech, FakeText, build_pipeline
 
 WIDTH, HEIGHT = 320, 180
 
@@ -41,8 +40,7 @@ async def play(sim: DIdServer, timeout_s: float = 20.0) -> tuple[Job, Metrics, l
     metrics = Metrics()
     client = create_client("d-id", sim.api_url, sim.api_key, None, poll_interval=0.02, avatar_image=DEFAULT_AVATAR)
     hosted = HostedFace(client, timeout_s=timeout_s, width=WIDTH, height=HEIGHT, fps=FPS, metrics=metrics)
-    pipeline = Pipeline(grey_avatar(), ResilientSpeech([FakeSpeech()]), FakeEngine(), fake_decode,
-                        PipelineOptions(sample_rate=RATE, fps=FPS, blend_frames=3), metrics, hosted=hosted)  # fmt: skip
+    pipeline = build_pipeline(ResilientSpeech([FakeSpeech()]), FakeEngine(), metrics, avatar=grey_avatar(), hosted=hosted)
     job = Job(message=FakeText("7 One two three four. 7 Five six seven."), id="7")
     pictures, audio = [], []
     async with anyio.create_task_group() as tg:

@@ -17,11 +17,15 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from poc.face.avatar import Avatar
 from poc.face.base import FacePatch, RenderedFrame, SpeechSlot
 from poc.jobs import Job, Outcome
+from poc.face.hosted_video import HostedFace
 from poc.media.audio import samples_in_frame
-from poc.ops.metrics import Metrics
-from poc.pipeline import Pipeline, PipelineOptions
-from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError
+from poc.media.compositor import Compositor
+from poc.media.timeline import Schedule
+from poc.metrics import Metrics
+from poc.pipeline import JobQueue, Pipeline, PipelineOptions
+from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, SpeechProvider
 from poc.speech.resilient import ResilientSpeech
+from poc.statechart import StreamChart
 
 RATE, FPS = 8000, 25
 
@@ -43,6 +47,9 @@ class FakeSpeech:
     def __init__(self) -> None:
         self.flaky_seen: set[str] = set()
         self.lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        pass
 
     def check_voice(self, voice, language) -> None:
         if voice == "BADVOICE":
@@ -90,6 +97,9 @@ class FakeEngine:
         self.delay = 0.0
         self.broken = False
 
+    def warm_up(self) -> None:
+        pass
+
     def start_utterance(self) -> FakeUtterance:
         return FakeUtterance(self)
 
@@ -103,6 +113,24 @@ def fake_decode(data, fmt, rate, max_seconds):
 
 def make_avatar() -> Avatar:
     return Avatar(frames=(np.zeros((8, 8, 3), np.uint8),), source=Path("x"), source_digest="x")
+
+
+def build_pipeline(
+    speech: SpeechProvider,
+    engine: FakeEngine,
+    metrics: Metrics | None = None,
+    *,
+    avatar: Avatar | None = None,
+    hosted: HostedFace | None = None,
+) -> Pipeline:
+    """A pipeline wired as app.py wires it (job queue, statechart and compositor built here and
+    handed in), at the tests' rate and frame rate with a 3-frame mouth blend."""
+    metrics = metrics or Metrics()
+    jobs = JobQueue(metrics)
+    chart = StreamChart(has_pending=jobs.has_pending)
+    compositor = Compositor(avatar or make_avatar(), chart, Schedule(), RATE, FPS, metrics, blend_frames=3,
+                            on_started=jobs.started, on_settled=jobs.settled)  # fmt: skip
+    return Pipeline(jobs, compositor, speech, fake_decode, PipelineOptions(), metrics, engine=engine, hosted=hosted)
 
 
 action = st.one_of(
@@ -119,8 +147,7 @@ action = st.one_of(
 
 async def scenario(actions) -> None:
     speech, engine = ResilientSpeech([FakeSpeech()], retries=1, sleep=lambda s: None), FakeEngine()
-    pipeline = Pipeline(make_avatar(), speech, engine, fake_decode,
-                        PipelineOptions(sample_rate=RATE, fps=FPS, blend_frames=3), Metrics())  # fmt: skip
+    pipeline = build_pipeline(speech, engine)
     transitions: list[tuple[str, str]] = []
 
     class Listener:
@@ -226,8 +253,7 @@ async def play_one(engine: RecoveringEngine) -> tuple[Job, Metrics, int]:
     """Play one message through a pipeline driven tick by tick; returns the job, the metrics and
     how many batches the utterances recovered from."""
     metrics = Metrics()
-    pipeline = Pipeline(make_avatar(), ResilientSpeech([FakeSpeech()]), engine, fake_decode,
-                        PipelineOptions(sample_rate=RATE, fps=FPS, blend_frames=3), metrics)  # fmt: skip
+    pipeline = build_pipeline(ResilientSpeech([FakeSpeech()]), engine, metrics)
     job = Job(message=FakeText("1 One two three. 1 Four five."), id="1")
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)

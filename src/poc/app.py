@@ -17,18 +17,22 @@ import anyio
 from anyio.abc import TaskStatus
 
 from poc.config import ConfigError, Settings, find_ffmpeg, redact_url
+from poc.errors import StartupError
 from poc.face.avatar import load_avatars
 from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
 from poc.face.hosted_video import HostedFace
 from poc.media.clock import FrameClock, Tick
+from poc.media.compositor import Compositor, transition_frames_for
+from poc.media.timeline import Schedule
 from poc.media.writer import FfmpegWriter
-from poc.ops.health import install_routes
-from poc.ops.http import HttpServer
+from poc.metrics import Metrics
+from poc.ops.http import serve
 from poc.ops.memory import release_freed_memory
-from poc.ops.metrics import Metrics
-from poc.ops.studio import install_studio
-from poc.pipeline import Pipeline, PipelineOptions
+from poc.ops.operator import operator_app
+from poc.ops.status import ServiceStatus
+from poc.pipeline import JobQueue, Pipeline, PipelineOptions
+from poc.statechart import StreamChart
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class Service:
         self.avatar, self.talking_avatar = load_avatars(
             settings.idle_avatar_path, settings.talking_avatar_path, settings.width, settings.height,
             idle_max_frames=600 if settings.static_video_loop else 1,
+            idle_setting=settings.idle_avatar_setting, talking_setting=settings.talking_avatar_setting,
         )  # fmt: skip
         if self.talking_avatar is not self.avatar:
             log.info(
@@ -67,26 +72,33 @@ class Service:
             )  # fmt: skip
         self.engine: FaceEngine | None = None  # built once the stream is on air (see run)
         self.exit_code = 0
+        # A start-up error met after going on air (engine, voice warm-up): run() stops the
+        # stream and run_service raises it for the CLI to report (one line, exit 2).
+        self.startup_error: StartupError | None = None
         self.speech = create_speech(settings, self.metrics)
         self.audio_host = None  # serves speech to a face API that fetches it by URL (Tavus)
         self.hosted = self._build_hosted()
+        # The job queue tracks each message until it settles: the statechart asks it whether
+        # one waits, the compositor tells it when one goes on air and when one is settled.
+        jobs = JobQueue(self.metrics)
+        chart = StreamChart(has_pending=jobs.has_pending)
+        chart.add_listener(_StateToMetrics(self.metrics))
+        compositor = Compositor(
+            self.avatar, chart, Schedule(), settings.sample_rate, settings.fps, self.metrics,
+            on_started=jobs.started, on_settled=jobs.settled, talking_avatar=self.talking_avatar,
+            transition_frames=transition_frames_for(settings.transition_seconds, settings.fps),
+        )  # fmt: skip
         self.pipeline = Pipeline(
-            self.avatar,
+            jobs,
+            compositor,
             self.speech,
-            None,
             decode_audio,
             PipelineOptions(
-                sample_rate=settings.sample_rate,
-                fps=settings.fps,
-                ahead_seconds=settings.speech_ahead_seconds,
-                max_audio_seconds=settings.max_audio_seconds,
-                transition_seconds=settings.transition_seconds,
+                ahead_seconds=settings.speech_ahead_seconds, max_audio_seconds=settings.max_audio_seconds
             ),
             self.metrics,
-            talking_avatar=self.talking_avatar,
             hosted=self.hosted,
         )
-        self.pipeline.chart.add_listener(_StateToMetrics(self.metrics))
         self.writer = FfmpegWriter(
             find_ffmpeg(settings.ffmpeg_path),
             settings.rtmp_url,
@@ -127,7 +139,7 @@ class Service:
             window_frames += 1
             if window_frames == 2 * self.settings.fps:
                 now = time.monotonic()
-                metrics.output_fps.set(window_sent / (now - window_start))  # 0 while stopped
+                metrics.set_output_fps(window_sent / (now - window_start))  # 0 while stopped
                 window_start, window_frames, window_sent = now, 0, 0
             if on_tick is not None:
                 on_tick(tick)
@@ -138,7 +150,8 @@ class Service:
         from poc.source.connection import AmqpSettings
 
         settings = self.settings
-        self.writer.start()
+        # ffmpeg is spawned (and its first session awaited, up to 2 s) off the event loop.
+        await anyio.to_thread.run_sync(self.writer.start)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.run_clock)
@@ -147,19 +160,27 @@ class Service:
                 tg.start_soon(release_freed_memory)
                 await tg.start(self.pipeline.run)
                 if settings.http_port:
-                    http = HttpServer(settings.http_host, settings.http_port)
-                    install_routes(http, self)
-                    install_studio(http, self)
-                    await tg.start(http.serve)
-                tg.start_soon(self._warm_up_speech)
+                    app = operator_app(settings, self.status, self.metrics, self.pipeline.chart)
+                    try:
+                        await tg.start(serve, app, settings.http_host, settings.http_port)
+                    except OSError as error:  # address in use, a host that is not ours
+                        raise ConfigError(
+                            f"HTTP_HOST/HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
+                            f"{error.strerror or error}"
+                        ) from None
+                voice_ready = anyio.Event()
+                tg.start_soon(self._warm_up_speech, voice_ready)
                 try:
                     self.engine = await anyio.to_thread.run_sync(self._build_engine)
                 except EngineError as error:
-                    log.error("%s", error)
+                    self.startup_error = error.with_setting("TALKING_FACE_MODEL")
                     self.exit_code = 2
                     tg.cancel_scope.cancel()
                     return
                 self.pipeline.attach_engine(self.engine)
+                # Consume once the voice is loaded too: a voice that cannot load stops start-up
+                # before any message is taken (it loads while the engine builds, so no wait).
+                await voice_ready.wait()
                 self.source = AmqpSource(
                     AmqpSettings.from_settings(settings),
                     sink=self.pipeline,
@@ -189,6 +210,32 @@ class Service:
                     self.audio_host.stop()
             log.info("stopped")
 
+    def status(self) -> ServiceStatus:
+        """A snapshot for the operator's pages (/healthz, the studio, /metrics' moment gauges).
+        Called on the event loop, where the parts it reads are changed."""
+        pipeline, writer, figures = self.pipeline, self.writer, self.metrics.figures
+        source = self.source.status if self.source is not None else None
+        return ServiceStatus(
+            state=pipeline.chart.state_id,
+            frame=pipeline.compositor.frame,
+            on_air=bool(writer.up),
+            stopped=self.stopped_by_operator,
+            uptime_seconds=time.monotonic() - self.started_at,
+            writer_restarts=writer.restarts,
+            dropped_frames=writer.dropped,
+            underrun_frames=pipeline.compositor.underruns,
+            queued_messages=len(pipeline.queued_jobs),
+            queued_seconds=pipeline.queued_seconds(),
+            rabbitmq_connected=bool(source and source.connected),
+            rabbitmq_reconnects=source.reconnects if source is not None else 0,
+            output_fps=figures.output_fps,
+            last_latency_seconds=figures.last_latency_seconds,
+            mean_latency_seconds=figures.mean_latency_seconds,
+            messages=dict(figures.outcomes),
+            speech=self.speech.report(),
+            face=self.hosted.name if self.hosted is not None else self.settings.talking_face_model,
+        )
+
     def _build_hosted(self) -> HostedFace | None:
         """TALKING_FACE_PROVIDER=api: the vendor's client (the local engine stays its safety net)."""
         settings = self.settings
@@ -201,11 +248,17 @@ class Service:
         if settings.talking_face_audio_public_url is not None:
             from poc.face.hosted.audio_host import AudioHost
 
-            self.audio_host = AudioHost(
-                settings.talking_face_audio_public_url,
-                settings.talking_face_audio_host,
-                settings.talking_face_audio_port,
-            ).start()
+            try:
+                self.audio_host = AudioHost(
+                    settings.talking_face_audio_public_url,
+                    settings.talking_face_audio_host,
+                    settings.talking_face_audio_port,
+                ).start()
+            except OSError as error:  # address in use, a host that is not ours
+                raise ConfigError(
+                    f"TALKING_FACE_AUDIO_HOST/TALKING_FACE_AUDIO_PORT: cannot listen on "
+                    f"{settings.talking_face_audio_host}:{settings.talking_face_audio_port}: {error.strerror or error}"
+                ) from None
             publish = self.audio_host.publish
         try:
             client = create_client(
@@ -231,9 +284,7 @@ class Service:
         """Build the engine and, where it can, measure it (MuseTalk: frames per second on a short
         warm-up, which also sets how far ahead of playout it needs audio)."""
         engine = create_engine(self.settings, self.talking_avatar)
-        warm_up = getattr(engine, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
+        engine.warm_up()
         return engine
 
     async def _stop_gracefully(self) -> None:
@@ -275,13 +326,15 @@ class Service:
         self.metrics.stream_on_air.set(1)
         return time.monotonic() - started
 
-    async def _warm_up_speech(self) -> None:
-        warm_up = getattr(self.speech, "warm_up", None)
-        if warm_up is not None:
-            try:
-                await anyio.to_thread.run_sync(warm_up)
-            except Exception as error:  # the first message will report it properly
-                log.warning("TTS warm-up failed: %s", error)
+    async def _warm_up_speech(self, ready: anyio.Event) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.speech.warm_up)
+        except Exception as error:
+            # Only local voices warm up (a model file loads): one that cannot load now never
+            # will, and every message would fail; a start-up error (task groups carry it out).
+            setting = "TTS_VOICE" if self.settings.tts_voice else "TTS_PROVIDER"
+            raise ConfigError(f"{setting}: the voice cannot load: {error}") from None
+        ready.set()
 
     async def _wait_for_stop_signal(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -294,4 +347,6 @@ async def run_service(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM; the exit code (2 when the engine cannot start)."""
     service = await anyio.to_thread.run_sync(Service, settings)
     await service.run()
+    if service.startup_error is not None:
+        raise service.startup_error
     return service.exit_code

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from poc.config import ConfigError, load_settings
+from poc.config import load_settings
+from poc.errors import StartupError, find_startup_error
+
+# The loaded settings' secrets (settings_from_args), for the start-up error line.
+_SECRETS: list[str] = []
 
 # CLI flag → setting(s) it overrides (flags beat the environment, which beats .env)
 _RUN_OVERRIDES: dict[str, str | tuple[str, ...]] = {
@@ -45,24 +48,21 @@ def settings_from_args(args: argparse.Namespace, names: Mapping[str, str | tuple
         for env in ((envs,) if isinstance(envs, str) else envs)
     }
     env_file = Path(args.env_file) if getattr(args, "env_file", None) else None
-    return load_settings(env_file=env_file, overrides=overrides)
+    settings = load_settings(env_file=env_file, overrides=overrides)
+    _SECRETS[:] = settings.secrets()  # masked in the one line a start-up error prints, too
+    return settings
 
 
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
     from poc.app import run_service
-    from poc.face.avatar import AvatarError
-    from poc.face.base import EngineError
     from poc.ops.logs import configure_logging
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.secrets())
-    try:
-        return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
-    except (AvatarError, EngineError) as error:
-        logging.getLogger("poc").error("%s", error)
-        return 2
+    # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
+    return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
 
 
 def _add_send(subparsers) -> None:
@@ -173,8 +173,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args([*(argv or sys.argv[1:]), "run"])
     try:
         return int(args.func(args) or 0)
-    except ConfigError as error:
-        print(f"poc: configuration error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except (StartupError, BaseExceptionGroup) as error:
+        # The one place start-up errors are reported, whichever thread or task group raised
+        # them: one line naming the setting, exit 2, no traceback.
+        found = find_startup_error(error)
+        if found is None:
+            raise
+        from poc.ops.logs import Redactor
+
+        print(f"poc: cannot start: {Redactor(_SECRETS)(found.line())}", file=sys.stderr)
+        return 2

@@ -14,9 +14,12 @@ SecretStr so a repr or a log of the settings cannot leak them either.
 
 from __future__ import annotations
 
+import ipaddress
+import functools
 import json
 import os
 import shutil
+import subprocess
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Callable, Mapping
@@ -26,6 +29,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_v
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from poc import paths
+from poc.errors import StartupError
 
 # Concrete speech providers. TTS_PROVIDER takes one of these directly, or the plan's form:
 # `local` + TTS_PROVIDER_LOCAL, `api` + TTS_API_PROVIDER.
@@ -39,14 +43,14 @@ BACKUP_FACE_MODELS = ("mimictalk", "synctalk")  # the plan's post-PoC backups: n
 # Never echoed in an error: they are secrets or URLs that may carry credentials.
 _NO_ECHO = frozenset(
     {"RABBITMQ_PASSWORD", "RTMP_URL", "TTS_API_KEY", "TALKING_FACE_API_KEY", "TTS_API_BASE_URL",
-     "TALKING_FACE_API_URL"}
+     "TALKING_FACE_API_URL", "STUDIO_TOKEN"}
 )  # fmt: skip
 # The shipped defaults guard nothing and are common words; masking them would garble logs.
 _DEFAULT_PASSWORD = "guest"
 _DEFAULT_RTMP_URL = "rtmp://127.0.0.1:1935/live/avatar"
 
 
-class ConfigError(ValueError):
+class ConfigError(StartupError, ValueError):
     """A setting is wrong; str() is one line naming it."""
 
 
@@ -201,6 +205,24 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _queue_name(raw: str) -> str:
+    """An AMQP queue name the broker will declare, with room for the derived `.control`."""
+    name = _text(raw)
+    if name.startswith("amq."):
+        raise ValueError("names starting with amq. are reserved by RabbitMQ")
+    if len(name.encode("utf-8")) > 255 - len(".control"):
+        raise ValueError("must be at most 247 bytes (AMQP names are 255, and .control is added)")
+    return name
+
+
+def _optional_region(raw: str) -> str | None:
+    """An Azure region name: it becomes part of the endpoint's host name."""
+    region = raw.strip().lower()
+    if region and not (region.isascii() and region.isalnum()):
+        raise ValueError("must be an Azure region name like westeurope (letters and digits)")
+    return region or None
+
+
 def _optional_path(raw: str) -> Path | None:
     return Path(raw.strip()).expanduser() if raw.strip() else None
 
@@ -211,6 +233,23 @@ def _path(raw: str) -> Path:
 
 def _optional_secret(raw: str) -> SecretStr | None:
     return SecretStr(raw.strip()) if raw.strip() else None
+
+
+def _studio_token(raw: str) -> SecretStr | None:
+    token = raw.strip()
+    if token and len(token) < 16:  # it guards a port reachable from elsewhere: not guessable
+        raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 16`)")
+    return SecretStr(token) if token else None
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # any other name may resolve to a reachable address
+        return False
 
 
 def _env(name: str, default: Any, **field: Any) -> Any:
@@ -258,7 +297,7 @@ class Settings(BaseSettings):
     rabbitmq_port: Annotated[int, _parsed(_int_between(1, 65535))] = _env("RABBITMQ_PORT", 5672)
     rabbitmq_user: Annotated[str, _parsed(_text)] = _env("RABBITMQ_USER", "guest")
     rabbitmq_password: SecretStr = _env("RABBITMQ_PASSWORD", SecretStr(_DEFAULT_PASSWORD))
-    rabbitmq_queue: Annotated[str, _parsed(_text)] = _env("RABBITMQ_QUEUE", "talking_face_input")
+    rabbitmq_queue: Annotated[str, _parsed(_queue_name)] = _env("RABBITMQ_QUEUE", "talking_face_input")
     rabbitmq_vhost: Annotated[str, _parsed(_text)] = _env("RABBITMQ_VHOST", "/")
     rabbitmq_tls: Annotated[bool, _parsed(_parse_bool)] = _env("RABBITMQ_TLS", False)
     rabbitmq_prefetch: Annotated[int, _parsed(_int_between(1, 100))] = _env("RABBITMQ_PREFETCH", 4)
@@ -293,7 +332,7 @@ class Settings(BaseSettings):
     tts_api_base_url: Annotated[str | None, _parsed(_optional_url("http", "https", "ws", "wss"))] = _env(
         "TTS_API_BASE_URL", None
     )
-    azure_speech_region: Annotated[str | None, _parsed(_optional_text)] = _env("AZURE_SPEECH_REGION", None)
+    azure_speech_region: Annotated[str | None, _parsed(_optional_region)] = _env("AZURE_SPEECH_REGION", None)
     google_application_credentials: Annotated[Path | None, _parsed(_optional_path)] = _env(
         "GOOGLE_APPLICATION_CREDENTIALS", None
     )
@@ -341,6 +380,7 @@ class Settings(BaseSettings):
     http_host: Annotated[str, _parsed(_text)] = _env("HTTP_HOST", "127.0.0.1")
     http_port: Annotated[int, _parsed(_int_between(0, 65535))] = _env("HTTP_PORT", 8080)
     studio_hls_url: Annotated[str | None, _parsed(_optional_text)] = _env("STUDIO_HLS_URL", None)
+    studio_token: Annotated[SecretStr | None, _parsed(_studio_token)] = _env("STUDIO_TOKEN", None)
     log_level: Annotated[str, _parsed(_parse_choice("debug", "info", "warning", "error"))] = _env("LOG_LEVEL", "info")
 
     @classmethod
@@ -381,6 +421,11 @@ class Settings(BaseSettings):
                     "TALKING_FACE_AUDIO_PUBLIC_URL: required for tavus, which fetches each message's audio "
                     "by URL (the public address of TALKING_FACE_AUDIO_PORT)"
                 )
+        if self.http_port and self.studio_token is None and not is_loopback(self.http_host):
+            raise ValueError(
+                f"STUDIO_TOKEN: required when HTTP_HOST ({self.http_host}) is not a loopback address: whoever "
+                "reaches the studio could speak on air (set a token of 16+ characters, or HTTP_HOST=127.0.0.1)"
+            )
         return self
 
     @property
@@ -419,6 +464,18 @@ class Settings(BaseSettings):
         return self.static_video_path or self.talking_avatar_path
 
     @property
+    def talking_avatar_setting(self) -> str:
+        """The env name that chose talking_avatar_path (for errors about that file)."""
+        if self.avatar_video:
+            return "TALKING_FACE_AVATAR_VIDEO"
+        return "TALKING_FACE_AVATAR_IMAGE" if self.avatar_image else "STATIC_VIDEO_PATH"
+
+    @property
+    def idle_avatar_setting(self) -> str:
+        """The env name that chose idle_avatar_path (for errors about that file)."""
+        return "STATIC_VIDEO_PATH" if self.static_video_path else self.talking_avatar_setting
+
+    @property
     def avatars_differ(self) -> bool:
         """True when idle and talking are different files (the switch then cross-fades)."""
         return self.idle_avatar_path.resolve() != self.talking_avatar_path.resolve()
@@ -431,7 +488,8 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Values that must never reach a log line, a metric or an error header."""
         found = [self.rabbitmq_password.get_secret_value()]
-        found += [k.get_secret_value() for k in (self.tts_api_key, self.talking_face_api_key) if k is not None]
+        keys = (self.tts_api_key, self.talking_face_api_key, self.studio_token)
+        found += [k.get_secret_value() for k in keys if k is not None]
         found.append(stream_key(self.rtmp_url))
         for url in (self.rtmp_url, self.tts_api_base_url, self.talking_face_api_url):
             if url:
@@ -581,12 +639,25 @@ def _check_service_account(path: Path) -> None:
         raise ConfigError(f"{name}: {path} is not a service-account key (its type is {kind!r})")
 
 
+@functools.lru_cache(maxsize=8)
+def _is_ffmpeg(path: str) -> bool:
+    """Whether `path -version` answers as ffmpeg does (another program would fail on air,
+    restarting forever; asked once per path: start-up looks it up twice)."""
+    try:
+        result = subprocess.run([path, "-version"], capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and result.stdout.startswith(b"ffmpeg version")
+
+
 def find_ffmpeg(configured: str | None) -> str:
     """FFMPEG_PATH, then ffmpeg on PATH, then the binary imageio-ffmpeg ships."""
     if configured:
         found = shutil.which(configured)
         if not found:
             raise ConfigError(f"FFMPEG_PATH: no executable ffmpeg at {configured!r}")
+        if not _is_ffmpeg(found):
+            raise ConfigError(f"FFMPEG_PATH: {configured!r} is not ffmpeg (`-version` does not say ffmpeg)")
         return found
     found = shutil.which("ffmpeg")
     if found:

@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 from support import amqp
+from support.polling import wait_until
 from support.stream import decode_audio, decode_video_gray, probe, speech_spans, start_recording
 
 pytestmark = pytest.mark.integration
@@ -17,16 +18,6 @@ pytestmark = pytest.mark.integration
 RATE = 44100
 # the default avatar's mouth at 1280x720 (landmarks 48-67 lie within x 561-626, y 195-219)
 MOUTH_BOX = (540, 180, 110, 80)
-
-
-def wait_until(condition, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

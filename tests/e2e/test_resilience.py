@@ -4,12 +4,17 @@ service and a SIGTERM, each against the real nginx, RabbitMQ and ffmpeg."""
 import json
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from support import amqp
+from support.polling import wait_until
 from support.processes import RtmpServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -34,12 +39,49 @@ def health(service) -> int:
 
 
 def wait_for(condition, timeout: float, step: float = 0.2) -> float:
+    """Poll until `condition` holds; how long it took."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(step)
-    raise AssertionError(f"not within {timeout} s")
+    wait_until(condition, timeout, step)
+    return time.monotonic() - started
+
+
+def metric(service, name: str) -> float:
+    """One unlabelled sample of the service's /metrics (0 when it is not there yet)."""
+    try:
+        _, body = service.get("/metrics", timeout=3)
+    except OSError:
+        return 0.0
+    found = re.search(rb"^" + re.escape(name.encode()) + rb" (\S+)", body, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+@contextmanager
+def refusing(port: int) -> Iterator[list[int]]:
+    """Accept and at once close every connection to `port` (a broker that is not there), and
+    count them: the test can wait for the service's retries instead of sleeping."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    attempts: list[int] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(1)
+            client.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield attempts
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (a close alone does not)
+        server.close()
+        thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -61,7 +103,10 @@ def test_rtmp_server_crash_mid_speech_is_survived(tmp_path, start_service, queue
         assert health(service) == 200
         server.kill()
         wait_for(lambda: health(service) == 503, timeout=10)  # healthz tells the truth
-        time.sleep(3)
+        # Keep the server down until the writer has failed to restart it a few times, so the
+        # outage below is one outage made of several retries.
+        restarts = metric(service, "poc_writer_restarts_total")
+        wait_for(lambda: metric(service, "poc_writer_restarts_total") >= restarts + 3, timeout=30)
         server.start()
         back_after = wait_for(lambda: readable(url), timeout=30)
         print(f"stream readable {back_after:.1f} s after the RTMP server came back")
@@ -72,7 +117,7 @@ def test_rtmp_server_crash_mid_speech_is_survived(tmp_path, start_service, queue
         assert len(re.findall(r"through-the-crash: played", log)) == 1
         assert len(re.findall(r"RTMP output to \S+ lost", log)) == 1  # once per outage
         assert "is back after" in log
-        time.sleep(1)
+        service.stop()  # a message still held unacked would now go back to the queue
         assert amqp.message_count(queue) == 0  # acked exactly once, nothing left behind
     finally:
         server.stop()
@@ -83,7 +128,7 @@ def test_broker_connection_drop_is_survived(start_service, queue):
     service.wait_for_log(r"connected to RabbitMQ", timeout=60)
     subprocess.run(["rabbitmqctl", "close_all_connections", "poc resilience test"],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
-    time.sleep(2)
+    wait_for(lambda: metric(service, "poc_amqp_reconnects") >= 1, timeout=30)
     amqp.publish(queue, {"type": "text", "data": "Back again.", "id": "after-the-drop"})
     service.wait_for_log(r"after-the-drop: played", timeout=60)
     assert service.process.poll() is None
@@ -105,7 +150,7 @@ def test_killed_service_replays_the_message_it_was_playing(start_service, queue)
     second.wait_for_log(r"second-in-line: played", timeout=60)
     log = second.log_text()
     assert log.index("killed-mid-way: on air") < log.index("second-in-line: on air")
-    time.sleep(1)
+    second.stop()  # a message still held unacked would now go back to the queue
     assert amqp.message_count(queue) == 0
 
 
@@ -115,7 +160,7 @@ def test_sigterm_exits_within_5_s_and_returns_unplayed_messages(start_service, q
     for i in range(3):
         amqp.publish(queue, {"type": "text", "data": LONG, "id": f"queued-{i}"})
     service.wait_for_log(r"queued-0: on air", timeout=60)
-    time.sleep(1)
+    wait_for(lambda: amqp.message_count(queue) == 0, timeout=10)  # all three held by the service
     started = time.monotonic()
     service.signal(signal.SIGTERM)
     code = service.wait(timeout=15)
@@ -132,13 +177,14 @@ def test_broker_down_at_start_up_keeps_the_stream_and_consumes_once_it_is_there(
     from support.processes import free_port
     from support.tcp_proxy import TcpProxy
 
-    proxy = TcpProxy(free_port(), 5672)  # nothing listens there yet: the broker is "down"
-    service = start_service(RABBITMQ_QUEUE=queue, RABBITMQ_PORT=str(proxy.listen_port))
-    service.wait_for_log(r"on air: streaming", timeout=60)
-    service.wait_for_log(r"RabbitMQ at \S+ not available", timeout=30)
-    time.sleep(3)
-    assert health(service) == 200  # idle keeps streaming without the broker
-    assert len(re.findall(r"not available", service.log_text())) == 1  # said once, not per retry
+    proxy = TcpProxy(free_port(), 5672)
+    with refusing(proxy.listen_port) as attempts:  # the broker is "down": it drops every connection
+        service = start_service(RABBITMQ_QUEUE=queue, RABBITMQ_PORT=str(proxy.listen_port))
+        service.wait_for_log(r"on air: streaming", timeout=60)
+        service.wait_for_log(r"RabbitMQ at \S+ not available", timeout=30)
+        wait_for(lambda: len(attempts) >= 4, timeout=30)  # it kept retrying
+        assert health(service) == 200  # idle keeps streaming without the broker
+        assert len(re.findall(r"not available", service.log_text())) == 1  # said once, not per retry
     amqp.publish(queue, {"type": "text", "data": "Now the broker is here.", "id": "late-broker"})
     proxy.open()
     try:

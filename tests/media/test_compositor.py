@@ -10,7 +10,7 @@ from poc.face.base import FacePatch
 from poc.jobs import Job, Outcome
 from poc.media.compositor import Compositor
 from poc.media.timeline import Schedule, Segment
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 from poc.statechart import StreamChart
 
 W, H, FPS, RATE = 64, 48, 30, 44100
@@ -116,3 +116,36 @@ def test_short_speech_inside_the_blend_still_ends_idle():
     for k in range(12):
         comp.render(k)
     assert chart.state_id == "idle" and comp.talking_weight == 0.0
+
+
+def test_speech_that_failed_midway_plays_what_it_had_then_is_dead_lettered_with_the_reason():
+    settled, events = [], []
+
+    class Events:
+        def after_transition(self, event: str) -> None:
+            events.append(event)
+
+    chart = StreamChart(has_pending=lambda: False)
+    chart.add_listener(Events())
+    schedule = Schedule()
+    comp = Compositor(make_avatar(), chart, schedule, RATE, FPS, Metrics(), blend_frames=4, on_settled=settled.append)
+    seg = speech_segment(start=0, frames=8)
+    seg.failure = "speech failed: the vendor went away"
+    schedule.append(seg)
+    audio_first = [int(comp.render(k)[1][0]) for k in range(16)]
+    assert audio_first[:8] == [1000 + i for i in range(8)]  # everything it had plays
+    assert seg.job.outcome is Outcome.DEAD_LETTERED and seg.job.reason == seg.failure
+    assert settled == [seg.job] and "failed" in events and chart.state_id == "idle"
+
+
+def test_an_interrupt_for_a_shutdown_requeues_the_message_with_its_reason():
+    comp, schedule, chart = make()
+    seg = speech_segment(start=0, frames=100)
+    schedule.append(seg)
+    for k in range(5):
+        comp.render(k)
+    assert comp.interrupt(Outcome.REQUEUED) is seg.job
+    for k in range(5, 15):
+        comp.render(k)
+    assert seg.job.outcome is Outcome.REQUEUED and seg.job.reason == "cut short by a shutdown"
+    assert chart.state_id == "idle"

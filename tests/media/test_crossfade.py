@@ -14,7 +14,7 @@ from poc.jobs import Job, Outcome
 from poc.media.audio import samples_in_frame
 from poc.media.compositor import Compositor, transition_frames_for
 from poc.media.timeline import Schedule, Segment
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 from poc.statechart import StreamChart
 
 W, H, FPS, RATE = 64, 48, 30, 44100

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from poc.media.writer import FfmpegWriter
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from support.stream import ffprobe
 
 from poc.config import find_ffmpeg
 from poc.media.writer import FfmpegWriter
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 
 W, H, FPS, RATE = 64, 48, 10, 8000
 

@@ -14,15 +14,17 @@ import logging
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import aio_pika
+import aiormq
 import anyio
 import attrs
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from anyio.abc import SocketStream, TaskStatus
+
+from support.polling import eventually
 
 from poc.jobs import Job, Outcome
 from poc.messages import MessageLimits, TextMessage
@@ -56,13 +58,6 @@ async def wait_ready(channel: AbstractChannel, name: str, count: int) -> None:
             await anyio.sleep(0.02)
 
 
-async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:
-    """Wait until check() is truthy."""
-    with anyio.fail_after(timeout):
-        while not check():
-            await anyio.sleep(0.01)
-
-
 class FakeSink:
     """Records what the adapter asked of the pipeline; jobs are settled by the test."""
 
@@ -87,6 +82,21 @@ class FakeSink:
 @pytest.fixture
 def sink() -> FakeSink:
     return FakeSink()
+
+
+@pytest.fixture
+def connect_attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts every TCP connection attempt aio-pika makes (first connects and its own
+    reconnects alike), so a test can wait for a number of retries instead of sleeping."""
+    attempts: list[int] = []
+    real_connect = aiormq.connect
+
+    async def counting_connect(*args: object, **kwargs: object) -> object:
+        attempts.append(1)
+        return await real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiormq, "connect", counting_connect)
+    return attempts
 
 
 @asynccontextmanager
@@ -302,27 +312,20 @@ async def test_wrong_password_is_reported_once_without_the_password(
     queue: str,
     sink: FakeSink,
     caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    connect_attempts: list[int],
 ) -> None:
     secret = "not-the-password-5f1c"
     bad = AmqpSettings(host=settings.host, port=settings.port, user="guest", password=secret)
     source = make_source(bad, queue, sink)
-    attempts = []
-    real_connect = aio_pika.connect_robust
-
-    async def counting_connect(*args: object, **kwargs: object) -> object:
-        attempts.append(1)
-        return await real_connect(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(aio_pika, "connect_robust", counting_connect)
     caplog.set_level(logging.DEBUG)
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.run)
-        await anyio.sleep(2.0)  # ~10 attempts at reconnect_interval=0.2
+        # the 6th attempt has begun, so at least 5 were refused
+        await eventually(lambda: len(connect_attempts) >= 6, timeout=20)
         assert not source.status.connected
         assert "login refused" in source.status.last_error
         tg.cancel_scope.cancel()
-    assert len(attempts) >= 5  # kept trying, quietly
+    assert len(connect_attempts) >= 6  # kept trying, quietly
     ours = [r for r in caplog.records if r.name == "poc.source.amqp" and r.levelno >= logging.WARNING]
     assert len(ours) == 1
     assert "login refused for user 'guest'" in ours[0].getMessage()
@@ -330,14 +333,18 @@ async def test_wrong_password_is_reported_once_without_the_password(
 
 
 async def test_unreachable_broker_is_retried_until_it_answers(
-    settings: AmqpSettings, queue: str, sink: FakeSink, caplog: pytest.LogCaptureFixture
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    caplog: pytest.LogCaptureFixture,
+    connect_attempts: list[int],
 ) -> None:
     closed_port = AmqpSettings(host="127.0.0.1", port=1, user="guest", password="guest")
     source = make_source(closed_port, queue, sink)
     caplog.set_level(logging.INFO)
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.run)
-        await anyio.sleep(1.0)
+        await eventually(lambda: len(connect_attempts) >= 4, timeout=20)  # 3 refused, retrying
         tg.cancel_scope.cancel()
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1, lines
@@ -430,6 +437,7 @@ async def test_source_waits_for_the_broker_and_rides_out_an_outage(
     sink: FakeSink,
     channel: AbstractChannel,
     caplog: pytest.LogCaptureFixture,
+    connect_attempts: list[int],
 ) -> None:
     relay = Relay(settings.port)
     source = make_source(attrs.evolve(settings, port=relay.port), queue, sink)
@@ -437,7 +445,8 @@ async def test_source_waits_for_the_broker_and_rides_out_an_outage(
     async with anyio.create_task_group() as relay_tg:
         async with anyio.create_task_group() as tg:
             tg.start_soon(source.run)
-            await anyio.sleep(0.7)  # nothing listening yet: a few refused attempts
+            # nothing listening yet: wait for a few refused attempts
+            await eventually(lambda: len(connect_attempts) >= 4, timeout=20)
             assert not source.status.connected
             startup = warnings(caplog)
             await relay_tg.start(relay.serve)
@@ -449,7 +458,8 @@ async def test_source_waits_for_the_broker_and_rides_out_an_outage(
             relay.down()
             await eventually(lambda: not source.status.connected)
             sink.jobs[0].settle(Outcome.PLAYED)  # plays while the broker is unreachable
-            await anyio.sleep(1.5)  # ~7 reconnect attempts
+            during = len(connect_attempts)
+            await eventually(lambda: len(connect_attempts) >= during + 7, timeout=30)  # 6+ refused
             outage = warnings(caplog)
             ours = warnings(caplog, "poc.")
             await relay_tg.start(relay.serve)

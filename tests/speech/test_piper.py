@@ -185,3 +185,29 @@ def test_list_voices_gives_the_shipped_configured_and_installed_voices(
     provider = PiperProvider(22050)
     for listed in voices:
         provider.check_voice(listed.id, listed.language)
+
+
+def test_the_voice_runs_with_the_memory_settings_and_speaks_as_piper_would() -> None:
+    """Piper builds its session with onnxruntime's defaults; ours differs only in memory
+    settings (docs/reliability.md), which must not change a single sample."""
+    from piper.config import SynthesisConfig
+
+    from poc.speech.piper import load_voice, shipped_voice
+
+    files = shipped_voice()
+    ours = load_voice(files)
+    applied = ours.session.get_session_options()
+    assert applied.enable_cpu_mem_arena is False
+    theirs = PiperVoice.load(files.model, files.config, include_alignments=True)
+    assert theirs.session.get_session_options().enable_cpu_mem_arena is True
+    # Without noise the model is deterministic, so both sessions must give the same samples.
+    still = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    for text in ("Fresh offer today.", "Breaking news, right now. Would you like the forecast?"):
+        ids = [ours.phonemes_to_ids(p) for p in ours.phonemize(text)]
+        for phoneme_ids in ids:
+            our_audio, our_samples = ours.phoneme_ids_to_audio(phoneme_ids, still, True)
+            their_audio, their_samples = theirs.phoneme_ids_to_audio(phoneme_ids, still, True)
+            assert our_samples is not None and len(our_audio) > 11025  # alignments, half a second
+            np.testing.assert_array_equal(our_samples, their_samples)
+            difference = np.abs(our_audio.astype(np.float64) - their_audio) * 32767
+            assert difference.max() <= 1.0  # within one LSB of the int16 piper hands out

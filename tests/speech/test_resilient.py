@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 from poc.speech.base import (
     AuthRejected,
     InvalidSpeechRequest,
@@ -35,6 +35,9 @@ class Scripted:
         self.plans = deque(plans or [])
         self.chunks = chunks
         self.calls: list[tuple[str, str | None]] = []
+
+    def warm_up(self) -> None:
+        pass
 
     def check_voice(self, voice: str | None, language: str | None) -> None:
         if voice == "nobody":

@@ -14,11 +14,14 @@ import attrs
 import cv2
 import numpy as np
 
+from poc.errors import StartupError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-class AvatarError(ValueError):
-    """The avatar source cannot be used (missing, unreadable, empty)."""
+class AvatarError(StartupError, ValueError):
+    """The avatar source cannot be used (missing, unreadable, empty). The loader knows the
+    file, not the setting that named it: callers pass the setting (load_avatars does)."""
 
 
 @attrs.frozen
@@ -52,10 +55,14 @@ class Avatar:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of the file; AvatarError when it cannot be read (unreadable, vanished)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as error:
+        raise AvatarError(f"cannot read avatar file {path}: {error.strerror or error}") from None
     return h.hexdigest()
 
 
@@ -135,17 +142,32 @@ def load_avatar(path: Path, width: int, height: int, max_frames: int = 600) -> A
 
 
 def load_avatars(
-    idle: Path, talking: Path, width: int, height: int, idle_max_frames: int = 600, talking_max_frames: int = 600
+    idle: Path,
+    talking: Path,
+    width: int,
+    height: int,
+    idle_max_frames: int = 600,
+    talking_max_frames: int = 600,
+    *,
+    idle_setting: str | None = None,
+    talking_setting: str | None = None,
 ) -> tuple[Avatar, Avatar]:
     """The idle and the talking avatar, both fitted to the output size.
 
     When both name the same file, or files with the same bytes, the SAME object is returned
     twice: the compositor then keeps the shared body and blends only the mouth (no whole-frame
     cross-fade). The talking file is then loaded with the idle limit, as one avatar is.
+    An AvatarError names `idle_setting` or `talking_setting`, the env names that chose the files.
     """
-    idle_avatar = load_avatar(idle, width, height, max_frames=idle_max_frames)
-    if not talking.is_file():
-        raise AvatarError(f"avatar file not found: {talking}")
-    if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.source_digest:
-        return idle_avatar, idle_avatar
-    return idle_avatar, load_avatar(talking, width, height, max_frames=talking_max_frames)
+    try:
+        idle_avatar = load_avatar(idle, width, height, max_frames=idle_max_frames)
+    except AvatarError as error:
+        raise error.with_setting(idle_setting) if idle_setting else error
+    try:
+        if not talking.is_file():
+            raise AvatarError(f"avatar file not found: {talking}")
+        if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.source_digest:
+            return idle_avatar, idle_avatar
+        return idle_avatar, load_avatar(talking, width, height, max_frames=talking_max_frames)
+    except AvatarError as error:
+        raise error.with_setting(talking_setting) if talking_setting else error

@@ -18,6 +18,8 @@ from typing import Protocol, Sequence
 import attrs
 import numpy as np
 
+from poc.errors import StartupError
+
 
 @attrs.frozen
 class FacePatch:
@@ -94,10 +96,30 @@ class FaceEngine(Protocol):
         start sooner."""
         ...
 
+    @property
+    def batch_size(self) -> int:
+        """Slots the pipeline feeds per call: the engine's efficient batch (MuseTalk renders
+        this many frames at once on the GPU); the pipeline feeds at least two."""
+        ...
+
+    def warm_up(self) -> object:
+        """Pay one-off costs before the first message (CUDA start-up, kernel selection) and
+        measure what `lead_seconds` depends on; a no-op where there is nothing to do. Blocking,
+        called once before the engine is attached; raises EngineError if the engine cannot run.
+        What it returns is the engine's own business (MuseTalk: frames per second)."""
+        ...
+
     def start_utterance(self) -> Utterance: ...
 
     def close(self) -> None: ...
 
 
-class EngineError(RuntimeError):
-    """The engine cannot run (missing weights, bad avatar): a start-up error, said in one line."""
+class EngineError(StartupError, RuntimeError):
+    """The engine cannot run (missing weights, bad avatar): a start-up error, said in one line.
+    `setting` names the env setting at fault where the raiser knows it; face.factory names
+    the rest."""
+
+
+class AvatarFaceError(EngineError):
+    """The avatar holds no face the engine can draw on: the fix is another avatar file, so
+    face.factory names the setting that chose the talking avatar."""

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from poc.config import Settings
 from poc.face.avatar import Avatar
-from poc.face.base import EngineError, FaceEngine
+from poc.face.base import AvatarFaceError, EngineError, FaceEngine
 
 
 def create_engine(settings: Settings, avatar: Avatar) -> FaceEngine:
     """Build the engine on `avatar`, the TALKING avatar: its body frames are the ones the mouth
     is drawn on (the idle avatar, when it differs, is only cross-faded to by the compositor).
-    Blocking (loads landmarks or weights): run it in a worker thread."""
+    Blocking (loads landmarks or weights): run it in a worker thread. Raises EngineError naming
+    a setting: the raiser's, the talking avatar's for a face it cannot use, else TALKING_FACE_MODEL."""
+    try:
+        return _build(settings, avatar)
+    except AvatarFaceError as error:
+        raise error.with_setting(settings.talking_avatar_setting)
+    except EngineError as error:
+        raise error.with_setting("TALKING_FACE_MODEL")
+
+
+def _build(settings: Settings, avatar: Avatar) -> FaceEngine:
     if settings.talking_face_model == "warp":
         from poc.face.warp import WarpEngine
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from poc.face.hosted.base import HostedFaceClient, HostedFaceError
 from poc.face.hosted.video import iter_video
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

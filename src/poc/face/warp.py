@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from poc.face.avatar import Avatar
-from poc.face.base import EngineError, FacePatch, RenderedFrame, SpeechSlot
+from poc.face.base import AvatarFaceError, EngineError, FacePatch, RenderedFrame, SpeechSlot
 from poc.face.landmarks import NoFaceFound, detect_landmarks
 from poc.face.mouth import MouthPose, MouthRig, RigError
 from poc.face.visemes import LOOKAHEAD, MouthTrack, TrackedSlot
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RIG_CACHE_SIZE = 64  # rigs kept for a video avatar (~0.5 MB each at 720p, ~1 ms to rebuild)
 LANDMARK_SMOOTHING_FRAMES = 1.5  # sigma of the temporal smoothing of a video's landmarks
 RENDER_BUDGET_S = 0.03  # generous allowance for rendering one batch of frames
+BATCH_SIZE = 6  # slots per feed: a few ms each, so a batch is well inside RENDER_BUDGET_S
 
 
 def _detect_near(frame: np.ndarray, previous: np.ndarray | None) -> np.ndarray:
@@ -117,13 +118,13 @@ class WarpEngine:
         try:
             self._landmarks = track_landmarks(avatar.frames)
         except NoFaceFound as exc:
-            raise EngineError(f"warp engine: {exc} ({avatar.source})") from None
+            raise AvatarFaceError(f"warp engine: {exc} ({avatar.source})") from None
         self._rigs: OrderedDict[int, MouthRig] = OrderedDict()
         self._rigs_lock = threading.Lock()  # an interrupted utterance may overlap the next
         try:
             self.rig(0)  # a face too small or too odd to warp fails now, not on air
         except RigError as exc:
-            raise EngineError(f"warp engine: {exc} ({avatar.source})") from None
+            raise AvatarFaceError(f"warp engine: {exc} ({avatar.source})") from None
         log.info(
             "warp engine ready: %d avatar frame(s), landmarks in %.2f s",
             len(avatar.frames),
@@ -138,6 +139,13 @@ class WarpEngine:
     @property
     def lookahead_seconds(self) -> float:
         return LOOKAHEAD / self.fps
+
+    @property
+    def batch_size(self) -> int:
+        return BATCH_SIZE
+
+    def warm_up(self) -> None:
+        """Nothing to do: the landmarks and the first rig were built with the engine."""
 
     def rig(self, frame_number: int) -> MouthRig:
         """The warp of one source frame, built on first use and cached."""

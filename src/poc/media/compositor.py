@@ -35,8 +35,8 @@ from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
 from poc.jobs import Job, Outcome
 from poc.media.audio import fade_out, samples_in_frame, silence
-from poc.media.timeline import Schedule, Segment
-from poc.ops.metrics import Metrics
+from poc.media.timeline import Ending, Schedule, Segment
+from poc.metrics import Metrics
 from poc.statechart import StreamChart
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Compositor:
         metrics: Metrics,
         blend_frames: int = 4,
         hold_frames: int = 6,
-        on_started: Callable[[Job], None] = lambda job: None,
+        on_started: Callable[[Job, int], None] = lambda job, frame: None,
         on_settled: Callable[[Job], None] = lambda job: None,
         *,
         talking_avatar: Avatar | None = None,
@@ -70,7 +70,9 @@ class Compositor:
     ) -> None:
         """`avatar` is the idle avatar; `talking_avatar` (default: the same object) is the body
         talking faces are drawn on. `transition_frames` (default: 0.3 s) is the length of a
-        whole-frame cross-fade; `blend_frames` that of the mouth blend."""
+        whole-frame cross-fade; `blend_frames` that of the mouth blend. `on_started(job, k)` is
+        called when a job's first frame k is rendered, `on_settled(job)` once the compositor
+        has settled a job (played, failed or interrupted), both during the tick."""
         self.avatar = avatar
         self.talking_avatar = avatar if talking_avatar is None else talking_avatar
         self.chart = chart
@@ -160,14 +162,14 @@ class Compositor:
         quiet = silence(samples_in_frame(k, self.sample_rate, self.fps))
         segment = self._current_segment(k)
         if segment is None:
-            return self._last_patch if self.chart.state_id == "transitioning" else None, quiet
+            return self._last_patch if self.chart.transitioning.is_active else None, quiet
         if segment.stop_at is not None and k >= segment.stop_at:
-            self._end(segment, k, "interrupted", segment.stop_outcome)
+            self._end(segment, Ending.INTERRUPTED)
             audio = segment.audio[k - segment.start] if k < segment.end else quiet
             return self._last_patch, fade_out(audio) if k == segment.stop_at else quiet
         if k >= segment.end:
             if segment.complete:
-                self._end(segment, k, "failed" if segment.failure else "speech_finished")
+                self._end(segment, Ending.FAILED if segment.failure else Ending.FINISHED)
                 return self._last_patch, quiet
             self.audio_underruns += 1  # speech not arrived yet: silence, hold the face
             self.metrics.audio_underruns.inc()
@@ -189,23 +191,23 @@ class Compositor:
             return None
         if not head.playing:
             whole = self.avatars_differ or head.whole_frames
-            if self.chart.state_id == "transitioning":
+            if self.chart.transitioning.is_active:
                 # the previous message is still blending out: finish that blend now, so this
                 # message starts exactly on its frame (its audio is laid onto frame numbers).
                 # A cross-fade turns back from where it is instead (snapping a whole frame to
                 # idle would be a visible jump).
                 if not (whole and self._whole):
                     self._position = 0
-                self.chart.send("blend_finished")
+                self.chart.blend_finished()
             self._whole = whole
             self._steps = self.transition_frames if whole else self.blend_frames
-            if self.chart.state_id == "idle":
-                self.chart.send("message_accepted")
+            if self.chart.idle.is_active:
+                self.chart.message_accepted()
             head.playing = True
             head.job.on_air_at = time.monotonic()
-            self.chart.send("frames_ready")
+            self.chart.frames_ready()
             self._last_patch = None
-            self._on_started(head.job)
+            self._on_started(head.job, k)
         return head
 
     def _hold(self) -> FacePatch | None:
@@ -214,26 +216,23 @@ class Compositor:
         self._held += 1
         return self._last_patch if self._held <= self.hold_frames else None
 
-    def _end(self, segment: Segment, k: int, event: str, outcome_name: str = "") -> None:
+    def _end(self, segment: Segment, ending: Ending) -> None:
         self.schedule.pop_head()
-        outcome = Outcome(outcome_name) if outcome_name else {
-            "speech_finished": Outcome.PLAYED,
-            "failed": Outcome.DEAD_LETTERED,
-        }[event]
+        outcome = ending.outcome(segment)
         reason = segment.failure or ("cut short by a shutdown" if outcome is Outcome.REQUEUED else "")
         if segment.job.settle(outcome, reason):
             self._on_settled(segment.job)
-        self.chart.send(event)
+        self.chart.send(ending.value)
 
     def _advance_blend(self) -> None:
-        state = self.chart.state_id
-        if state == "transitioning":
-            self._position = min(self._steps, max(0, self._position + self.chart.blend_direction))
+        chart = self.chart
+        if chart.transitioning.is_active:
+            self._position = min(self._steps, max(0, self._position + chart.blend_direction))
             if self._position in (0, self._steps):
-                self.chart.send("blend_finished")
-                if self.chart.state_id != "talking":
+                chart.blend_finished()
+                if not chart.talking.is_active:
                     self._last_patch = None
-        elif state == "talking":
+        elif chart.talking.is_active:
             self._position = self._steps
         else:
             self._position = 0
@@ -246,7 +245,7 @@ class Compositor:
         if head is None or not head.playing or head.stop_at is not None:
             return None
         head.stop_at = self.frame
-        head.stop_outcome = outcome.value
+        head.stop_outcome = outcome
         return head.job
 
     def seconds_left(self) -> float | None:

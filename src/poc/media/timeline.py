@@ -8,6 +8,7 @@ that frame and, once the engine has rendered it, the face patch.
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from typing import Iterable, Sequence
 
@@ -15,9 +16,23 @@ import attrs
 import numpy as np
 
 from poc.face.base import FacePatch, RenderedFrame, SpeechSlot
-from poc.jobs import Job  # noqa: TC001 (attrs needs it at run time)
+from poc.jobs import Job, Outcome  # noqa: TC001 (attrs needs them at run time)
 from poc.media.audio import samples_in_frame
 from poc.speech.base import SpeechChunk
+
+
+class Ending(enum.Enum):
+    """How a segment leaves the air; the value is the statechart event that says so."""
+
+    FINISHED = "speech_finished"  # its last frame played: the job played
+    FAILED = "failed"  # its speech stopped early and what there was played: dead-lettered
+    INTERRUPTED = "interrupted"  # cut at `stop_at`: settled as its `stop_outcome`
+
+    def outcome(self, segment: Segment) -> Outcome:
+        """The job's outcome when `segment` ends this way."""
+        if self is Ending.INTERRUPTED:
+            return segment.stop_outcome
+        return Outcome.PLAYED if self is Ending.FINISHED else Outcome.DEAD_LETTERED
 
 
 @attrs.define(eq=False)
@@ -30,7 +45,7 @@ class Segment:
     failure: str = ""  # why speech stopped early, if it did
     playing: bool = False  # the compositor has started it
     stop_at: int | None = None  # interrupt: last frame to play (faded), set by the compositor
-    stop_outcome: str = "interrupted"  # or "requeued" when cut short by a shutdown
+    stop_outcome: Outcome = Outcome.INTERRUPTED  # or REQUEUED when cut short by a shutdown
     # Its patches are whole pictures of its own (a hosted face's frames), not a mouth on the
     # talking body: the switch to and from it cross-fades whole frames even with one avatar.
     whole_frames: bool = False

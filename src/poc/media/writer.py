@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from poc.ops.metrics import Metrics
+from poc.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,8 @@ class FfmpegWriter:
         )
 
     def start(self) -> None:
+        """Start the supervisor (it spawns ffmpeg) and wait, at most 2 s, for the first session.
+        Blocking: from the event loop, run it in a worker thread (app.py does)."""
         self._supervisor.start()
         self._first_session.wait(timeout=2.0)  # so the very first frames are not dropped
 

@@ -1,57 +1,78 @@
-"""/healthz and /metrics.
+"""/healthz and /metrics: the open routes of the operator's port (no studio token needed).
 
 /healthz is 200 while frames are leaving for the RTMP server, 503 while they should be and are
 not (ffmpeg or the server down). A stream an operator stopped on purpose (the `stop` control) is
 200 with `"stream": "stopped by operator"`: the service is fine and doing what it was told, and
 a 503 would make a kubelet restart it (putting it back on air against the operator's wish) or a
 load balancer page someone. `on_air` is false then, and `poc_stream_on_air` is 0.
+
+/metrics is prometheus-client's own ASGI app over the service's registry (content negotiation,
+gzip and the OpenMetrics format come with it); the gauges that describe a moment rather than a
+count (speech queued ahead, RabbitMQ connection) are set from a fresh snapshot just before.
 """
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING
+from typing import Any
 
-from poc.ops.http import HttpServer, Request, Response, json_response
+from prometheus_client import make_asgi_app
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from poc.app import Service
+from poc.metrics import Metrics
+from poc.ops.status import ServiceStatus, StatusSource
+
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})  # never behind the studio token
 
 
-def health_report(service: "Service") -> dict:
-    source = service.source
-    status = getattr(source, "status", None)
-    up, stopped = service.writer.up, service.stopped_by_operator
+def health_report(status: ServiceStatus) -> dict[str, Any]:
+    """The /healthz body; `healthy` decides its status code (200, else 503)."""
+    up, stopped = status.on_air, status.stopped
     return {
         "healthy": up or stopped,
         "on_air": up,
         "stream": "stopped by operator" if stopped else "on air" if up else "off air",
-        "state": service.pipeline.chart.state_id,
-        "frame": service.pipeline.compositor.frame,
-        "uptime_seconds": round(time.monotonic() - service.started_at, 1),
-        "writer_restarts": service.writer.restarts,
-        "dropped_frames": service.writer.dropped,
-        "underrun_frames": service.pipeline.compositor.underruns,
-        "queued_messages": len(service.pipeline.queued_jobs),
-        "queued_speech_seconds": round(service.pipeline.queued_seconds(), 2),
-        "rabbitmq_connected": bool(getattr(status, "connected", False)),
-        "speech": service.speech.report(),
-        "face": service.hosted.name if service.hosted is not None else service.settings.talking_face_model,
+        "state": status.state,
+        "frame": status.frame,
+        "uptime_seconds": round(status.uptime_seconds, 1),
+        "writer_restarts": status.writer_restarts,
+        "dropped_frames": status.dropped_frames,
+        "underrun_frames": status.underrun_frames,
+        "queued_messages": status.queued_messages,
+        "queued_speech_seconds": round(status.queued_seconds, 2),
+        "rabbitmq_connected": status.rabbitmq_connected,
+        "speech": dict(status.speech),
+        "face": status.face,
     }
 
 
-def install_routes(http: HttpServer, service: "Service") -> None:
-    async def healthz(request: Request) -> Response:
-        report = health_report(service)
-        return json_response(200 if report["healthy"] else 503, report)
+class _MetricsApp:
+    """prometheus-client's ASGI app, with the moment gauges brought up to date first. A class
+    (not a function) so that Starlette routes to it as an ASGI app."""
 
-    async def metrics(request: Request) -> Response:
-        service.metrics.queued_speech.set(service.pipeline.queued_seconds())
-        status = getattr(service.source, "status", None)
-        if status is not None:
-            service.metrics.amqp_reconnects.set(status.reconnects)
-            service.metrics.amqp_connected.set(1 if status.connected else 0)
-        return 200, "text/plain; version=0.0.4; charset=utf-8", service.metrics.render()
+    def __init__(self, metrics: Metrics, status: StatusSource) -> None:
+        self.metrics = metrics
+        self.status = status
+        self.app = make_asgi_app(metrics.registry)
 
-    http.route("GET", "/healthz", healthz)
-    http.route("GET", "/metrics", metrics)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        now = self.status()
+        self.metrics.queued_speech.set(now.queued_seconds)
+        self.metrics.amqp_reconnects.set(now.rabbitmq_reconnects)
+        self.metrics.amqp_connected.set(1 if now.rabbitmq_connected else 0)
+        await self.app(scope, receive, send)
+
+
+def health_routes(status: StatusSource, metrics: Metrics) -> list[Route]:
+    """GET /healthz and GET /metrics over `status` (a fresh snapshot per call) and `metrics`."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        report = health_report(status())
+        return JSONResponse(report, status_code=200 if report["healthy"] else 503)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", _MetricsApp(metrics, status), methods=["GET"]),
+    ]

@@ -1,30 +1,81 @@
-"""Logging set-up: one line per event, and secrets masked in every record."""
+"""Logging set-up: one line per event, and secrets masked in every record.
+
+A secret is masked where it stands as a token: the stream-key segment of a URL, the value of a
+`key=` / `"password": "..."` field, a word of its own. It is never masked inside another word:
+a stream key `acc` must not turn "accepted" into "***epted". Authorization header values
+(`Bearer ...`, `Basic ...`) are masked whatever they hold, since a vendor's header may carry an
+encoding of a key rather than the key itself.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Iterable
+from urllib.parse import quote
+
+MASK = "***"
+
+# `Authorization: Bearer x`, `authorization="Basic x"`, `'Authorization': 'Token x'`, a bare
+# `Bearer x`: group 1 keeps the name and scheme, the credential after it is masked.
+_AUTHORIZATION = re.compile(
+    r"""(?ix)
+    (
+      \b(?:proxy-)?authorization\b ["']? \s* [:=] \s* ["']? (?:(?:bearer|basic|token)\s+)?
+      | \bbearer\s+
+    )
+    [^\s"',;}\]]+
+    """
+)
+_WORD_CHAR = re.compile(r"\w")
+
+
+class Redactor:
+    """Masks the given secrets (and Authorization values) in text. Guarantees: every occurrence
+    of a secret that is not part of a longer word is replaced by ***; a secret inside a longer
+    word (letters, digits, underscores on the side where the secret itself ends in one) is left,
+    because there it is a fragment of ordinary text, not the secret."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        variants: set[str] = set()
+        for secret in secrets:
+            if secret:
+                variants.add(secret)
+                variants.add(quote(secret, safe=""))  # as it appears inside a URL
+        # Longest first: a regex alternation takes the first alternative that matches here.
+        ordered = sorted(variants, key=len, reverse=True)
+        self._secrets = re.compile("|".join(_as_token(s) for s in ordered)) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        if self._secrets is not None:
+            text = self._secrets.sub(MASK, text)
+        return _AUTHORIZATION.sub(lambda m: m.group(1) + MASK, text)
+
+
+def _as_token(secret: str) -> str:
+    """A pattern for `secret` not glued to a word: a side that ends in a word character must
+    not touch another one (a side ending in punctuation already marks a token edge)."""
+    left = r"(?<!\w)" if _WORD_CHAR.match(secret[0]) else ""
+    right = r"(?!\w)" if _WORD_CHAR.match(secret[-1]) else ""
+    return left + re.escape(secret) + right
 
 
 class RedactSecrets(logging.Filter):
-    """Replaces each secret (password, stream key) with *** in the formatted message."""
+    """Masks secrets (password, stream key, API keys) in the formatted message and traceback."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.redact = Redactor(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text:
-                for secret in self.secrets:
-                    record.exc_text = record.exc_text.replace(secret, "***")
+        record.msg, record.args = self.redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
         return True
 
 
@@ -37,6 +88,5 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Their reconnect tracebacks say nothing new; httpx would log every poll of a face API job.
-    for noisy in ("aiormq", "aio_pika", "asyncio", "httpx", "httpcore"):
+    for noisy in ("aiormq", "aio_pika", "asyncio"):  # their reconnect tracebacks say nothing new
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

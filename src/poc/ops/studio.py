@@ -9,12 +9,11 @@ do, any producer on the queue can already do.
 Routes: GET / (the page), GET /static/<file> (a fixed list: exact routes, so no path can reach
 outside the folder), GET /api/status (one JSON snapshot), GET /api/events (server-sent events:
 every statechart transition as it happens and a snapshot every second), POST /api/say and
-POST /api/control (interrupt, clear, and stop/start for the stream itself).
+POST /api/control (interrupt, clear, and stop/start for the stream itself). They are Starlette
+routes; ops/http.py serves them, ops/auth.py puts them behind STUDIO_TOKEN when one is set.
 
-Server-sent events need a response that stays open, while poc.ops.http answers each connection
-with one complete response under a 10 s limit. Rather than fork that server, the studio puts a
-thin front on its connection handler: it reads the request line, keeps GET /api/events for itself
-and hands every other connection, with the bytes it already read, to the original handler.
+The studio reads the service only through a status function (ops/status.py) and the chart it
+listens to, so it never imports poc.app.
 """
 
 from __future__ import annotations
@@ -24,22 +23,23 @@ import logging
 import threading
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
 import anyio
-from anyio.abc import ByteStream
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from poc.config import Settings, stream_key
 from poc.jobs import Outcome
 from poc.messages import InvalidMessage, MessageLimits, parse_message
-from poc.ops.http import CLIENT_GONE, HttpServer, Request, Response, json_response
+from poc.ops.http import json_error
+from poc.ops.status import ServiceStatus, StatusSource
 from poc.source.connection import AmqpSettings
 from poc.source.publish import PublishError, build_control, build_text, publish
-from poc.statechart import mermaid_diagram
-
-if TYPE_CHECKING:
-    from poc.app import Service
+from poc.statechart import StreamChart, mermaid_diagram
 
 log = logging.getLogger(__name__)
 
@@ -55,29 +55,32 @@ EVENTS_PATH = "/api/events"
 SNAPSHOT_SECONDS = 1.0  # how often an open event stream gets a status snapshot
 MAX_EVENT_CLIENTS = 8  # open event streams at once; each costs a task and a wake-up a second
 SEND_TIMEOUT_S = 5.0  # a client that stops reading for this long is dropped
-PUBLISH_TIMEOUT_S = 5.0  # under the HTTP server's 10 s limit, so the page gets a real answer
+PUBLISH_TIMEOUT_S = 5.0  # so the page gets a real answer while the user still waits
 LOCAL_RTMP_HOSTS = {"127.0.0.1", "localhost", "::1"}
 LOCAL_HLS = "http://127.0.0.1:8088/hls/{key}.m3u8"  # scripts/rtmp_server.sh's default HLS port
 
-_EVENT_HEAD = (
-    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-    "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
-).encode()
+_EVENT_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"x-accel-buffering", b"no")]
 
 # publisher(body, control) -> message id; raises poc.source.publish.PublishError
 Publisher = Callable[[dict[str, Any], bool], Awaitable[str]]
 
 
-def install_studio(http: HttpServer, service: "Service", *, publisher: Publisher | None = None) -> None:
-    """Add the studio's routes to `http` (before it serves). `publisher` is for tests."""
-    studio = _Studio(service, publisher or amqp_publisher(service.settings))
-    http.route("GET", "/", studio.page)
+def studio_routes(
+    settings: Settings, status: StatusSource, chart: StreamChart, *, publisher: Publisher | None = None
+) -> list[Route]:
+    """The studio's routes over a running service: `status` gives a fresh snapshot per call,
+    `chart` is listened to for live transitions. `publisher` is for tests (default: RabbitMQ)."""
+    studio = _Studio(settings, status, chart, publisher or amqp_publisher(settings))
+    routes = [Route("/", studio.page, methods=["GET"])]
     for name, content_type in STATIC_FILES.items():
-        http.route("GET", f"/static/{name}", _static_handler(name, content_type))
-    http.route("GET", "/api/status", studio.status)
-    http.route("POST", "/api/say", studio.say)
-    http.route("POST", "/api/control", studio.control)
-    http.route_stream("GET", EVENTS_PATH, studio.open_event_stream)
+        routes.append(Route(f"/static/{name}", _static_handler(name, content_type), methods=["GET"]))
+    routes += [
+        Route("/api/status", studio.status, methods=["GET"]),
+        Route("/api/say", studio.say, methods=["POST"]),
+        Route("/api/control", studio.control, methods=["POST"]),
+        Route(EVENTS_PATH, _EventStream(studio), methods=["GET"]),
+    ]
+    return routes
 
 
 def hls_url(settings: Settings) -> str | None:
@@ -110,34 +113,9 @@ def _static_handler(name: str, content_type: str) -> Callable[[Request], Awaitab
     body = (STATIC_DIR / name).read_bytes()  # read once: the files ship with the package
 
     async def handler(request: Request) -> Response:
-        return 200, content_type, body
+        return Response(body, media_type=content_type)
 
     return handler
-
-
-class _LatencyWatch:
-    """The latest dequeue → on-air delay, read from the pipeline's `on_air` latency histogram.
-
-    The histogram keeps only a sum and a count, so the newest value is the growth of the sum
-    over the growth of the count since the last look (a mean, if several messages went on air
-    in between; the studio looks at least once a second and on every transition).
-    """
-
-    def __init__(self, metrics: Any) -> None:
-        self._registry = metrics.registry
-        self._count = 0.0
-        self._sum = 0.0
-        self.last: float | None = None
-
-    def read(self) -> tuple[float | None, float | None]:
-        """(latest, mean over all) in seconds; None before the first message went on air."""
-        labels = {"stage": "on_air"}
-        count = self._registry.get_sample_value("poc_message_latency_seconds_count", labels) or 0.0
-        total = self._registry.get_sample_value("poc_message_latency_seconds_sum", labels) or 0.0
-        if count > self._count:
-            self.last = (total - self._sum) / (count - self._count)
-            self._count, self._sum = count, total
-        return self.last, (total / count if count else None)
 
 
 class _StateFeed:
@@ -148,17 +126,15 @@ class _StateFeed:
     its waiters find it at their next snapshot instead of at once.
     """
 
-    def __init__(self, on_transition: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         self.seq = 0
         self.recent: deque[tuple[int, dict[str, str]]] = deque(maxlen=64)
-        self._on_transition = on_transition
         self._changed: anyio.Event | None = None
         self._loop_thread = threading.get_ident()
 
     def after_transition(self, event: str, source: Any, target: Any) -> None:
         self.seq += 1
         self.recent.append((self.seq, {"state": target.id, "from": source.id, "event": event}))
-        self._on_transition()
         if self._changed is not None and threading.get_ident() == self._loop_thread:
             self._changed.set()
             self._changed = None
@@ -174,9 +150,8 @@ class _StateFeed:
 
 
 class _Studio:
-    def __init__(self, service: "Service", publisher: Publisher) -> None:
-        settings = service.settings
-        self.service = service
+    def __init__(self, settings: Settings, status: StatusSource, chart: StreamChart, publisher: Publisher) -> None:
+        self.read_status = status
         self.publisher = publisher
         self.limits = MessageLimits(
             max_body_bytes=settings.max_body_bytes,
@@ -185,58 +160,48 @@ class _Studio:
         )
         self.hls_url = hls_url(settings)
         self.mermaid = mermaid_diagram()
-        self.latency = _LatencyWatch(service.metrics)
-        self.feed = _StateFeed(self.latency.read)
-        service.pipeline.chart.add_listener(self.feed)
+        self.feed = _StateFeed()
+        chart.add_listener(self.feed)
         self.page_body = (STATIC_DIR / "index.html").read_bytes()
         self.event_clients = 0
 
     # -- reading -------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
-        service = self.service
-        pipeline, writer, registry = service.pipeline, service.writer, service.metrics.registry
-        last, mean = self.latency.read()
-        source_status = getattr(service.source, "status", None)
-        outcomes = {
-            o.value: int(registry.get_sample_value("poc_messages_total", {"outcome": o.value}) or 0)
-            for o in Outcome
-        }
-        on_air = bool(writer.up)
-        stopped = bool(service.stopped_by_operator)
+    def snapshot(self, now: ServiceStatus | None = None) -> dict[str, Any]:
+        """The /api/status body (and each `status` event): the service's snapshot as the page
+        shows it, with the page's own constants (limits, preview URL, chart text)."""
+        now = now or self.read_status()
         return {
-            "state": pipeline.chart.state_id,
-            "on_air": on_air,
-            "stopped": stopped,  # off air on purpose (the `stop` control) until a `start`
-            # Not on air after ffmpeg was restarted at least once: the writer is retrying the
-            # RTMP server. Not on air before any restart: still starting up.
-            "reconnecting": not on_air and not stopped and writer.restarts > 0,
-            "output_fps": _rounded(registry.get_sample_value("poc_output_fps"), 2),
-            "underrun_frames": int(pipeline.compositor.underruns),
-            "dropped_frames": int(writer.dropped),
-            "writer_restarts": int(writer.restarts),
-            "queued_messages": len(pipeline.queued_jobs),
-            "queued_seconds": round(pipeline.queued_seconds(), 2),
-            "last_latency_seconds": _rounded(last, 3),
-            "mean_latency_seconds": _rounded(mean, 3),
-            "messages": outcomes,
-            "rabbitmq_connected": bool(getattr(source_status, "connected", False)),
+            "state": now.state,
+            "on_air": now.on_air,
+            "stopped": now.stopped,  # off air on purpose (the `stop` control) until a `start`
+            "reconnecting": now.reconnecting,
+            "output_fps": _rounded(now.output_fps, 2),
+            "underrun_frames": now.underrun_frames,
+            "dropped_frames": now.dropped_frames,
+            "writer_restarts": now.writer_restarts,
+            "queued_messages": now.queued_messages,
+            "queued_seconds": round(now.queued_seconds, 2),
+            "last_latency_seconds": _rounded(now.last_latency_seconds, 3),
+            "mean_latency_seconds": _rounded(now.mean_latency_seconds, 3),
+            "messages": {o.value: int(now.messages.get(o.value, 0)) for o in Outcome},
+            "rabbitmq_connected": now.rabbitmq_connected,
             "max_text_chars": self.limits.max_text_chars,
             "hls_url": self.hls_url,
             "mermaid": self.mermaid,
         }
 
     async def page(self, request: Request) -> Response:
-        return 200, "text/html; charset=utf-8", self.page_body
+        return Response(self.page_body, media_type="text/html; charset=utf-8")
 
     async def status(self, request: Request) -> Response:
-        return json_response(200, self.snapshot())
+        return JSONResponse(self.snapshot())
 
     # -- acting (what a producer can do, and nothing more) -------------------------------------
 
     async def say(self, request: Request) -> Response:
-        payload = _json_object(request)
-        if isinstance(payload, tuple):
+        payload = await _json_object(request)
+        if isinstance(payload, Response):
             return payload
         body = build_text(payload.get("text"))  # type: ignore[arg-type]  # parse_message judges it
         if "interrupt" in payload:
@@ -244,14 +209,14 @@ class _Studio:
         return await self._check_and_publish(body, control=False)
 
     async def control(self, request: Request) -> Response:
-        payload = _json_object(request)
-        if isinstance(payload, tuple):
+        payload = await _json_object(request)
+        if isinstance(payload, Response):
             return payload
         raw = {"type": "control", "action": payload.get("action")}
         try:
             action = parse_message(_encode(raw), self.limits).action  # type: ignore[union-attr]
         except InvalidMessage as error:
-            return json_response(400, {"error": str(error)})
+            return json_error(400, str(error))
         # parse_message normalised it (" Clear" -> "clear"); build_control adds the id and time.
         return await self._check_and_publish(build_control(action), control=True)
 
@@ -259,49 +224,25 @@ class _Studio:
         try:
             parse_message(_encode(body), self.limits)
         except InvalidMessage as error:
-            return json_response(400, {"error": str(error)})
+            return json_error(400, str(error))
         try:
             with anyio.fail_after(PUBLISH_TIMEOUT_S):
                 message_id = await self.publisher(body, control)
         except PublishError as error:
-            return json_response(503, {"error": str(error)})
+            return json_error(503, str(error))
         except TimeoutError:
-            return json_response(503, {"error": f"RabbitMQ did not confirm within {PUBLISH_TIMEOUT_S:g} s"})
+            return json_error(503, f"RabbitMQ did not confirm within {PUBLISH_TIMEOUT_S:g} s")
         log.info("studio: sent %s message %s", body["type"], message_id)
-        return json_response(202, {"id": message_id, "type": body["type"]})
+        return JSONResponse({"id": message_id, "type": body["type"]}, status_code=202)
 
     # -- the event stream ----------------------------------------------------------------------
 
-    async def open_event_stream(self, request: Request, stream: ByteStream) -> None:
-        """Answer GET /api/events on `stream` (the request is read) until the client leaves."""
-        if self.event_clients >= MAX_EVENT_CLIENTS:
-            body = json.dumps({"error": f"too many event streams open (at most {MAX_EVENT_CLIENTS})"})
-            head = (
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            await stream.send((head + body).encode())
-            return
-
-        async def send(data: bytes) -> None:
-            with anyio.fail_after(SEND_TIMEOUT_S):
-                await stream.send(data)
-
-        self.event_clients += 1
-        try:
-            await send(_EVENT_HEAD)
-            await self.stream_events(send)
-        except Exception as error:  # see _guarded: a studio fault must not stop the stream
-            if not isinstance(error, CLIENT_GONE):
-                log.exception("studio: event stream failed")
-        finally:
-            self.event_clients -= 1
-
     async def stream_events(self, send: Callable[[bytes], Awaitable[None]]) -> None:
-        """Write events until the client goes away: transitions at once, a snapshot a second."""
+        """Write events until cancelled: transitions at once, a snapshot a second."""
         seen = self.feed.seq
-        current = {"state": self.service.pipeline.chart.state_id, "from": None, "event": None}
-        await send(b"retry: 2000\n\n" + _event("state", current) + _event("status", self.snapshot()))
+        now = self.read_status()
+        current = {"state": now.state, "from": None, "event": None}
+        await send(b"retry: 2000\n\n" + _event("state", current) + _event("status", self.snapshot(now)))
         next_snapshot = anyio.current_time() + SNAPSHOT_SECONDS
         while True:
             changes = await self.feed.wait(seen, max(0.0, next_snapshot - anyio.current_time()))
@@ -312,6 +253,49 @@ class _Studio:
                 next_snapshot = anyio.current_time() + SNAPSHOT_SECONDS
             if out:
                 await send(out)
+
+
+class _EventStream:
+    """GET /api/events as an ASGI app (a class, so Starlette hands it the raw connection): a
+    response that stays open until the client leaves, stops reading for SEND_TIMEOUT_S, or the
+    server shuts down. At most MAX_EVENT_CLIENTS at once; one more gets a 503."""
+
+    def __init__(self, studio: _Studio) -> None:
+        self.studio = studio
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        studio = self.studio
+        if studio.event_clients >= MAX_EVENT_CLIENTS:
+            refusal = json_error(503, f"too many event streams open (at most {MAX_EVENT_CLIENTS})")
+            await refusal(scope, receive, send)
+            return
+
+        async def send_body(data: bytes) -> None:
+            with anyio.fail_after(SEND_TIMEOUT_S):  # a client that stopped reading is dropped
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        studio.event_clients += 1
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _EVENT_HEADERS})
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_cancel_on_disconnect, receive, tg.cancel_scope)
+                try:
+                    await studio.stream_events(send_body)
+                except TimeoutError:
+                    log.info("studio: an event stream's client stopped reading for %g s; dropped", SEND_TIMEOUT_S)
+                except Exception:  # a studio fault must not stop the stream: this client is cut
+                    log.exception("studio: event stream failed")
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            studio.event_clients -= 1
+        # Returning without the final body message: the server closes the connection.
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 def _event(name: str, payload: dict[str, Any]) -> bytes:
@@ -327,20 +311,20 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def _json_object(request: Request) -> dict[str, Any] | Response:
+async def _json_object(request: Request) -> dict[str, Any] | Response:
     """The request's JSON object, or the 400/403 response that says why there is none."""
     origin = request.headers.get("origin")
     if origin and urlsplit(origin).netloc != request.headers.get("host"):
         # A page on another site may post to a local port; the page itself is same-origin.
-        return json_response(403, {"error": "cross-origin requests are refused"})
+        return json_error(403, "cross-origin requests are refused")
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         # Also what keeps other sites out: a cross-site JSON post needs a CORS preflight,
         # which this server never grants.
-        return json_response(400, {"error": "send the request body as application/json"})
+        return json_error(400, "send the request body as application/json")
     try:
-        payload = request.json()
+        payload = json.loads((await request.body()).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
-        return json_response(400, {"error": f"request body is not JSON: {error}".splitlines()[0]})
+        return json_error(400, f"request body is not JSON: {error}".splitlines()[0])
     if not isinstance(payload, dict):
-        return json_response(400, {"error": "request body must be a JSON object"})
+        return json_error(400, "request body must be a JSON object")
     return payload

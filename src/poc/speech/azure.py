@@ -44,8 +44,9 @@ from poc.speech.base import (
     VoiceInfo,
 )
 from poc.speech.faults import fault_for_status
-from poc.speech.sentences import join_chunks, language_matches, require_speakable
+from poc.speech.sentences import language_matches
 from poc.speech.stream_resample import PcmChunker
+from poc.speech.vendor_voice import VendorVoice
 
 VENDOR = "azure"
 DEFAULT_VOICE = "en-US-AriaNeural"
@@ -95,10 +96,11 @@ _VOICE = re.compile(r"^(?P<locale>[a-z]{2,3}(?:-[A-Z][a-z]{3})?-[A-Z]{2})-\S+$")
 _HTTP_STATUS = re.compile(r"\((\d{3})\)")
 
 
-class AzureProvider:
+class AzureProvider(VendorVoice):
     """SpeechProvider for Azure AI Speech (neural voices, streamed PCM, viseme mouth marks)."""
 
     name = VENDOR
+    vendor = VENDOR
 
     def __init__(
         self,
@@ -133,22 +135,8 @@ class AzureProvider:
         # The offered rate nearest the stream's (ties go to the higher one).
         self.vendor_rate = min(_FORMATS, key=lambda rate: (abs(rate - sample_rate), -rate))
 
-    def check_voice(self, voice: str | None, language: str | None) -> None:
-        self._voice_for(voice, language)
-
-    def synthesize_stream(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> Iterator[SpeechChunk]:
-        """Chunks as the service sends audio. Bad requests raise here, before the first chunk;
-        vendor failures raise from the iterator (SpeechError kinds, AuthRejected)."""
-        name = self._voice_for(voice, language)
-        require_speakable(text)
-        return self._stream(ssml_for(text, name, language))
-
-    def synthesize(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> SpeechChunk:
-        return join_chunks(self.synthesize_stream(text, voice, language))
+    def warm_up(self) -> None:
+        """Nothing to load: a vendor's voice."""
 
     def list_voices(self) -> list[VoiceInfo]:
         """The service's voices (GET /cognitiveservices/voices/list through the SDK)."""
@@ -160,7 +148,7 @@ class AzureProvider:
             VoiceInfo(v.short_name, v.local_name or v.short_name, v.locale) for v in result.voices
         ]
 
-    def _voice_for(self, voice: str | None, language: str | None) -> str:
+    def _resolve(self, voice: str | None, language: str | None) -> str:
         name = voice or self._default
         locale = voice_locale(name)
         if language and "Multilingual" not in name and not language_matches(language, locale):
@@ -186,7 +174,10 @@ class AzureProvider:
         )
         return config
 
-    def _stream(self, ssml: str) -> Iterator[SpeechChunk]:
+    def _stream(self, text: str, voice: str, language: str | None) -> Iterator[SpeechChunk]:
+        return self._speak(ssml_for(text, voice, language))  # built now: a bad one raises here
+
+    def _speak(self, ssml: str) -> Iterator[SpeechChunk]:
         events: queue.Queue[tuple[str, Any]] = queue.Queue()
         synthesizer = speechsdk.SpeechSynthesizer(speech_config=self._config(), audio_config=None)
         synthesizer.synthesizing.connect(lambda e: events.put(("audio", e.result.audio_data)))

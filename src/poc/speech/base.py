@@ -95,6 +95,13 @@ class AuthRejected(InvalidSpeechRequest):
 class SpeechProvider(Protocol):
     name: str
 
+    def warm_up(self) -> None:
+        """Load what the first message would otherwise wait for (a local voice's model); a
+        no-op for vendors and for voices with nothing to load. Blocking; called once in a
+        worker thread while the stream is already on air. May raise (the first message then
+        reports the fault properly)."""
+        ...
+
     def check_voice(self, voice: str | None, language: str | None) -> None:
         """Raise InvalidSpeechRequest if this voice/language cannot be spoken."""
         ...

@@ -14,8 +14,6 @@ key as `Authorization: Bearer` and the `Cartesia-Version` header it was built fo
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Iterator
 from itertools import islice
@@ -23,15 +21,10 @@ from itertools import islice
 import cartesia
 
 from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, VoiceInfo
-from poc.speech.sentences import join_chunks, require_speakable
-from poc.speech.stream_resample import PcmChunker, nearest_rate
+from poc.speech.stream_resample import PcmChunker
 from poc.speech.timings import word_marks
-from poc.speech.vendor_errors import (
-    TRANSPORT_ERRORS,
-    check_language,
-    status_fault,
-    transport_fault,
-)
+from poc.speech.vendor_errors import TRANSPORT_ERRORS
+from poc.speech.vendor_voice import ApiVoice
 
 VENDOR = "Cartesia"
 DEFAULT_VOICE = "6ccbfb76-1fc6-48f7-b71d-91ac6298247b"  # the stock voice of Cartesia's examples
@@ -39,66 +32,28 @@ DEFAULT_MODEL = "sonic-3"
 PCM_RATES = (8000, 16000, 22050, 24000, 44100, 48000)  # documented raw output rates
 MAX_VOICES = 1000  # list_voices stops paging here
 _VOICE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_SDK_ERRORS = (cartesia.APIStatusError, cartesia.APIConnectionError, *TRANSPORT_ERRORS)
 
 
-class CartesiaProvider:
+class CartesiaProvider(ApiVoice):
     """SpeechProvider for Cartesia (see the module docstring)."""
 
     name = "cartesia"
+    vendor = VENDOR
+    default_voice = DEFAULT_VOICE
+    default_model = DEFAULT_MODEL
+    pcm_rates = PCM_RATES
 
-    def __init__(
-        self,
-        sample_rate: int,
-        api_key: str,
-        voice: str | None = None,
-        *,
-        base_url: str | None = None,
-        model: str | None = None,
-        timeout_s: float = 10.0,
-    ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if not api_key:
-            raise ValueError("Cartesia needs an API key (TTS_API_KEY)")
-        self.sample_rate = sample_rate
-        self.vendor_rate = nearest_rate(sample_rate, PCM_RATES)
-        self.model = model or DEFAULT_MODEL
-        self.timeout_s = timeout_s
-        self._key = api_key
-        self._default = voice or DEFAULT_VOICE
-        self._check_id(self._default)
-        self._client = cartesia.Cartesia(
-            api_key=api_key, base_url=base_url or None, timeout=timeout_s, max_retries=0
+    def _connect(self, api_key: str, base_url: str | None) -> cartesia.Cartesia:
+        return cartesia.Cartesia(
+            api_key=api_key, base_url=base_url or None, timeout=self.timeout_s, max_retries=0
         )
-
-    # -- the contract -----------------------------------------------------------------------
-
-    def check_voice(self, voice: str | None, language: str | None) -> None:
-        self._check_id(voice or self._default)
-        check_language(VENDOR, language)
-
-    def synthesize_stream(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> Iterator[SpeechChunk]:
-        """Chunks as Cartesia streams them. Bad requests raise here, before the first chunk."""
-        self.check_voice(voice, language)
-        require_speakable(text)
-        return self._stream(text, voice or self._default, language)
-
-    def synthesize(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> SpeechChunk:
-        return join_chunks(self.synthesize_stream(text, voice, language))
 
     def list_voices(self) -> list[VoiceInfo]:
         try:
             voices = list(islice(self._client.voices.list(limit=100), MAX_VOICES))
-        except cartesia.APIStatusError as error:
-            raise self._status_error(error) from None
-        except cartesia.APIConnectionError as error:
-            raise self._connection_error(error) from None
-        except TRANSPORT_ERRORS as error:
-            raise transport_fault(VENDOR, error, self.timeout_s) from None
+        except _SDK_ERRORS as error:
+            raise self._fault(error) from None
         return [
             VoiceInfo(id=v.id, name=v.name or v.id, language=str(v.language or ""))
             for v in voices
@@ -125,7 +80,7 @@ class CartesiaProvider:
                 for event in events:
                     kind = getattr(event, "type", None)
                     if kind == "chunk":
-                        pcm = self._decode(getattr(event, "data", None))
+                        pcm = self._base64_audio(getattr(event, "data", None))
                         received += len(pcm)
                         chunk = chunker.feed(pcm)
                         if chunk is not None:
@@ -137,47 +92,29 @@ class CartesiaProvider:
                     elif kind == "error":
                         status = int(getattr(event, "status_code", 0) or 500)
                         said = f"{getattr(event, 'title', '')}: {getattr(event, 'message', '')}"
-                        raise status_fault(VENDOR, status, None, said, self._key)
+                        raise self._status_fault(status, None, said)
                     elif kind == "done":
                         break
-        except cartesia.APIStatusError as error:
-            raise self._status_error(error) from None
-        except cartesia.APIConnectionError as error:
-            raise self._connection_error(error) from None
-        except TRANSPORT_ERRORS as error:
-            raise transport_fault(VENDOR, error, self.timeout_s) from None
+        except _SDK_ERRORS as error:
+            raise self._fault(error) from None
         except ValueError as error:
             if isinstance(error, InvalidSpeechRequest):
                 raise  # an error event for a request Cartesia refused
             raise BadVendorAudio(f"{VENDOR} sent events that do not add up: {error}") from None
-        if received == 0:
-            raise BadVendorAudio(f"{VENDOR} answered without any audio")
-        last = chunker.finish()
-        if last is not None:
-            yield last
+        yield from self._last_chunks(chunker, received)
 
-    def _status_error(self, error: cartesia.APIStatusError) -> Exception:
-        headers = error.response.headers
-        return status_fault(VENDOR, error.status_code, headers, error.body, self._key)
+    def _fault(self, error: BaseException) -> Exception:
+        """The contract error for what the SDK or its transport raised (one of _SDK_ERRORS)."""
+        if isinstance(error, cartesia.APIStatusError):
+            return self._status_fault(error.status_code, error.response.headers, error.body)
+        if isinstance(error, cartesia.APIConnectionError):
+            return self._connection_fault(error, isinstance(error, cartesia.APITimeoutError))
+        return self._transport_fault(error)
 
-    def _connection_error(self, error: cartesia.APIConnectionError) -> Exception:
-        timed_out = isinstance(error, cartesia.APITimeoutError)
-        cause = error.__cause__ or (TimeoutError() if timed_out else error)
-        return transport_fault(VENDOR, cause, self.timeout_s)
-
-    def _decode(self, data: object) -> bytes:
-        if data is None or data == "":
-            return b""
-        if not isinstance(data, str):
-            raise BadVendorAudio(f"{VENDOR} sent audio that is not a base64 string")
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadVendorAudio(f"{VENDOR} sent audio that is not valid base64") from None
-
-    def _check_id(self, voice: str) -> None:
+    def _voice_param(self, voice: str) -> str:
         if not _VOICE_ID.fullmatch(voice):
             raise InvalidSpeechRequest(
                 f"{voice!r} is not a Cartesia voice id (a UUID like {DEFAULT_VOICE}; "
                 "list them with `python -m poc voices --provider cartesia`)"
             )
+        return voice

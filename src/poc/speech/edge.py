@@ -66,6 +66,9 @@ class EdgeProvider:
         self._receive_timeout_s = receive_timeout_s
         voice_locale(self._default)  # a malformed default voice is a configuration error
 
+    def warm_up(self) -> None:
+        """Nothing to load: an online voice."""
+
     def check_voice(self, voice: str | None, language: str | None) -> None:
         self._voice_for(voice, language)
 

@@ -13,8 +13,6 @@ stream's rules, and its timeout is the stall timeout (no byte for `timeout_s` ra
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import re
 from collections.abc import Iterator
@@ -23,15 +21,10 @@ from elevenlabs.client import ElevenLabs
 from elevenlabs.core.api_error import ApiError
 
 from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, VoiceInfo
-from poc.speech.sentences import join_chunks, require_speakable
-from poc.speech.stream_resample import PcmChunker, nearest_rate
+from poc.speech.stream_resample import PcmChunker
 from poc.speech.timings import character_marks
-from poc.speech.vendor_errors import (
-    TRANSPORT_ERRORS,
-    check_language,
-    status_fault,
-    transport_fault,
-)
+from poc.speech.vendor_errors import TRANSPORT_ERRORS
+from poc.speech.vendor_voice import ApiVoice
 
 VENDOR = "ElevenLabs"
 DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", a premade voice every account has
@@ -42,52 +35,17 @@ _NO_RETRIES = {"max_retries": 0}
 RELATIVE_SLACK_S = 0.05  # alignment this far before audio already heard counts from the piece
 
 
-class ElevenLabsProvider:
+class ElevenLabsProvider(ApiVoice):
     """SpeechProvider for ElevenLabs (see the module docstring)."""
 
     name = "elevenlabs"
+    vendor = VENDOR
+    default_voice = DEFAULT_VOICE
+    default_model = DEFAULT_MODEL
+    pcm_rates = PCM_RATES
 
-    def __init__(
-        self,
-        sample_rate: int,
-        api_key: str,
-        voice: str | None = None,
-        *,
-        base_url: str | None = None,
-        model: str | None = None,
-        timeout_s: float = 10.0,
-    ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if not api_key:
-            raise ValueError("ElevenLabs needs an API key (TTS_API_KEY)")
-        self.sample_rate = sample_rate
-        self.vendor_rate = nearest_rate(sample_rate, PCM_RATES)
-        self.model = model or DEFAULT_MODEL
-        self.timeout_s = timeout_s
-        self._key = api_key
-        self._default = voice or DEFAULT_VOICE
-        self._check_id(self._default)
-        self._client = ElevenLabs(api_key=api_key, base_url=base_url or None, timeout=timeout_s)
-
-    # -- the contract -----------------------------------------------------------------------
-
-    def check_voice(self, voice: str | None, language: str | None) -> None:
-        self._check_id(voice or self._default)
-        check_language(VENDOR, language)
-
-    def synthesize_stream(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> Iterator[SpeechChunk]:
-        """Chunks as ElevenLabs streams them. Bad requests raise here, before the first chunk."""
-        self.check_voice(voice, language)
-        require_speakable(text)
-        return self._stream(text, voice or self._default, language)
-
-    def synthesize(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> SpeechChunk:
-        return join_chunks(self.synthesize_stream(text, voice, language))
+    def _connect(self, api_key: str, base_url: str | None) -> ElevenLabs:
+        return ElevenLabs(api_key=api_key, base_url=base_url or None, timeout=self.timeout_s)
 
     def list_voices(self) -> list[VoiceInfo]:
         try:
@@ -95,7 +53,7 @@ class ElevenLabsProvider:
         except ApiError as error:
             raise self._status_error(error) from None
         except TRANSPORT_ERRORS as error:
-            raise transport_fault(VENDOR, error, self.timeout_s) from None
+            raise self._transport_fault(error) from None
         voices = []
         for voice in answer.voices:
             languages = voice.verified_languages or []
@@ -122,7 +80,7 @@ class ElevenLabsProvider:
             )
             with contextlib.closing(pieces):  # a stream given up on closes its connection at once
                 for piece in pieces:
-                    pcm = self._decode(getattr(piece, "audio_base_64", None))
+                    pcm = self._base64_audio(getattr(piece, "audio_base_64", None))
                     alignment = getattr(piece, "alignment", None)
                     if alignment is not None and alignment.characters:
                         starts = alignment.character_start_times_seconds
@@ -136,34 +94,21 @@ class ElevenLabsProvider:
         except ApiError as error:
             raise self._status_error(error) from None
         except TRANSPORT_ERRORS as error:
-            raise transport_fault(VENDOR, error, self.timeout_s) from None
+            raise self._transport_fault(error) from None
         except ValueError as error:  # alignment lists that disagree
             raise BadVendorAudio(f"{VENDOR} sent timings that do not add up: {error}") from None
-        if timing.received_s == 0:
-            raise BadVendorAudio(f"{VENDOR} answered without any audio")
-        last = chunker.finish()
-        if last is not None:
-            yield last
-
-    def _decode(self, audio_base64: object) -> bytes:
-        if audio_base64 is None or audio_base64 == "":
-            return b""
-        if not isinstance(audio_base64, str):
-            raise BadVendorAudio(f"{VENDOR} sent audio that is not a base64 string")
-        try:
-            return base64.b64decode(audio_base64, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadVendorAudio(f"{VENDOR} sent audio that is not valid base64") from None
+        yield from self._last_chunks(chunker, timing.received_s)
 
     def _status_error(self, error: ApiError) -> Exception:
-        return status_fault(VENDOR, error.status_code or 0, error.headers, error.body, self._key)
+        return self._status_fault(error.status_code or 0, error.headers, error.body)
 
-    def _check_id(self, voice: str) -> None:
+    def _voice_param(self, voice: str) -> str:
         if not _VOICE_ID.fullmatch(voice):
             raise InvalidSpeechRequest(
                 f"{voice!r} is not an ElevenLabs voice id (20 letters and digits, e.g. "
                 f"{DEFAULT_VOICE}; list them with `python -m poc voices --provider elevenlabs`)"
             )
+        return voice
 
 
 class _AlignmentClock:

@@ -53,6 +53,9 @@ class EspeakProvider:
         self._voices: dict[str, EspeakVoice] | None = None
         self._lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Nothing to load: espeak-ng starts per sentence."""
+
     def check_voice(self, voice: str | None, language: str | None) -> None:
         self._voice_for(voice, language)
 

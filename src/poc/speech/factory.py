@@ -31,7 +31,8 @@ def create_speech(settings: "Settings", metrics: SpeechMetrics | None = None) ->
     try:
         primary.check_voice(settings.tts_voice, settings.tts_language)
     except InvalidSpeechRequest as error:
-        raise ConfigError(f"TTS_VOICE/TTS_LANGUAGE: {error}") from None
+        # voice or language: the check does not say which of the two it refused
+        raise ConfigError(f"{_voice_setting(settings)}/TTS_LANGUAGE: {error}") from None
     chain = [primary]
     for name in settings.tts_fallback_providers:
         chain.append(build_provider(settings, name, primary=False, setting="TTS_FALLBACK_PROVIDER"))
@@ -50,9 +51,16 @@ def build_provider(
     try:
         return _construct(settings, key, voice)
     except InvalidSpeechRequest as error:
-        raise ConfigError(f"TTS_VOICE: {error}") from None
+        raise ConfigError(f"{_voice_setting(settings)}: {error}") from None
     except SpeechError as error:
         raise ConfigError(f"{setting}: {key} cannot run here: {error}") from None
+
+
+def _voice_setting(settings: "Settings") -> str:
+    """The env name that chose the default voice (TTS_API_VOICE_ID wins for an API provider)."""
+    if settings.tts_provider in API_PROVIDERS and settings.tts_api_voice_id:
+        return "TTS_API_VOICE_ID"
+    return "TTS_VOICE"
 
 
 def _construct(settings: "Settings", key: str, voice: str | None) -> SpeechProvider:

@@ -52,8 +52,9 @@ from poc.speech.base import (
     Unavailable,
     VoiceInfo,
 )
-from poc.speech.sentences import join_chunks, language_matches, require_speakable
+from poc.speech.sentences import language_matches, split_sentences
 from poc.speech.stream_resample import PcmChunker
+from poc.speech.vendor_voice import VendorVoice
 
 VENDOR = "google"
 DEFAULT_VOICE = "en-US-Chirp3-HD-Charon"
@@ -69,10 +70,11 @@ _UNAVAILABLE = (
 )
 
 
-class GoogleProvider:
+class GoogleProvider(VendorVoice):
     """SpeechProvider for Google Cloud Text-to-Speech."""
 
     name = VENDOR
+    vendor = VENDOR
 
     def __init__(
         self,
@@ -119,24 +121,8 @@ class GoogleProvider:
             credentials=credentials, client_options=options, transport=transport
         )
 
-    def check_voice(self, voice: str | None, language: str | None) -> None:
-        self._voice_for(voice, language)
-
-    def synthesize_stream(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> Iterator[SpeechChunk]:
-        """Chunks as the audio arrives. Bad requests raise here, before the first chunk; vendor
-        failures raise from the iterator."""
-        selection = self._voice_for(voice, language)
-        sentences = require_speakable(text)
-        if STREAMING_VOICE_MARK in selection.name:
-            return self._streamed(selection, sentences)
-        return self._per_sentence(selection, sentences)
-
-    def synthesize(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> SpeechChunk:
-        return join_chunks(self.synthesize_stream(text, voice, language))
+    def warm_up(self) -> None:
+        """Nothing to load: a vendor's voice."""
 
     def list_voices(self) -> list[VoiceInfo]:
         """The service's voices (ListVoices); a voice with several languages is listed under its first."""
@@ -149,7 +135,7 @@ class GoogleProvider:
             for v in answer.voices
         ]
 
-    def _voice_for(self, voice: str | None, language: str | None) -> tts.VoiceSelectionParams:
+    def _resolve(self, voice: str | None, language: str | None) -> tts.VoiceSelectionParams:
         name = voice or self._default
         match = _LOCALE.match(name)
         locale = match.group("locale") if match else (language or self._language)
@@ -158,6 +144,14 @@ class GoogleProvider:
                 f"language {language!r} is not spoken by google voice {name!r} ({locale})"
             )
         return tts.VoiceSelectionParams(name=name, language_code=locale, model_name=self._model)
+
+    def _stream(
+        self, text: str, selection: tts.VoiceSelectionParams, language: str | None
+    ) -> Iterator[SpeechChunk]:
+        sentences = split_sentences(text)  # VendorVoice.synthesize_stream checked them speakable
+        if STREAMING_VOICE_MARK in selection.name:
+            return self._streamed(selection, sentences)
+        return self._per_sentence(selection, sentences)
 
     def _per_sentence(
         self, selection: tts.VoiceSelectionParams, sentences: Sequence[str]

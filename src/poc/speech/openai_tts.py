@@ -22,14 +22,9 @@ from urllib.parse import urlsplit
 import openai
 
 from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, VoiceInfo
-from poc.speech.sentences import join_chunks, require_speakable
 from poc.speech.stream_resample import PcmChunker
-from poc.speech.vendor_errors import (
-    TRANSPORT_ERRORS,
-    check_language,
-    status_fault,
-    transport_fault,
-)
+from poc.speech.vendor_errors import TRANSPORT_ERRORS
+from poc.speech.vendor_voice import ApiVoice
 
 VENDOR = "OpenAI"
 PCM_RATE = 24000  # response_format="pcm" is always 24 kHz mono s16le
@@ -53,57 +48,19 @@ def api_root(base_url: str | None) -> str | None:
     return stripped if urlsplit(stripped).path else stripped + "/v1"
 
 
-class OpenAIProvider:
+class OpenAIProvider(ApiVoice):
     """SpeechProvider for OpenAI text to speech (see the module docstring)."""
 
     name = "openai"
+    vendor = VENDOR
+    default_voice = DEFAULT_VOICE
+    default_model = DEFAULT_MODEL
+    pcm_rates = (PCM_RATE,)
 
-    def __init__(
-        self,
-        sample_rate: int,
-        api_key: str,
-        voice: str | None = None,
-        *,
-        base_url: str | None = None,
-        model: str | None = None,
-        timeout_s: float = 10.0,
-    ) -> None:
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-        if not api_key:
-            raise ValueError("OpenAI needs an API key (TTS_API_KEY)")
-        self.sample_rate = sample_rate
-        self.model = model or DEFAULT_MODEL
-        self.timeout_s = timeout_s
-        self._key = api_key
-        self._default = voice or DEFAULT_VOICE
-        self._voice_param(self._default)
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=api_root(base_url), timeout=timeout_s, max_retries=0
+    def _connect(self, api_key: str, base_url: str | None) -> openai.OpenAI:
+        return openai.OpenAI(
+            api_key=api_key, base_url=api_root(base_url), timeout=self.timeout_s, max_retries=0
         )
-
-    # -- the contract -----------------------------------------------------------------------
-
-    def check_voice(self, voice: str | None, language: str | None) -> None:
-        self._voice_param(voice or self._default)
-        check_language(VENDOR, language)  # the models speak what they read; no language field
-
-    def synthesize_stream(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> Iterator[SpeechChunk]:
-        """Chunks as OpenAI streams them. Bad requests raise here, before the first chunk."""
-        self.check_voice(voice, language)
-        require_speakable(text)
-        if len(text) > MAX_INPUT_CHARS:
-            raise InvalidSpeechRequest(
-                f"{VENDOR} speaks at most {MAX_INPUT_CHARS} characters at once"
-            )
-        return self._stream(text, self._voice_param(voice or self._default))
-
-    def synthesize(
-        self, text: str, voice: str | None = None, language: str | None = None
-    ) -> SpeechChunk:
-        return join_chunks(self.synthesize_stream(text, voice, language))
 
     def list_voices(self) -> list[VoiceInfo]:
         """OpenAI's documented built-in voices (it has no endpoint that lists them); they speak
@@ -112,7 +69,14 @@ class OpenAIProvider:
 
     # -- the stream -------------------------------------------------------------------------
 
-    def _stream(self, text: str, voice: Any) -> Iterator[SpeechChunk]:
+    def _check_text(self, text: str) -> None:
+        if len(text) > MAX_INPUT_CHARS:
+            raise InvalidSpeechRequest(
+                f"{VENDOR} speaks at most {MAX_INPUT_CHARS} characters at once"
+            )
+
+    def _stream(self, text: str, voice: Any, language: str | None) -> Iterator[SpeechChunk]:
+        # The models speak what they read: the language is checked (ApiVoice) but not sent.
         chunker = PcmChunker(VENDOR, PCM_RATE, self.sample_rate)
         received = 0
         try:
@@ -130,18 +94,13 @@ class OpenAIProvider:
                         yield chunk
         except openai.APIStatusError as error:
             headers = error.response.headers
-            raise status_fault(VENDOR, error.status_code, headers, error.body, self._key) from None
+            raise self._status_fault(error.status_code, headers, error.body) from None
         except openai.APIConnectionError as error:  # APITimeoutError too: the cause says which
             timed_out = isinstance(error, openai.APITimeoutError)
-            cause = error.__cause__ or (TimeoutError() if timed_out else error)
-            raise transport_fault(VENDOR, cause, self.timeout_s) from None
+            raise self._connection_fault(error, timed_out) from None
         except TRANSPORT_ERRORS as error:
-            raise transport_fault(VENDOR, error, self.timeout_s) from None
-        if received == 0:
-            raise BadVendorAudio(f"{VENDOR} answered without any audio")
-        last = chunker.finish()
-        if last is not None:
-            yield last
+            raise self._transport_fault(error) from None
+        yield from self._last_chunks(chunker, received)
 
     def _voice_param(self, voice: str) -> Any:
         """What the API takes for `voice`: a built-in name, or {"id": ...} for a custom voice."""

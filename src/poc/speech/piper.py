@@ -35,6 +35,7 @@ from poc.speech.sentences import (
 )
 
 if TYPE_CHECKING:
+    import onnxruntime
     from piper import PiperVoice
 
 LOGGER = logging.getLogger(__name__)
@@ -161,16 +162,87 @@ class PiperProvider:
         if loaded is not None:
             self._loaded.move_to_end(files.model)
             return loaded
-        from piper import PiperVoice  # imported late: onnxruntime start-up is not free
-
         try:
-            loaded = PiperVoice.load(files.model, files.config, include_alignments=True)
+            loaded = load_voice(files)
         except Exception as error:  # adapter edge: a corrupt model or an onnxruntime failure
             raise SpeechError(f"piper cannot load voice {files.name!r}: {error}") from error
         self._loaded[files.model] = loaded
         while len(self._loaded) > MAX_LOADED_VOICES:
             self._loaded.popitem(last=False)
         return loaded
+
+
+def session_options() -> onnxruntime.SessionOptions:
+    """The options piper's ONNX session runs with: onnxruntime's defaults except its CPU arena.
+
+    Why (docs/reliability.md, "Memory"): with the arena on, onnxruntime reserves power-of-two
+    regions (64 + 32 MiB here) and the process's RSS creeps up for hours as ever more of them is
+    first written, one sentence length at a time. TO BE DECIDED BY THE SOAK.
+    """
+    import onnxruntime  # imported late: onnxruntime start-up is not free
+
+    options = onnxruntime.SessionOptions()
+    import os  # EXPERIMENT SWITCH, removed before landing
+    mode = os.environ.get("POC_PIPER_ARENA", "default")
+    if mode == "off_mmap":
+        import ctypes
+        options.enable_cpu_mem_arena = False
+        assert ctypes.CDLL(None).mallopt(-3, 256 * 1024) == 1
+    if mode == "shrink":
+        global _ENV_ALLOCATOR
+        if not _ENV_ALLOCATOR:
+            info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT)
+            onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg({"arena_extend_strategy": 1}))
+            _ENV_ALLOCATOR = True
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    LOGGER.info("piper arena mode %s", mode)
+    return options
+
+
+_ENV_ALLOCATOR = False
+
+
+class _ShrinkingSession:
+    def __init__(self, session, run_options):
+        self._session, self._run_options = session, run_options
+
+    def run(self, output_names, feed):
+        return self._session.run(output_names, feed, self._run_options)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def load_voice(
+    files: VoiceFiles, options: onnxruntime.SessionOptions | None = None
+) -> PiperVoice:
+    """What `PiperVoice.load(model, config, include_alignments=True)` gives (piper-tts 1.8),
+    but with our session options (`session_options()` unless given): piper builds its session
+    with onnxruntime's defaults and takes no options, so the session is built here from the
+    same in-memory model piper would build, alignment output added the same way."""
+    import onnx
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+    from piper.patch_voice_with_alignment import add_alignment_output
+
+    config = PiperConfig.from_dict(json.loads(files.config.read_text(encoding="utf-8")))
+    model = onnx.load(str(files.model))
+    try:
+        add_alignment_output(model)
+    except ValueError:
+        pass  # already patched, or no tensor to expose: as piper does, use it as it is
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(),
+        sess_options=options if options is not None else session_options(),
+        providers=["CPUExecutionProvider"],
+    )
+    import os
+    if os.environ.get("POC_PIPER_ARENA") == "shrink":
+        run_options = onnxruntime.RunOptions()
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        session = _ShrinkingSession(session, run_options)
+    return PiperVoice(config=config, session=session, download_dir=Path.cwd())
 
 
 def phoneme_marks(

@@ -241,6 +241,9 @@ class Pyttsx3Provider:
             self._by_key.setdefault(found.name.lower(), found)
         self._default = self._named(voice) if voice else self._first_default()
 
+    def warm_up(self) -> None:
+        """Nothing to load: the driver was loaded when the provider was built."""
+
     def check_voice(self, voice: str | None, language: str | None) -> None:
         self._voice_for(voice, language)
 

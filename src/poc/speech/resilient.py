@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 class SpeechMetrics:
-    """What the wrapper reports; ops/metrics.py's Metrics satisfies it."""
+    """What the wrapper reports; poc.metrics.Metrics satisfies it."""
 
     tts_requests: object
     tts_failures: object
@@ -137,9 +137,7 @@ class ResilientSpeech:
     def warm_up(self) -> None:
         """Load local voices ahead of the first message (vendors need nothing)."""
         for provider in self.chain:
-            warm = getattr(provider, "warm_up", None)
-            if warm is not None:
-                warm()
+            provider.warm_up()
 
     @property
     def serving(self) -> str:

@@ -22,6 +22,11 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
+# One intra-op thread: the tiny models gain nothing from more, and on a small machine shared with
+# other work torch's OpenMP workers spin against each other (this folder took 430 s with the
+# default two threads under load, 43 s with one). Assertions do not depend on the thread count.
+torch.set_num_threads(1)
+
 from poc.face.avatar import Avatar, load_avatar  # noqa: E402
 from poc.face.musetalk import configs  # noqa: E402
 from poc.paths import DEFAULT_AVATAR  # noqa: E402

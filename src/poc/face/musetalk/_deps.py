@@ -21,7 +21,7 @@ def require(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as e:
-        raise EngineError(f"{EXTRA_HINT} ({e})") from e
+        raise EngineError(f"{EXTRA_HINT} ({e})", setting="TALKING_FACE_MODEL") from e
 
 
 def available() -> bool:

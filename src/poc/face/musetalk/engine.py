@@ -98,7 +98,9 @@ class MuseTalkEngine:
             t0 = time.perf_counter()
             renderer.render(frames, audio)
         except Exception as e:  # e.g. out of GPU memory at this batch size: a start-up error
-            raise EngineError(f"MuseTalk warm-up at batch {self.batch_size} on {self.device} failed: {e}") from e
+            raise EngineError(
+                f"MuseTalk warm-up at batch {self.batch_size} on {self.device} failed: {e}", setting="TALKING_FACE_BATCH_SIZE"
+            ) from e
         self._batch_seconds = time.perf_counter() - t0
         self.measured_fps = self.batch_size / self._batch_seconds
         log.info(

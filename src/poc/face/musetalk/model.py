@@ -57,11 +57,11 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EngineError(f"device {device!r} requested but torch sees no CUDA GPU (use --device cpu or auto)")
+        raise EngineError(f"device {device!r} requested but torch sees no CUDA GPU (use --device cpu or auto)", setting="TALKING_FACE_DEVICE")
     try:
         torch.device(device)
     except RuntimeError as e:
-        raise EngineError(f"unknown torch device {device!r}") from e
+        raise EngineError(f"unknown torch device {device!r}", setting="TALKING_FACE_DEVICE") from e
     return device
 
 
@@ -70,12 +70,14 @@ def resolve_dtype(device: str, name: str = "auto") -> "torch.dtype":
     precision on a CPU is emulated and slower); an unknown name is an EngineError."""
     torch = _deps.require("torch")
     if name not in DTYPES:
-        raise EngineError(f"unknown dtype {name!r} (use one of {', '.join(DTYPES)})")
+        raise EngineError(f"unknown dtype {name!r} (use one of {', '.join(DTYPES)})", setting="TALKING_FACE_DTYPE")
     if name == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
     # Before Ampere, CUDA emulates bfloat16 slowly or not at all: refuse at start-up instead.
     if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported(including_emulation=False):
-        raise EngineError("bfloat16 needs an Ampere or newer GPU; use float16 or float32 on this one")
+        raise EngineError(
+            "bfloat16 needs an Ampere or newer GPU; use float16 or float32 on this one", setting="TALKING_FACE_DTYPE"
+        )
     return getattr(torch, name)
 
 
@@ -241,13 +243,17 @@ def load_model(models_dir: Path, device: str, dtype: str = "auto") -> MuseTalkMo
             unet = diffusers.UNet2DConditionModel.from_config(read_json(UNET_CONFIG, models_dir))
         unet.load_state_dict(load_state_dict(models_dir / UNET_WEIGHTS.path), strict=True, assign=True)
         if any(t.is_meta for t in [*unet.parameters(), *unet.buffers()]):
-            raise EngineError("the UNet checkpoint left tensors unset (a buffer it does not carry)")
+            raise EngineError(
+                "the UNet checkpoint left tensors unset (a buffer it does not carry)", setting="TALKING_FACE_MODEL_PATH"
+            )
         encoder = transformers.WhisperModel.from_pretrained(str(whisper_dir)).encoder
         extractor = transformers.WhisperFeatureExtractor.from_pretrained(str(whisper_dir))
     except EngineError:
         raise
     except Exception as e:
-        raise EngineError(f"cannot load MuseTalk weights from {models_dir}: {_first_line(e)}") from e
+        raise EngineError(
+            f"cannot load MuseTalk weights from {models_dir}: {_first_line(e)}", setting="TALKING_FACE_MODEL_PATH"
+        ) from e
     if device.startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick kernels
     log.info("MuseTalk v1.5 loaded from %s on %s (%s)", models_dir, device, codec.dtype)
@@ -262,7 +268,7 @@ def _vae(models_dir: Path, device: str, dtype: str) -> VaeCodec:
         # accelerate is not a dependency; say so up front instead of letting diffusers warn
         vae = diffusers.AutoencoderKL.from_pretrained(str(vae_dir), low_cpu_mem_usage=False)
     except Exception as e:
-        raise EngineError(f"cannot load the VAE from {vae_dir}: {_first_line(e)}") from e
+        raise EngineError(f"cannot load the VAE from {vae_dir}: {_first_line(e)}", setting="TALKING_FACE_MODEL_PATH") from e
     return VaeCodec(vae, device, dtype)
 
 

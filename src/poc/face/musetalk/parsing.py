@@ -140,7 +140,7 @@ def load_parser(models_dir: Path, device: str) -> FaceParser | None:
         return None
     problem = parser_problem(Path(models_dir))
     if problem:
-        raise EngineError(problem)
+        raise EngineError(problem, setting="TALKING_FACE_MODEL_PATH")
     torch = _deps.require("torch")
     from poc.face.musetalk.bisenet import FaceParsingNet
 

@@ -27,7 +27,7 @@ import attrs
 import numpy as np
 
 from poc.face.avatar import Avatar
-from poc.face.base import EngineError
+from poc.face.base import AvatarFaceError, EngineError
 from poc.face.landmarks import NoFaceFound, detect_landmarks
 from poc.face.musetalk.geometry import FaceGeometryError, FrameGeometry, crop_face, face_box, frame_geometry
 from poc.face.musetalk.weights import VAE_CONFIG, VAE_WEIGHTS, file_fingerprint
@@ -83,7 +83,7 @@ def avatar_landmarks(frames: Sequence[np.ndarray]) -> np.ndarray:
             found.append(None)
     good = [i for i, lm in enumerate(found) if lm is not None]
     if not good:
-        raise EngineError("no face found in the avatar: MuseTalk needs a frontal face")
+        raise AvatarFaceError("no face found in the avatar: MuseTalk needs a frontal face")
     if len(good) < len(found):
         log.warning("no face in %d of %d avatar frames; using the nearest frame's landmarks", len(found) - len(good), len(found))
     return np.stack([found[i] if found[i] is not None else found[min(good, key=lambda g: abs(g - i))] for i in range(len(found))])
@@ -141,7 +141,7 @@ def build_prepared(
     try:
         geometry, parsed = avatar_geometry(avatar, landmarks, parser)
     except FaceGeometryError as e:
-        raise EngineError(f"avatar {avatar.source}: {e}") from e
+        raise AvatarFaceError(f"avatar {avatar.source}: {e}") from e
     crops = np.stack([crop_face(f, g.box) for f, g in zip(avatar.frames, geometry)])
     log.info("preparing avatar %s: reference latents for %d crop(s)", avatar.source.name, len(crops))
     latents = np.ascontiguousarray(encode(crops), dtype=np.float32)

@@ -132,7 +132,9 @@ def require_weights(models_dir: Path, parts: Iterable[str] = ALL_PARTS) -> None:
     problems = check_weights(models_dir, parts)
     if problems:
         more = "; ".join(problems)
-        raise EngineError(f"MuseTalk weights are not usable ({len(problems)} problem(s)): {more}")
+        raise EngineError(
+            f"MuseTalk weights are not usable ({len(problems)} problem(s)): {more}", setting="TALKING_FACE_MODEL_PATH"
+        )
 
 
 def find_problems(models_dir: Path, parts: Iterable[str] = ALL_PARTS) -> list[Problem]:
@@ -179,9 +181,11 @@ def read_json(file: WeightFile, models_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise EngineError(_corrupt(file, path, models_dir, f"unreadable JSON ({_one_line(e)})")) from e
+        raise EngineError(
+            _corrupt(file, path, models_dir, f"unreadable JSON ({_one_line(e)})"), setting="TALKING_FACE_MODEL_PATH"
+        ) from e
     if not isinstance(data, dict):
-        raise EngineError(_corrupt(file, path, models_dir, "not a JSON object"))
+        raise EngineError(_corrupt(file, path, models_dir, "not a JSON object"), setting="TALKING_FACE_MODEL_PATH")
     return data
 
 

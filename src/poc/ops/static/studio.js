@@ -182,6 +182,7 @@ async function post(path, body) {
     $("error").textContent = `the service did not answer (${err.message})`;
     return false;
   }
+  if (response.status === 401) { window.location.assign("/login"); return false; }  // STUDIO_TOKEN: log in again
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     $("error").textContent = answer.error || `HTTP ${response.status}`;

@@ -1,30 +1,26 @@
 """The studio's HTTP API: what the page may send, what it is told back, and what it sees live.
 
-Most tests run the real HTTP server and the real studio routes over a fake service (the real
-statechart and metrics, stand-ins for the media parts) and a recording publisher, on both
-asyncio and trio. The last ones publish to the real RabbitMQ, as the running service does.
+Most tests run the real operator app (Starlette routes on hypercorn, on a real socket) over a
+stand-in service (the real statechart and metrics, media numbers set by the test) and a
+recording publisher, on both asyncio and trio. The last one publishes to the real RabbitMQ, as
+the running service does.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import types
 import uuid
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio
 import pytest
 from support import amqp
+from support.operator import EventReader, StandInService, call, make_settings as settings_with, serving
 
-from poc.config import load_settings
 from poc.messages import ControlMessage, InvalidMessage, MessageLimits, TextMessage, parse_message
-from poc.ops.http import HttpServer
-from poc.ops.metrics import Metrics
-from poc.ops.studio import STATIC_FILES, hls_url, install_studio
+from poc.ops.studio import MAX_EVENT_CLIENTS, STATIC_FILES, hls_url
 from poc.source.publish import PublishError
-from poc.statechart import StreamChart, mermaid_diagram
+from poc.statechart import mermaid_diagram
 
 pytestmark = pytest.mark.anyio
 LIMIT = 120  # MAX_TEXT_CHARS for these tests
@@ -32,26 +28,12 @@ LIMIT = 120  # MAX_TEXT_CHARS for these tests
 
 def make_settings(**env: str):
     defaults = {"MAX_TEXT_CHARS": str(LIMIT), "RTMP_URL": "rtmp://127.0.0.1:1935/live/studiokey"}
-    return load_settings(environ={}, env_file=Path("/nonexistent"), overrides={**defaults, **env},
-                         check_files=False)  # fmt: skip
+    return settings_with(**{**defaults, **env})
 
 
-def fake_service(**env: str) -> types.SimpleNamespace:
-    """What the studio reads from a Service: the real chart and metrics, the rest stubbed."""
-    queued: list[object] = []
-    return types.SimpleNamespace(
-        settings=make_settings(**env),
-        metrics=Metrics(),
-        pipeline=types.SimpleNamespace(
-            chart=StreamChart(),
-            compositor=types.SimpleNamespace(underruns=3, frame=900),
-            queued_jobs=queued,
-            queued_seconds=lambda: 1.234,
-        ),
-        writer=types.SimpleNamespace(up=True, restarts=0, dropped=0),
-        source=types.SimpleNamespace(status=types.SimpleNamespace(connected=True)),
-        stopped_by_operator=False,
-    )
+def fake_service(**env: str) -> StandInService:
+    """What the studio reads from a Service: the real chart and metrics, the rest set here."""
+    return StandInService(make_settings(**env))
 
 
 class RecordingPublisher:
@@ -66,37 +48,8 @@ class RecordingPublisher:
         return str(body["id"])
 
 
-@asynccontextmanager
-async def running_studio(service, publisher=None):
-    http = HttpServer("127.0.0.1", 0)
-    install_studio(http, service, publisher=publisher)
-    async with anyio.create_task_group() as tg:
-        port = await tg.start(http.serve)
-        yield port
-        tg.cancel_scope.cancel()
-
-
-async def call(port: int, method: str, path: str, body: object = None, headers: dict | None = None):
-    """One HTTP/1.1 request; returns (status, headers, body bytes)."""
-    payload = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-    head = {"Host": f"127.0.0.1:{port}", "Content-Length": str(len(payload))}
-    if body is not None:
-        head["Content-Type"] = "application/json"
-    head.update(headers or {})
-    text = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n"
-    with anyio.fail_after(10):
-        async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(text.encode() + payload)
-            data = b""
-            try:
-                while True:
-                    data += await stream.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                pass
-    head_text, _, content = data.partition(b"\r\n\r\n")
-    lines = head_text.decode("latin-1").split("\r\n")
-    found = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), found, content
+def running_studio(service: StandInService, publisher=None):
+    return serving(service.app(publisher))
 
 
 def queue_reason(body: dict) -> str:
@@ -128,14 +81,14 @@ async def test_the_page_and_only_its_own_files_are_served():
 async def test_status_reports_state_numbers_latency_and_the_preview_url():
     service = fake_service()
     metrics = service.metrics
-    metrics.output_fps.set(29.97)
-    metrics.messages.labels(outcome="played").inc(2)
-    metrics.messages.labels(outcome="dead_lettered").inc()
+    metrics.set_output_fps(29.97)
+    for outcome in ("played", "played", "dead_lettered"):
+        metrics.message_settled(outcome)
     async with running_studio(service, RecordingPublisher()) as port:
-        metrics.latency.labels(stage="on_air").observe(0.5)
+        metrics.message_on_air(0.5)
         _, _, first = await call(port, "GET", "/api/status")
-        metrics.latency.labels(stage="on_air").observe(0.9)
-        service.pipeline.chart.send("message_accepted")
+        metrics.message_on_air(0.9)
+        service.chart.send("message_accepted")
         status, _, body = await call(port, "GET", "/api/status")
     assert status == 200
     report = json.loads(body)
@@ -237,8 +190,8 @@ async def test_controls_are_published_to_the_control_queue_and_unknown_ones_refu
 
 async def test_a_stopped_stream_is_shown_as_stopped_not_as_reconnecting():
     service = fake_service()
-    service.writer.up, service.writer.restarts = False, 1  # ffmpeg ran before the stop
-    service.stopped_by_operator = True
+    service.on_air, service.writer_restarts = False, 1  # ffmpeg ran before the stop
+    service.stopped = True
     async with running_studio(service, RecordingPublisher()) as port:
         _, _, body = await call(port, "GET", "/api/status")
         _, _, page = await call(port, "GET", "/")
@@ -255,34 +208,9 @@ async def test_a_broker_failure_is_a_503_with_its_one_line_reason():
     assert status == 503 and json.loads(body) == {"error": reason}
 
 
-class EventReader:
-    """Reads an HTTP response head, then server-sent events, from a raw connection."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def head(self) -> bytes:
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += await self.stream.receive()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        return head
-
-    async def events(self, wanted: int) -> list[tuple[str, dict]]:
-        found: list[tuple[str, dict]] = []
-        while len(found) < wanted:
-            while b"\n\n" not in self.buffer:
-                self.buffer += await self.stream.receive()
-            block, self.buffer = self.buffer.split(b"\n\n", 1)
-            fields = dict(line.split(": ", 1) for line in block.decode().split("\n") if ": " in line)
-            if "event" in fields:
-                found.append((fields["event"], json.loads(fields["data"])))
-        return found
-
-
 async def test_event_stream_pushes_each_transition_at_once_and_a_snapshot_every_second():
     service = fake_service()
-    chart = service.pipeline.chart
+    chart = service.chart
     async with running_studio(service, RecordingPublisher()) as port:
         async with await anyio.connect_tcp("127.0.0.1", port) as stream:
             await stream.send(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
@@ -340,12 +268,12 @@ async def test_said_lines_and_controls_land_in_the_services_queues(rabbitmq):
 
 async def test_a_fault_in_the_studio_is_a_500_and_the_server_keeps_serving():
     service = fake_service()
-    del service.writer.up  # the snapshot now fails, as a bug in it would
+    service.broken = True  # the snapshot now fails, as a bug in it would
     async with running_studio(service, RecordingPublisher()) as port:
         status, _, body = await call(port, "GET", "/api/status")
         assert status == 500 and json.loads(body) == {"error": "internal error: AttributeError"}
         async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-            await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+            await stream.send(b"GET /api/events HTTP/1.1\r\nHost: studio\r\n\r\n")
             with anyio.fail_after(5):
                 rest = b""
                 try:
@@ -358,14 +286,12 @@ async def test_a_fault_in_the_studio_is_a_500_and_the_server_keeps_serving():
 
 
 async def test_open_event_streams_are_capped():
-    from poc.ops.studio import MAX_EVENT_CLIENTS
-
     async with running_studio(fake_service(), RecordingPublisher()) as port:
         streams = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(MAX_EVENT_CLIENTS + 1)]
         try:
             heads = []
             for stream in streams:
-                await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+                await stream.send(b"GET /api/events HTTP/1.1\r\nHost: studio\r\n\r\n")
                 with anyio.fail_after(5):
                     heads.append(await EventReader(stream).head())
             assert all(h.startswith(b"HTTP/1.1 200") for h in heads[:-1])
@@ -377,7 +303,7 @@ async def test_open_event_streams_are_capped():
         with anyio.fail_after(5):
             while True:
                 async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-                    await stream.send(b"GET /api/events HTTP/1.1\r\n\r\n")
+                    await stream.send(b"GET /api/events HTTP/1.1\r\nHost: studio\r\n\r\n")
                     if (await EventReader(stream).head()).startswith(b"HTTP/1.1 200"):
                         break
                 await anyio.sleep(0.1)

@@ -1,10 +1,34 @@
-"""Prometheus metrics for one service instance (its own registry, so tests can run several)."""
+"""Prometheus metrics for one service instance (its own registry, so tests can run several).
+
+The core (pipeline, compositor, writer, speech wrapper) writes here; /metrics serves the registry.
+The few figures the operator's pages show (latest on-air latency, output fps, outcomes) are also
+kept as plain numbers in `Figures`, so nothing has to read them back out of Prometheus (a
+histogram keeps only sums and counts: the latest value cannot be read back from it).
+"""
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+
+import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 STATES = ("idle", "processing", "transitioning", "talking")
+
+
+@attrs.define
+class Figures:
+    """Plain copies of what the studio and /healthz report; updated with the metrics they mirror."""
+
+    output_fps: float | None = None  # None until the first 2 s window has been measured
+    last_latency_seconds: float | None = None  # the newest message's dequeue -> on-air delay
+    latency_sum: float = 0.0
+    latency_count: int = 0
+    outcomes: Tally[str] = attrs.field(factory=Tally)
+
+    @property
+    def mean_latency_seconds(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
 
 
 class Metrics:
@@ -83,7 +107,25 @@ class Metrics:
             buckets=(0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
             registry=r,
         )
+        self.figures = Figures()
         self.set_state("idle")
+
+    def message_on_air(self, delay: float) -> None:
+        """A message went on air `delay` seconds after it was dequeued."""
+        self.latency.labels(stage="on_air").observe(delay)
+        self.figures.last_latency_seconds = delay
+        self.figures.latency_sum += delay
+        self.figures.latency_count += 1
+
+    def message_settled(self, outcome: str) -> None:
+        """A message is done with (its outcome: poc.jobs.Outcome's value)."""
+        self.messages.labels(outcome=outcome).inc()
+        self.figures.outcomes[outcome] += 1
+
+    def set_output_fps(self, fps: float) -> None:
+        """Frames per second handed to ffmpeg over the last window (0 while stopped)."""
+        self.output_fps.set(fps)
+        self.figures.output_fps = fps
 
     def set_state(self, current: str) -> None:
         for name in STATES:

@@ -1,0 +1,104 @@
+"""STUDIO_TOKEN: who may use the studio once the operator's port is reachable from elsewhere.
+
+The studio can put words in the avatar's mouth and take the stream off air, and its status
+shows the HLS URL (which carries the stream key), so off loopback it needs a token (config.py
+refuses to start without one there). With a token set, every route but the open ones
+(/healthz and /metrics, for probes and Prometheus) needs either
+
+- `Authorization: Bearer <token>` (scripts, curl), or
+- the cookie that logging in at /login sets (browsers: the page, its fetches and its event
+  stream all send it). The cookie holds an HMAC of the token, not the token: it stops working
+  when the token changes, and a copied cookie does not reveal the token. HttpOnly (the page's
+  scripts cannot read it) and SameSite=Strict (no other site's page can make the browser send
+  it, on top of the studio's own origin check).
+
+A request without either gets a 401 with a one-line JSON reason; a browser asking for the page
+is sent to the login form instead. The token never reaches a log line or a response.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from poc.ops.http import json_error
+
+LOGIN_PATH = "/login"
+COOKIE = "poc_studio"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600  # an operator's browser stays logged in for a month
+_COOKIE_CONTEXT = b"poc studio login cookie v1"
+
+
+class StudioTokenGuard:
+    """ASGI middleware: passes `open_paths` and the login form through; everything else needs
+    the token (bearer header or login cookie). Compares in constant time."""
+
+    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str]) -> None:
+        self.app = app
+        self._token = token.encode("utf-8")
+        self._cookie = hmac.new(self._token, _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        if scope["path"] == LOGIN_PATH:
+            response = await self._login(request)
+        elif self._allowed(request):
+            await self.app(scope, receive, send)
+            return
+        elif request.method in ("GET", "HEAD") and scope["path"] == "/":
+            response = RedirectResponse(LOGIN_PATH, status_code=303)
+        else:
+            response = json_error(
+                401,
+                "the studio needs STUDIO_TOKEN: send 'Authorization: Bearer <token>' or log in at /login",
+                {"WWW-Authenticate": 'Bearer realm="poc studio"'},
+            )
+        await response(scope, receive, send)
+
+    def _allowed(self, request: Request) -> bool:
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode("utf-8"), self._token):
+            return True
+        cookie = request.cookies.get(COOKIE, "")
+        return hmac.compare_digest(cookie.encode("utf-8"), self._cookie.encode("ascii"))
+
+    async def _login(self, request: Request) -> Response:
+        if request.method in ("GET", "HEAD"):
+            return _login_page()
+        if request.method != "POST":
+            return json_error(405, "Method Not Allowed", {"Allow": "GET, HEAD, POST"})
+        # A plain urlencoded form, parsed here: Starlette's form parser needs python-multipart.
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"))
+        given = (fields.get("token") or [""])[0].strip()
+        if not hmac.compare_digest(given.encode("utf-8"), self._token):
+            return _login_page("That is not the studio token.", status=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, self._cookie, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict")
+        return response
+
+
+def _login_page(error: str = "", status: int = 200) -> HTMLResponse:
+    notice = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
+    return HTMLResponse(_LOGIN_HTML.replace("{notice}", notice), status_code=status)
+
+
+_LOGIN_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>poc studio: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font:16px system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem}
+input,button{font:inherit;padding:.4rem}input{width:100%;box-sizing:border-box}.error{color:#b00}</style>
+</head><body><h1>poc studio</h1>
+<form method="post" action="/login"><p><label for="token">Studio token (STUDIO_TOKEN)</label></p>
+<p><input id="token" name="token" type="password" autocomplete="current-password" required autofocus></p>
+{notice}<p><button type="submit">Log in</button></p></form></body></html>
+"""

@@ -1,0 +1,171 @@
+"""The face stage (local engine): each job's speech laid onto the frame clock, faces rendered.
+
+A job's first part reserves its place on the frame counter (after the engine's lead time and
+after the previous message with room for its blend out); every part's audio is laid onto frame
+numbers at once, so the audio is never late, then the engine renders faces for those frames in
+small batches in a worker thread and hands them to the compositor as they are ready. Speech
+that arrives after its frames were due leaves a silent pause (a natural one, not a cut word).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Sequence
+
+import anyio
+import attrs
+from anyio.abc import ObjectReceiveStream
+
+from poc.face.base import FaceEngine, RenderedFrame, SpeechSlot, Utterance
+from poc.jobs import Job
+from poc.media.compositor import Compositor
+from poc.media.timeline import Segment, SlotCutter
+from poc.metrics import Metrics
+from poc.pipeline.link import SpeechFailed, SpeechPart, StageLink
+from poc.pipeline.options import PipelineOptions
+
+log = logging.getLogger(__name__)
+
+MIN_LEAD_FRAMES = 2  # a message starts two frames from now at the soonest
+MIN_BATCH = 2  # slots fed to the engine per call, at least
+
+
+@attrs.define
+class InFlight:
+    """A job whose speech is being laid out and rendered."""
+
+    segment: Segment
+    cutter: SlotCutter
+    utterance: Utterance
+    first_frame_seen: bool = False
+
+
+class FaceStage:
+    """Lays speech onto the clock and renders its faces with the local engine."""
+
+    def __init__(
+        self, compositor: Compositor, options: PipelineOptions, metrics: Metrics, *, whole_frames: bool = False
+    ) -> None:
+        """`whole_frames`: messages may cross-fade whole frames (a hosted face), so the gap
+        between two leaves room for the longer cross-fade."""
+        self._compositor = compositor
+        self._options = options
+        self._metrics = metrics
+        self._whole_frames = whole_frames
+        self._engine: FaceEngine | None = None
+        self._engine_lock = threading.Lock()  # an abandoned render may still be running
+        self.limiter = anyio.CapacityLimiter(1)  # one render at a time (hosted frames included)
+        self.lead_frames = MIN_LEAD_FRAMES
+        self._quick_lead_frames = MIN_LEAD_FRAMES
+        self._lookahead_samples = math.inf
+        self.batch = MIN_BATCH
+
+    def attach(self, engine: FaceEngine) -> None:
+        """Render with this engine from now on; its timing sets the lead and the batch."""
+        self._engine = engine
+        fps, rate = self._compositor.fps, self._compositor.sample_rate
+        self.lead_frames = max(MIN_LEAD_FRAMES, math.ceil(engine.lead_seconds * fps) + 1)
+        # A chunk that already holds about the audio the engine looks ahead to needs only the
+        # render time: with the CPU engine it goes on air on the frame after next. (Vendors
+        # stream faster than real time, so what the chunk lacks arrives within that frame.)
+        self._quick_lead_frames = max(1, math.ceil((engine.lead_seconds - engine.lookahead_seconds) * fps))
+        self._lookahead_samples = math.ceil(engine.lookahead_seconds * fps) * rate / fps
+        self.batch = max(MIN_BATCH, engine.batch_size)
+
+    def queued_seconds(self) -> float:
+        """Speech scheduled from the frame on air onwards, in seconds."""
+        return self._compositor.schedule.frames_ahead(self._compositor.frame) / self._compositor.fps
+
+    async def run(self, receive: ObjectReceiveStream[StageLink]) -> None:
+        """Take the speech stage's items until it stops (or this is cancelled by a re-plan)."""
+        in_flight: dict[Job, InFlight] = {}
+        async with receive:
+            async for link in receive:
+                if link.job.is_settled:
+                    in_flight.pop(link.job, None)
+                    continue
+                await self.take(in_flight, link)
+
+    async def take(self, in_flight: dict[Job, InFlight], link: StageLink) -> None:
+        """One item of a job's speech: its audio laid onto the clock, its faces rendered; the
+        job's end completes its segment (the compositor then ends it on its last frame)."""
+        job = link.job
+        lead = self._lead_for(link)
+        state = in_flight.get(job)
+        if state is None:
+            state = in_flight[job] = self.place(job, lead)
+        if isinstance(link, SpeechPart):
+            earliest = self._compositor.frame + lead
+            slots: list[SpeechSlot] = []
+            if state.cutter.next_frame < earliest:
+                slots += state.cutter.skip_to(earliest)  # speech came late: pause
+            slots += state.cutter.cut(link.chunk)
+            await self.lay_and_render(state, slots)
+        else:
+            await self.lay_and_render(state, state.cutter.flush(), finish=True)
+            state.segment.failure = link.reason if isinstance(link, SpeechFailed) else ""
+            state.segment.complete = True
+            del in_flight[job]
+
+    def place(self, job: Job, lead_frames: int | None = None) -> InFlight:
+        """Reserve the job's first frame: after the lead time and after the previous message."""
+        assert self._engine is not None, "the pipeline runs its stages only once an engine is attached"
+        compositor = self._compositor
+        start = compositor.frame + (self.lead_frames if lead_frames is None else lead_frames)
+        last_end = compositor.schedule.last_end()
+        if last_end is not None:
+            # Room for the previous message's blend out: a whole-frame cross-fade is longer.
+            whole = compositor.avatars_differ or self._whole_frames
+            blend = compositor.transition_frames if whole else compositor.blend_frames
+            gap = max(blend + 1, round(self._options.gap_seconds * compositor.fps))
+            start = max(start, last_end + gap)
+        segment = Segment(job=job, start=start)
+        compositor.schedule.append(segment)
+        cutter = SlotCutter(start, compositor.sample_rate, compositor.fps)
+        return InFlight(segment=segment, cutter=cutter, utterance=self._engine.start_utterance())
+
+    async def lay_and_render(self, state: InFlight, slots: Sequence[SpeechSlot], finish: bool = False) -> None:
+        """Lay the slots' audio onto the clock, then render their faces batch by batch
+        (`finish`: the utterance's held-back frames too)."""
+        state.segment.add_slots(slots)  # audio first: it must never wait for the picture
+        self._metrics.queued_speech.set(self.queued_seconds())
+        for begin in range(0, max(1, len(slots)), self.batch):
+            batch = slots[begin : begin + self.batch]
+            last = finish and begin + self.batch >= len(slots)
+            frames = await anyio.to_thread.run_sync(
+                self._render, state.utterance, batch, last,
+                limiter=self.limiter, abandon_on_cancel=True,
+            )  # fmt: skip
+            state.segment.add_rendered(frames)
+            if frames and not state.first_frame_seen:
+                state.first_frame_seen = True
+                job = state.segment.job
+                self._metrics.latency.labels(stage="first_frame").observe(time.monotonic() - job.received_at)
+
+    def _lead_for(self, link: StageLink) -> int:
+        """Frames between now and where this item's audio may start."""
+        if isinstance(link, SpeechPart) and len(link.chunk.audio) >= self._lookahead_samples:
+            return self._quick_lead_frames
+        return self.lead_frames
+
+    def _render(self, utterance: Utterance, slots: Sequence[SpeechSlot], last: bool) -> list[RenderedFrame]:
+        """Faces for these slots. If the engine fails, the idle face stands in: the words
+        still play (a message is never lost to a lip-sync fault), and the fault is logged."""
+        with self._engine_lock:
+            recovered = utterance.failures
+            try:
+                frames = utterance.feed(slots) if slots else []
+                if last:
+                    frames += utterance.finish()
+                return frames
+            except Exception:
+                self._metrics.engine_errors.inc()
+                log.exception("face engine failed on frames %d..%d; showing the idle face",
+                              slots[0].index if slots else -1, slots[-1].index if slots else -1)  # fmt: skip
+                return [RenderedFrame(index=slot.index, patch=None) for slot in slots]
+            finally:
+                if utterance.failures > recovered:  # faults the engine turned into idle faces itself
+                    self._metrics.engine_errors.inc(utterance.failures - recovered)
