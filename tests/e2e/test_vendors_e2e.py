@@ -84,6 +84,13 @@ def did():
     server.stop()
 
 
+@pytest.fixture(params=["d-id", "tavus", "hedra"])
+def face_vendor(request):
+    server, env = start_face_simulator(request.param)
+    yield server, env
+    server.stop()
+
+
 def record_from_now(service_env, seconds: float, path):
     """Start reading the stream back; returns once the recorder is writing (so what is published
     next is in the file, after some idle stream)."""
@@ -206,8 +213,8 @@ def source_index(x_centre: float) -> float:
 
 
 @pytest.mark.slow
-def test_the_face_vendors_frames_are_seen_while_our_audio_plays(launch, did, service_env, tmp_path):
-    sim, env = did
+def test_the_face_vendors_frames_are_seen_while_our_audio_plays(launch, face_vendor, service_env, tmp_path):
+    sim, env = face_vendor
     service = launch(**env)
     queue = service_env["RABBITMQ_QUEUE"]
     path = tmp_path / "face.mkv"

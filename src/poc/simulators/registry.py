@@ -7,6 +7,7 @@ for the real vendor with only the endpoint changed (TTS_API_BASE_URL)."""
 from __future__ import annotations
 
 import importlib
+import socket
 from typing import Any
 
 SIMULATOR_KEY = "sim-test-key"
@@ -50,4 +51,18 @@ def start_face_simulator(vendor: str) -> tuple[Any, dict[str, str]]:
         "TALKING_FACE_API_URL": server.api_url,
         "TALKING_FACE_API_KEY": SIMULATOR_KEY,
     }
+    if vendor == "tavus":  # a replica id, and poc serving the audio Tavus fetches by URL
+        port = _free_port()
+        env.update({
+            "TALKING_FACE_AVATAR_ID": "r79e1c033f",
+            "TALKING_FACE_AUDIO_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "TALKING_FACE_AUDIO_HOST": "127.0.0.1",
+            "TALKING_FACE_AUDIO_PORT": str(port),
+        })  # fmt: skip
     return server, env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
