@@ -230,7 +230,8 @@ def run_case(case: Case, cwd: Path) -> str | None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        env.update({k: v.replace("{busy_port}", port).replace("{free_port}", str(free_port())) for k, v in case.env.items()})
+        for name, value in case.env.items():
+            env[name] = value.replace("{busy_port}", port).replace("{free_port}", str(free_port()))
         try:
             result = subprocess.run(
                 [sys.executable, "-m", "poc", "run"],
@@ -274,7 +275,7 @@ def test_every_bad_setting_stops_start_up_with_one_line_naming_it(tmp_path):
 
     with ThreadPoolExecutor(WORKERS) as pool:
         outcomes = list(pool.map(lambda case: run_case(case, tmp_path), cases))
-    failures = [f"{case.setting} ({case.kind}, {case.env}): {outcome}" for case, outcome in zip(cases, outcomes) if outcome]
+    failures = [f"{c.setting} ({c.kind}, {c.env}): {outcome}" for c, outcome in zip(cases, outcomes) if outcome]
     assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n\n" + "\n\n".join(failures)
 
 
@@ -284,3 +285,38 @@ def test_the_readme_table_is_read():
     assert names[:2] == ["RABBITMQ_HOST", "RABBITMQ_PORT"] and "LOG_LEVEL" in names
     assert {"TALKING_FACE_AVATAR_IMAGE", "TALKING_FACE_AVATAR_VIDEO", "MAX_BODY_BYTES"} <= set(names)
     assert len(names) == len(set(names)) >= 50
+
+
+def test_every_start_up_error_class_is_a_startup_error():
+    from poc.config import ConfigError
+    from poc.errors import StartupError
+    from poc.face.avatar import AvatarError
+    from poc.face.base import AvatarFaceError, EngineError
+
+    for kind in (ConfigError, AvatarError, EngineError, AvatarFaceError):
+        assert issubclass(kind, StartupError)
+    # what callers caught before stays catchable
+    assert issubclass(ConfigError, ValueError) and issubclass(AvatarError, ValueError)
+    assert issubclass(EngineError, RuntimeError)
+
+
+def test_the_line_names_the_setting_once_and_is_one_line():
+    from poc.errors import StartupError
+
+    assert StartupError("no face found", setting="STATIC_VIDEO_PATH").line() == "STATIC_VIDEO_PATH: no face found"
+    named = StartupError("TTS_VOICE/TTS_LANGUAGE: unknown voice", setting="TTS_PROVIDER")
+    assert named.line() == "TTS_VOICE/TTS_LANGUAGE: unknown voice"
+    assert StartupError("cannot load:\n  line two\n", setting="X_Y").line() == "X_Y: cannot load: line two"
+    error = StartupError("weights missing")
+    assert error.with_setting("TALKING_FACE_MODEL_PATH").with_setting("TALKING_FACE_MODEL") is error
+    assert error.line() == "TALKING_FACE_MODEL_PATH: weights missing"
+
+
+def test_a_startup_error_is_found_inside_nested_task_group_errors():
+    from poc.errors import StartupError, find_startup_error
+
+    inner = StartupError("bad", setting="HTTP_PORT")
+    wrapped = BaseExceptionGroup("outer", [ExceptionGroup("inner", [ValueError("other"), inner])])
+    assert find_startup_error(wrapped) is inner
+    assert find_startup_error(ExceptionGroup("g", [ValueError("x")])) is None
+    assert find_startup_error(RuntimeError("x")) is None

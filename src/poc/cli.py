@@ -56,10 +56,11 @@ def settings_from_args(args: argparse.Namespace, names: Mapping[str, str | tuple
 def _run(args: argparse.Namespace) -> int:
     import anyio
 
+    settings = settings_from_args(args)  # first: a bad value is reported before the heavy imports
+
     from poc.app import run_service
     from poc.ops.logs import configure_logging
 
-    settings = settings_from_args(args)
     configure_logging(settings.log_level, settings.secrets())
     # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
     return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
