@@ -6,11 +6,12 @@ Starts the project's nginx and `python -m poc run` (defaults: 1280x720@30, piper
 the stream back from the RTMP server the whole time, and offers one message per second: short
 texts, audio clips, urgent texts, interrupts and malformed bodies. At the end it reports stream
 time covered vs wall time, video gaps, dropped and held frames, the A/V offset at the start and the
-end of the recording, RSS at start and end (and its least-squares slope), and the outcome of
-every message offered. `--memory-log FILE` also loads scripts/memprobe into the service, which
-splits its memory every 10 s (anonymous/file pages, glibc in-use/free-held, Python blocks) and,
-from the warm-up on, snapshots /proc/self/smaps per mapping once a minute: compare the first
-and the last with `scripts/memprobe/smaps_diff.py FILE`.
+end of the recording, RSS after warm-up and at the end (single samples, the means of the first and
+the last minute, and the least-squares slope), and the outcome of every message offered.
+`--memory-log FILE` also loads scripts/memprobe into the service, which splits its memory every
+10 s (anonymous/file pages, glibc in-use/free-held, Python blocks) and, from the warm-up on,
+snapshots /proc/self/smaps per mapping once a minute: compare the first and the last with
+`scripts/memprobe/smaps_diff.py FILE`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def slope_mib_per_minute(samples: list[tuple[float, int]]) -> float:
         return float("nan")
     seconds, kib = np.array(samples, dtype=float).T
     return float(np.polyfit(seconds, kib, 1)[0]) * 60 / 1024
+
+
+def window_means_kib(samples: list[tuple[float, int]], start: float, end: float,
+                     window: float = 60) -> tuple[float, float]:
+    """Mean RSS over the first and the last `window` seconds of (seconds, KiB) samples taken
+    between `start` and `end`: a process whose memory swings by tens of MiB within a sentence
+    (tensors given back as soon as they are freed) makes any single sample a coin toss."""
+    first = [kib for t, kib in samples if t <= start + window]
+    last = [kib for t, kib in samples if t >= end - window]
+    return float(np.mean(first)), float(np.mean(last))
 
 
 def tone_wav(seconds: float, rate: int = 16000) -> bytes:
@@ -289,6 +300,7 @@ def main() -> int:
     unaccounted = [m for m in speech_ids if m not in outcomes]
     tally = Counter(outcomes.get(m, "unaccounted") for m in speech_ids)
     kinds = Counter(offered.values())
+    first_mean, last_mean = window_means_kib(rss_samples, rss_samples[0][0], rss_samples[-1][0])
     lines = [
         f"Soak: {args.minutes:g} min, one message per second ({dict(kinds)}), 1280x720@30, piper + warp,",
         f"2-core CPU, no GPU. Service exit code after SIGTERM: {code}.",
@@ -309,8 +321,10 @@ def main() -> int:
         f"| ffmpeg restarts | {health.get('writer_restarts')} | 0 |",
         f"| service RSS after warm-up / end | {rss_start / 1024:.0f} MiB / {rss_end / 1024:.0f} MiB "
         f"({(rss_end - rss_start) / rss_start * 100:+.1f} %) | < +5 % |",
+        f"| service RSS, mean of the first / the last minute after warm-up | {first_mean / 1024:.0f} MiB / "
+        f"{last_mean / 1024:.0f} MiB ({(last_mean - first_mean) / first_mean * 100:+.1f} %) | < +5 % |",
         f"| service RSS slope after warm-up (least squares, {len(rss_samples)} samples) | "
-        f"{slope_mib_per_minute(rss_samples):+.2f} MiB/min | |",
+        f"{slope_mib_per_minute(rss_samples):+.2f} MiB/min ({slope_mib_per_minute(rss_samples) * 60:+.0f} MiB/hour) | |",
         f"| speech messages offered | {len(speech_ids)} | |",
         f"| outcomes | {dict(tally)} | every one accounted for |",
         f"| left in the queue at the end of the load / after shutdown | {left_in_queue} / {len(still_queued)} | |",

@@ -11,7 +11,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from support import lanes  # noqa: E402
 from support.processes import RtmpServer, ServiceProcess, free_port  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Choose the fast lane or the full suite (support/lanes.py) before test modules are imported:
+    property tests read their example counts at import time."""
+    try:
+        lanes.use(lanes.choose(config.getoption("markexpr") or ""))
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"poc test profile: {lanes.current()} (POC_TEST_PROFILE=fast|full)"
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.lanes import examples
 
 from poc.messages import (
     AudioMessage,
@@ -220,7 +221,7 @@ def test_limits_must_be_positive() -> None:
         MessageLimits(max_text_chars=0)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_only_ever_raise_invalid_message(raw: bytes) -> None:
     try:
@@ -250,7 +251,7 @@ fields = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(fields)
 def test_arbitrary_json_objects_are_accepted_or_rejected_cleanly(raw: dict[str, Any]) -> None:
     try:

@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from support.lanes import examples
 
 from poc.face.avatar import Avatar
 from poc.face.base import FacePatch, RenderedFrame, SpeechSlot
@@ -224,7 +225,7 @@ async def scenario(actions) -> None:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(actions=st.lists(action, max_size=14))
 def test_every_message_ends_exactly_once_and_the_clock_never_stops(backend, actions):
     anyio.run(scenario, actions, backend=backend)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from support.lanes import examples
 
 from poc.statechart import StreamChart, statechart_markdown
 
@@ -82,7 +83,7 @@ class ChartMachine(RuleBasedStateMachine):
         assert len(self.chart.configuration) == 1
 
 
-ChartMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+ChartMachine.TestCase.settings = settings(max_examples=examples(200), stateful_step_count=40, deadline=None)
 TestChart = ChartMachine.TestCase
 
 

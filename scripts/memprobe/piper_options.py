@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 WORDS = ["red", "blue", "green", "today", "offer", "quality", "fresh", "new", "small", "bright"]
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+# default: piper's own session; arena_off_mmap: what poc.speech.piper.session_options() lands
 OPTIONS = ["default", "arena_off", "arena_off_mmap", "arena_same_as_requested", "mem_pattern_off"]
 
 
@@ -57,14 +57,14 @@ class _ShrinkingSession:
 def load(option: str) -> object:
     import onnxruntime
 
+    from poc.speech import piper
     from poc.speech.piper import load_voice, shipped_voice
 
     options = onnxruntime.SessionOptions()
     if option in ("arena_off", "arena_off_mmap"):
         options.enable_cpu_mem_arena = False
-    if option == "arena_off_mmap":
-        libc = ctypes.CDLL(None)
-        assert libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024) == 1
+    if option == "arena_off":  # what load_voice would do with the arena off, less the pin
+        piper.pin_mmap_threshold = lambda: False
     if option == "mem_pattern_off":
         options.enable_mem_pattern = False
     if option == "arena_same_as_requested":
@@ -103,8 +103,7 @@ def child(option: str, seconds: float, warm_up: float) -> None:
         libc = ctypes.CDLL(None)
         last_trim = time.monotonic()
         while not stop.is_set():
-            frame = np.full((720, 1280, 3), 7, np.uint8)
-            del frame
+            np.full((720, 1280, 3), 7, np.uint8)  # written, then freed at once: the frame churn
             if time.monotonic() - last_trim >= 10:
                 libc.malloc_trim(0)
                 last_trim = time.monotonic()

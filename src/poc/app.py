@@ -22,6 +22,7 @@ from poc.face.avatar import load_avatars
 from poc.face.base import EngineError, FaceEngine
 from poc.face.factory import create_engine
 from poc.face.hosted_video import HostedFace
+from poc.face.life import Life, LifeOptions
 from poc.media.clock import FrameClock, Tick
 from poc.media.compositor import Compositor, transition_frames_for
 from poc.media.timeline import Schedule
@@ -61,7 +62,7 @@ class Service:
         # STATIC_VIDEO_LOOP is the idle video's; a talking video of its own always cycles.
         self.avatar, self.talking_avatar = load_avatars(
             settings.idle_avatar_path, settings.talking_avatar_path, settings.width, settings.height,
-            idle_max_frames=600 if settings.static_video_loop else 1,
+            idle_max_frames=600 if settings.static_video_loop else 1, fps=settings.fps,
             idle_setting=settings.idle_avatar_setting, talking_setting=settings.talking_avatar_setting,
         )  # fmt: skip
         if self.talking_avatar is not self.avatar:
@@ -155,6 +156,7 @@ class Service:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.run_clock)
+                tg.start_soon(self._bring_to_life)
                 # Part of the soaks' RSS growth is glibc keeping pages freed between threads
                 # resident; this gives them back (docs/reliability.md, ops/memory.py).
                 tg.start_soon(release_freed_memory)
@@ -279,6 +281,31 @@ class Service:
             fps=settings.fps,
             metrics=self.metrics,
         )
+
+    async def _bring_to_life(self) -> None:
+        """Blinks and breath (IDLE_BLINKS, IDLE_MOTION): the avatar's landmarks are found off
+        the event loop while the stream is already on air; life starts at the next frame."""
+        settings, compositor = self.settings, self.pipeline.compositor
+        options = LifeOptions(blinks=settings.idle_blinks, motion=settings.idle_motion, seed=settings.idle_seed)
+        if options.off:
+            return
+
+        def build() -> tuple[Life, Life]:
+            life = Life.for_avatar(self.avatar, settings.fps, options)
+            if self.talking_avatar is self.avatar:
+                return life, life
+            return life, Life.for_avatar(self.talking_avatar, settings.fps, options)
+
+        try:
+            life, talking_life = await anyio.to_thread.run_sync(build)
+        except Exception as error:  # an extra, never a reason to take the stream off air
+            log.warning("the avatar will not blink or breathe: %s", error)
+            return
+        # both at once, between two ticks (the clock runs on this event loop)
+        compositor.life = life.start_at(compositor.frame)
+        compositor.talking_life = talking_life.start_at(compositor.frame)
+        log.info("the avatar lives from frame %d: blinks %s, motion x%g, seed %d", life.origin,
+                 "on" if life.blinks else "off", options.motion if life.signals else 0, options.seed)  # fmt: skip
 
     def _build_engine(self) -> FaceEngine:
         """Build the engine and, where it can, measure it (MuseTalk: frames per second on a short

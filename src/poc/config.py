@@ -314,6 +314,10 @@ class Settings(BaseSettings):
     static_video_path: Annotated[Path | None, _parsed(_optional_path)] = _env("STATIC_VIDEO_PATH", None)
     static_video_loop: Annotated[bool, _parsed(_parse_bool)] = _env("STATIC_VIDEO_LOOP", True)
     transition_seconds: Annotated[float, _parsed(_float_between(0, 5))] = _env("TRANSITION_SECONDS", 0.3)
+    # Life on the avatar (face/life): blinks, breath and drift, the same on every run of a seed.
+    idle_blinks: Annotated[bool, _parsed(_parse_bool)] = _env("IDLE_BLINKS", True)
+    idle_motion: Annotated[float, _parsed(_float_between(0, 3))] = _env("IDLE_MOTION", 1.0)
+    idle_seed: Annotated[int, _parsed(_int_between(0, 2**31 - 1))] = _env("IDLE_SEED", 0)
 
     # TTS_PROVIDER as written: a provider name, or the plan's `local` / `api` (see tts_provider)
     tts_provider_as_written: Annotated[str, _parsed(_tts_name("local", "api", *TTS_PROVIDERS, *_TTS_ALIASES))] = _env(

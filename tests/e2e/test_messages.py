@@ -22,7 +22,9 @@ MOUTH_BOX = (540, 180, 110, 80)
 
 @pytest.fixture
 def on_air(start_service, service_env):
-    service = start_service()
+    # The mouth-motion test compares the mouth box while talking with idle: a breathing head
+    # would move it at idle too (blinks stay on; they are above the box).
+    service = start_service(IDLE_MOTION="0")
     service.wait_for_log(r"on air: streaming", timeout=60)
     service.wait_for_log(r"connected to RabbitMQ", timeout=30)
     yield service, service_env["RABBITMQ_QUEUE"]

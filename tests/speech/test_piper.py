@@ -211,3 +211,46 @@ def test_the_voice_runs_with_the_memory_settings_and_speaks_as_piper_would() -> 
             np.testing.assert_array_equal(our_samples, their_samples)
             difference = np.abs(our_audio.astype(np.float64) - their_audio) * 32767
             assert difference.max() <= 1.0  # within one LSB of the int16 piper hands out
+
+
+
+_LARGE_BLOCKS = """
+import ctypes, sys
+import numpy as np
+from poc.speech.piper import pin_mmap_threshold
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+if sys.argv[1] == "pinned":
+    assert pin_mmap_threshold()
+for size in (8 << 20, 8 << 20, 1 << 20):  # a frame-sized block freed, then tensor-sized ones
+    before = mallinfo2().hblkhd
+    block = np.ones(size, np.uint8)
+    apart = mallinfo2().hblkhd - before >= size
+    del block
+    print("apart" if apart and mallinfo2().hblkhd <= before else "heap")
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("pinned", ["apart"] * 3), ("glibc's default", ["apart", "heap", "heap"])],
+)
+def test_with_the_threshold_pinned_large_blocks_go_back_to_the_system_when_freed(
+    mode: str, expected: list[str]
+) -> None:
+    """With the arena off the session's tensors come from malloc. By default glibc raises its
+    mmap threshold to the size of each large block freed, so the next ones are carved from the
+    heaps and stay resident when freed; pinned, they are mapped apart and unmapped on free.
+    (A fresh interpreter: a heap with free room of the right size serves a block either way.)"""
+    import ctypes
+    import subprocess
+    import sys
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc 2.33+: no mallinfo2 to read the allocator's mapped blocks from")
+    run = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS, mode],
+                         capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    assert run.stdout.split() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from support.lanes import examples
 
 from poc.speech.base import BadVendorAudio, PhonemeMark
 from poc.speech.resample import resample_int16
@@ -20,7 +21,7 @@ def _cut(data: np.ndarray | bytes, cuts: list[int]) -> list:
     return [data[a:b] for a, b in zip(edges, edges[1:])]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     pair=st.sampled_from(RATE_PAIRS),
     samples=st.lists(st.integers(-32768, 32767), max_size=3000),
@@ -72,7 +73,7 @@ def test_after_flush_a_new_signal_starts_clean() -> None:
     np.testing.assert_array_equal(again, resample_int16(tone, 22050, 44100))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(cuts=st.lists(st.integers(0, 100_000), max_size=30))
 def test_pcm_bytes_cut_inside_samples_are_put_back_together(cuts: list[int]) -> None:
     signal = (np.arange(-4000, 4000, 3) * 7).astype(np.int16)

@@ -30,6 +30,18 @@ def wait_until(condition: Callable[[], T], timeout: float, step: float = 0.2) ->
         time.sleep(min(step, max(0.0, deadline - time.monotonic())))
 
 
+def holds_for(condition: Callable[[], object], seconds: float, step: float = 0.2) -> None:
+    """Check `condition` every `step` s for `seconds` s (a state that must last, such as a
+    stream staying up through an outage). Raises AssertionError the first time it is false."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if not condition():
+            raise AssertionError(f"condition stopped holding {seconds - (deadline - time.monotonic()):.1f} s in")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(min(step, max(0.0, deadline - time.monotonic())))
+
+
 async def eventually(condition: Callable[[], object], timeout: float = 5.0, step: float = 0.01) -> None:
     """The same from async code (asyncio or trio): polls without blocking the event loop."""
     deadline = anyio.current_time() + timeout

@@ -1,8 +1,11 @@
-"""Avatars: their frames at the output size and the ping-pong cycle over them.
+"""Avatars: their frames at the output size and the cycle played over them.
 
-One frame counter drives the whole stream. `frame_number(counter)` maps it onto the source
-frames forward then backward (0,1,..,N-1,N-2,..,1,0,..), so the loop never jumps and idle and
-talking frames share the same body pose at every counter value.
+One frame counter drives the whole stream. `frame_number(counter)` maps it onto one position of
+the avatar's cycle (face/loop.py): for a video, forward-only segments joined by short
+cross-fades where two moments look alike, or, when the clip has no such moment, forward then
+backward (ping-pong). Idle and talking frames share the same body frame at every counter value:
+`frame_at(counter)` is the picture shown, `frame_number(counter)` the source frame whose
+landmarks and prepared data the face engines draw on (at a cross-fade, the nearer of the two).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import cv2
 import numpy as np
 
 from poc.errors import StartupError
+from poc.face.loop import Cycle, ping_pong_cycle, plan_cycle
+from poc.paths import RUN_DIR
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+DEFAULT_LOOP_CACHE = RUN_DIR / "avatars"  # beside the MuseTalk preparations (same key prefix)
 
 
 class AvatarError(StartupError, ValueError):
@@ -31,6 +37,10 @@ class Avatar:
     frames: tuple[np.ndarray, ...]
     source: Path
     source_digest: str  # sha256 of the source file: cache key for prepared data
+    # One pass of the loop; ping-pong over `frames` unless load_avatar found a loop.
+    cycle: Cycle = attrs.field(
+        default=attrs.Factory(lambda self: ping_pong_cycle(self.frames), takes_self=True), eq=False, repr=False
+    )
 
     @property
     def size(self) -> tuple[int, int]:
@@ -39,19 +49,16 @@ class Avatar:
 
     @property
     def cycle_length(self) -> int:
-        n = len(self.frames)
-        return 1 if n == 1 else 2 * n - 2
+        return len(self.cycle.numbers)
 
     def frame_number(self, counter: int) -> int:
-        """The source frame shown at this counter value (ping-pong)."""
-        n = len(self.frames)
-        if n == 1:
-            return 0
-        pos = counter % (2 * n - 2)
-        return pos if pos < n else 2 * n - 2 - pos
+        """The source frame (index into `frames`) the engines draw on at this counter value: the
+        one shown, or, on a cross-faded frame, the nearer of the two blended."""
+        return self.cycle.numbers[counter % len(self.cycle.numbers)]
 
     def frame_at(self, counter: int) -> np.ndarray:
-        return self.frames[self.frame_number(counter)]
+        """The picture shown at this counter value (the same read-only object every cycle)."""
+        return self.cycle.pictures[counter % len(self.cycle.pictures)]
 
 
 def file_digest(path: Path) -> str:
@@ -113,8 +120,19 @@ def _blurred_surround(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.ascontiguousarray((bg.astype(np.float32) * 0.55).astype(np.uint8))
 
 
-def load_avatar(path: Path, width: int, height: int, max_frames: int = 600) -> Avatar:
-    """Load an image (a still) or a video (up to max_frames frames) fitted to the output size."""
+def load_avatar(
+    path: Path,
+    width: int,
+    height: int,
+    max_frames: int = 600,
+    *,
+    fps: int = 30,
+    loop_cache: Path | None = DEFAULT_LOOP_CACHE,
+) -> Avatar:
+    """Load an image (a still) or a video (up to max_frames frames) fitted to the output size.
+
+    A video's cycle is planned for the stream's `fps` (its cross-fades last 200-400 ms of
+    stream time) and the plan is cached in `loop_cache` (None: not cached)."""
     if not path.is_file():
         raise AvatarError(f"avatar file not found: {path}")
     if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -135,10 +153,13 @@ def load_avatar(path: Path, width: int, height: int, max_frames: int = 600) -> A
             capture.release()
         if not frames:
             raise AvatarError(f"cannot read any frame from avatar video: {path}")
-    fitted = tuple(fit_to_canvas(f, width, height) for f in frames)
+    fitter = CanvasFitter(width, height)  # one blurred surround per clip, not per frame (~90 ms each at 720p)
+    fitted = tuple(fitter.fit(f) for f in frames)
     for f in fitted:
         f.setflags(write=False)  # shared by every tick; nobody may paint on them
-    return Avatar(frames=fitted, source=path, source_digest=file_digest(path))
+    digest = file_digest(path)
+    cycle = plan_cycle(fitted, fps, digest, path.name, loop_cache)
+    return Avatar(frames=fitted, source=path, source_digest=digest, cycle=cycle)
 
 
 def load_avatars(
@@ -151,6 +172,8 @@ def load_avatars(
     *,
     idle_setting: str | None = None,
     talking_setting: str | None = None,
+    fps: int = 30,
+    loop_cache: Path | None = DEFAULT_LOOP_CACHE,
 ) -> tuple[Avatar, Avatar]:
     """The idle and the talking avatar, both fitted to the output size.
 
@@ -160,7 +183,7 @@ def load_avatars(
     An AvatarError names `idle_setting` or `talking_setting`, the env names that chose the files.
     """
     try:
-        idle_avatar = load_avatar(idle, width, height, max_frames=idle_max_frames)
+        idle_avatar = load_avatar(idle, width, height, max_frames=idle_max_frames, fps=fps, loop_cache=loop_cache)
     except AvatarError as error:
         raise error.with_setting(idle_setting) if idle_setting else error
     try:
@@ -168,6 +191,7 @@ def load_avatars(
             raise AvatarError(f"avatar file not found: {talking}")
         if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.source_digest:
             return idle_avatar, idle_avatar
-        return idle_avatar, load_avatar(talking, width, height, max_frames=talking_max_frames)
+        talking_avatar = load_avatar(talking, width, height, talking_max_frames, fps=fps, loop_cache=loop_cache)
+        return idle_avatar, talking_avatar
     except AvatarError as error:
         raise error.with_setting(talking_setting) if talking_setting else error

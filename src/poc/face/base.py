@@ -4,7 +4,7 @@ The compositor owns the clock and a single frame counter. Before an utterance go
 pipeline lays its audio onto that counter: one `SpeechSlot` per output frame, carrying exactly
 the samples that will be written with that frame. An engine turns slots into `RenderedFrame`s
 for the same counter values, so the body frame it draws on is the one the compositor will show
-at that moment (the avatar's ping-pong cycle indexed by the counter).
+at that moment (the avatar's cycle indexed by the counter: `Avatar.frame_at`, `Avatar.frame_number`).
 
 Engines are synchronous and run in a worker thread; one `Utterance` lives per message so an
 engine can keep audio context across feeds (MuseTalk needs ~120 ms of future audio per frame,

@@ -165,7 +165,9 @@ class WarpEngine:
         """The face patch for frame counter `index` with the mouth at `pose`."""
         number = self.avatar.frame_number(index)
         rig = self.rig(number)
-        pixels = rig.render(self.avatar.frames[number], pose)
+        # The rig (landmarks) is the source frame's; the pixels are the picture shown, which at a
+        # loop joint is a cross-fade of two frames, so the patch's border matches the body.
+        pixels = rig.render(self.avatar.frame_at(index), pose)
         return FacePatch(x=rig.x, y=rig.y, pixels=pixels)
 
     def start_utterance(self) -> WarpUtterance:

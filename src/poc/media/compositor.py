@@ -33,6 +33,7 @@ import numpy as np
 
 from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
+from poc.face.life import Life
 from poc.jobs import Job, Outcome
 from poc.media.audio import fade_out, samples_in_frame, silence
 from poc.media.timeline import Ending, Schedule, Segment
@@ -67,14 +68,21 @@ class Compositor:
         *,
         talking_avatar: Avatar | None = None,
         transition_frames: int | None = None,
+        life: Life | None = None,
+        talking_life: Life | None = None,
     ) -> None:
         """`avatar` is the idle avatar; `talking_avatar` (default: the same object) is the body
         talking faces are drawn on. `transition_frames` (default: 0.3 s) is the length of a
         whole-frame cross-fade; `blend_frames` that of the mouth blend. `on_started(job, k)` is
         called when a job's first frame k is rendered, `on_settled(job)` once the compositor
-        has settled a job (played, failed or interrupted), both during the tick."""
+        has settled a job (played, failed or interrupted), both during the tick.
+        `life` (blinks and breath, face/life) is drawn on the idle avatar's pictures and
+        `talking_life` on the talking avatar's (default: `life` when the avatar is shared),
+        after the mouth, so both carry on through speech and the mouth moves with the head."""
         self.avatar = avatar
         self.talking_avatar = avatar if talking_avatar is None else talking_avatar
+        self.life = life or Life.none()
+        self.talking_life = talking_life or (self.life if self.talking_avatar is avatar else Life.none())
         self.chart = chart
         self.schedule = schedule
         self.sample_rate = sample_rate
@@ -128,7 +136,7 @@ class Compositor:
     def _picture(self, k: int, patch: FacePatch | None) -> np.ndarray:
         idle = self.avatar.frame_at(k)
         if self._position == 0:
-            return idle
+            return self.life.apply(k, idle)
         weight = self._position / self._steps
         if patch is not None and not _fits(patch, idle.shape):
             # an engine or a vendor handed a picture of the wrong size: show the body, not a crash
@@ -138,12 +146,18 @@ class Compositor:
                 self._warned_misfit = True
             patch = None
         if not self._whole:  # the mouth blend: only the patch rectangle changes
-            return idle if patch is None else self._paste(idle, patch, weight)
+            return self.life.apply(k, idle if patch is None else self._paste(idle, patch, weight))
         talking, rectangle = self.talking_avatar.frame_at(k), patch
         if patch is not None and patch.x == 0 and patch.y == 0 and patch.pixels.shape == idle.shape:
-            talking, rectangle = patch.pixels, None  # a whole picture of its own
+            talking, rectangle = patch.pixels, None  # a whole picture of its own: no life drawn on it
+        elif rectangle is None and talking is idle:  # (one shared avatar, no face yet: idle itself)
+            return self.life.apply(k, idle)
+        elif self.talking_life.active:  # the mouth goes on first, so it moves with the head
+            body = talking if rectangle is None else self._paste(talking, rectangle, 1.0)
+            talking, rectangle = self.talking_life.apply(k, body), None
+        idle = self.life.apply(k, idle)
         if rectangle is None:
-            if weight >= 1.0 or talking is idle:  # (one shared avatar, no face yet: idle itself)
+            if weight >= 1.0:
                 return talking
         elif weight >= 1.0:
             return self._paste(talking, rectangle, 1.0)

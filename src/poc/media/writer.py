@@ -214,6 +214,7 @@ class FfmpegWriter:
         )  # fmt: skip
         self._session: _Session | None = None
         self._outage_started: float | None = None
+        self._been_on_air = False  # the first "on air" is said as such, whatever came before
         self._closing = threading.Event()
         self._close_timeout = 1.5
         self._first_session = threading.Event()
@@ -353,14 +354,20 @@ class FfmpegWriter:
             if not announced and session.frames_written >= _FRAMES_BEFORE_UP:
                 announced = True
                 self.metrics.rtmp_up.set(1)
-                if self._outage_started is not None:
+                if self._outage_started is not None and self._been_on_air:
                     log.warning(
                         "RTMP output to %s is back after %.1f s",
                         self.url_for_logs, time.monotonic() - self._outage_started,
                     )  # fmt: skip
-                    self._outage_started = None
+                elif self._outage_started is not None:  # on air at last, after failed first tries
+                    log.warning(
+                        "on air: streaming to %s (after %.1f s without the RTMP server)",
+                        self.url_for_logs, time.monotonic() - self._outage_started,
+                    )  # fmt: skip
                 else:
                     log.info("on air: streaming to %s", self.url_for_logs)
+                self._outage_started = None
+                self._been_on_air = True
         return None
 
 

@@ -164,8 +164,11 @@ class AzureSpeechServer(VendorServer):
         self.finished_at: list[float] = []  # time.monotonic() each utterance's last frame left
         super().__init__()
         self._dummy = socket.socket()  # websockets wants a listening socket; ours is the HTTP one
+        # No keep-alive pings: a connection lives one utterance, and on a busy machine a late
+        # pong would only print a traceback from the server's thread.
         self._ws = serve(
-            self._serve_ws, sock=self._dummy, subprotocols=["USP"], process_request=self._upgrade
+            self._serve_ws, sock=self._dummy, subprotocols=["USP"], process_request=self._upgrade,
+            ping_interval=None,
         )
         plain = self._http.finish_request
 

@@ -1,8 +1,9 @@
 """The default, offline voice: piper-tts with the bundled "joe" voice (en_US, 22.05 kHz).
 
 The voice is loaded once (about 1.2 s with alignments) and reused; synthesis is one ONNX run
-per sentence (about 0.09 x real time on 2 cores), so the first sentence is on air a few hundred
-milliseconds after a message arrives while the rest is synthesised.
+per sentence (about 0.09 x real time on 2 idle cores; a third more since the session runs
+without onnxruntime's arena, see `session_options`), so the first sentence is on air a few
+hundred milliseconds after a message arrives while the rest is synthesised.
 
 Phoneme marks come from piper's alignments (samples per phoneme at the voice's rate), moved to
 the stream rate. Two kinds of IPA marks are folded into their neighbours because they are not
@@ -13,6 +14,7 @@ punctuation (pauses) and the IPA phonemes themselves.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import threading
@@ -46,6 +48,10 @@ SHIPPED_VOICE_ALIASES = frozenset({"joe", SHIPPED_VOICE.lower()})
 # `python -m piper.download_voices --data-dir models/piper NAME`).
 INSTALLED_VOICES_DIR = DEFAULT_MODELS_DIR / "piper"
 MAX_LOADED_VOICES = 2  # each loaded voice holds ~150 MB; requests rarely switch voices
+# glibc's M_MMAP_THRESHOLD (malloc.h). 256 KiB: twice glibc's starting value; the session's
+# large tensors and the 2.7 MiB frames are well above it, Python's small objects well below.
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 256 * 1024
 _STRESS_MARKS = frozenset("ˈˌ")
 _LENGTH_MARKS = frozenset("ːˑ")
 
@@ -173,44 +179,36 @@ class PiperProvider:
 
 
 def session_options() -> onnxruntime.SessionOptions:
-    """The options piper's ONNX session runs with: onnxruntime's defaults except its CPU arena.
+    """The options piper's ONNX session runs with: onnxruntime's defaults, its CPU arena off.
 
     Why (docs/reliability.md, "Memory"): with the arena on, onnxruntime reserves power-of-two
-    regions (64 + 32 MiB here) and the process's RSS creeps up for hours as ever more of them is
-    first written, one sentence length at a time. TO BE DECIDED BY THE SOAK.
+    regions (64 + 32 MiB here) and RSS creeps up for as long as the service runs, as more and
+    more of them is written for the first time. Without it every tensor comes from malloc and is
+    freed at the end of the run; `pin_mmap_threshold()` (called by `load_voice`) makes glibc give
+    the large ones straight back. The price is paid in page faults: synthesis took about a third
+    longer (real-time factor 0.24 -> 0.33 on 2 busy cores), still three times faster than speech.
     """
     import onnxruntime  # imported late: onnxruntime start-up is not free
 
     options = onnxruntime.SessionOptions()
-    import os  # EXPERIMENT SWITCH, removed before landing
-    mode = os.environ.get("POC_PIPER_ARENA", "default")
-    if mode == "off_mmap":
-        import ctypes
-        options.enable_cpu_mem_arena = False
-        assert ctypes.CDLL(None).mallopt(-3, 256 * 1024) == 1
-    if mode == "shrink":
-        global _ENV_ALLOCATOR
-        if not _ENV_ALLOCATOR:
-            info = onnxruntime.OrtMemoryInfo("Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT)
-            onnxruntime.create_and_register_allocator(info, onnxruntime.OrtArenaCfg({"arena_extend_strategy": 1}))
-            _ENV_ALLOCATOR = True
-        options.add_session_config_entry("session.use_env_allocators", "1")
-    LOGGER.info("piper arena mode %s", mode)
+    options.enable_cpu_mem_arena = False
     return options
 
 
-_ENV_ALLOCATOR = False
-
-
-class _ShrinkingSession:
-    def __init__(self, session, run_options):
-        self._session, self._run_options = session, run_options
-
-    def run(self, output_names, feed):
-        return self._session.run(output_names, feed, self._run_options)
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
+def pin_mmap_threshold(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """From now on glibc serves every block of `threshold` bytes or more with a mapping of its
+    own, unmapped when freed, and no longer raises that threshold by itself. Process-wide on
+    purpose: by default glibc raises the threshold to the size of each large block freed (up to
+    32 MiB), after which the arena-less session's tensors and the service's frames are carved
+    out of the thread heaps, where freed pages stay resident (the heaps grew to 500 MiB when
+    the arena was off without this). True if set; False where the C library has no mallopt."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl, macOS: their allocators, their rules
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, threshold) == 1
 
 
 def load_voice(
@@ -219,7 +217,8 @@ def load_voice(
     """What `PiperVoice.load(model, config, include_alignments=True)` gives (piper-tts 1.8),
     but with our session options (`session_options()` unless given): piper builds its session
     with onnxruntime's defaults and takes no options, so the session is built here from the
-    same in-memory model piper would build, alignment output added the same way."""
+    same in-memory model piper would build, alignment output added the same way. Options with
+    the arena off also pin glibc's mmap threshold (`pin_mmap_threshold`)."""
     import onnx
     import onnxruntime
     from piper import PiperVoice
@@ -232,16 +231,12 @@ def load_voice(
         add_alignment_output(model)
     except ValueError:
         pass  # already patched, or no tensor to expose: as piper does, use it as it is
+    chosen = options if options is not None else session_options()
+    if not chosen.enable_cpu_mem_arena:
+        pin_mmap_threshold()  # before the first run: the session's tensors come from malloc
     session = onnxruntime.InferenceSession(
-        model.SerializeToString(),
-        sess_options=options if options is not None else session_options(),
-        providers=["CPUExecutionProvider"],
+        model.SerializeToString(), sess_options=chosen, providers=["CPUExecutionProvider"]
     )
-    import os
-    if os.environ.get("POC_PIPER_ARENA") == "shrink":
-        run_options = onnxruntime.RunOptions()
-        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        session = _ShrinkingSession(session, run_options)
     return PiperVoice(config=config, session=session, download_dir=Path.cwd())
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from poc.bench import musetalk as bench
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 
 def test_tiny_bench_prints_a_markdown_row_per_batch_size(capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()

@@ -8,6 +8,9 @@ import pytest
 from poc.face.musetalk.commands import add_avatar_parser, add_models_parser
 from poc.paths import DEFAULT_AVATAR
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="poc")

@@ -20,6 +20,9 @@ from poc.face.musetalk.render import FrameRenderer
 
 from .conftest import voiced
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 RATE, FPS = 48000, 25
 FRAMES = [(n, n) for n in range(6)]  # (number in the utterance, counter): 6 voiced frames
 HALF = ["float16", "bfloat16"]

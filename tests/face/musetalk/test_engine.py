@@ -15,6 +15,9 @@ from poc.face.musetalk.engine import MuseTalkEngine
 
 from .conftest import voiced
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 RATE = 48000
 
 

@@ -15,6 +15,9 @@ from poc.face.musetalk.model import MuseTalkModel, load_model, positional_encodi
 
 from .conftest import voiced
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model(tiny_models: Path) -> MuseTalkModel:

@@ -40,6 +40,9 @@ from poc.face.musetalk.weights import check_weights, optional_notes
 
 from .conftest import write_parser_weights
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 HAIR = 17
 
 

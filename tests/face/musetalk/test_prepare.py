@@ -15,6 +15,9 @@ from poc.paths import DEFAULT_AVATAR
 
 from .conftest import SIZE
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 
 class CountingEncoder:
     """The real VAE encoder, counting how many crops it was asked to encode."""

@@ -16,6 +16,9 @@ from poc.face.musetalk.weights import FILES, check_weights, fetch_weights, optio
 
 from .conftest import write_tiny_weights
 
+# Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
+pytestmark = pytest.mark.slow
+
 
 def test_the_tiny_layout_is_complete(tiny_models: Path) -> None:
     assert check_weights(tiny_models) == []

@@ -57,7 +57,11 @@ class AudioHost:
 
         self._http = ThreadingHTTPServer((host, port), Handler)
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, name="AudioHost", daemon=True)
+        # serve_forever checks for shutdown every poll_interval (0.5 s by default): stop() would
+        # wait that long, on every service shutdown and every test.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name="AudioHost", daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from poc.face.avatar import AvatarError, load_avatar
 from poc.face.base import EngineError
+from poc.face.loop import describe
 from poc.paths import DEFAULT_MODELS_DIR
 
 
@@ -27,6 +28,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def parse_fps(text: str) -> int:
+    """'30' -> 30, within RTMP_FPS's range (1..60)."""
+    try:
+        fps = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"fps must be a whole number, got {text!r}") from None
+    if not 1 <= fps <= 60:
+        raise argparse.ArgumentTypeError(f"fps {fps} is out of range (1..60)")
+    return fps
+
+
 def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `models check|fetch [--models-dir D]`."""
     parser = subparsers.add_parser("models", help="check or download the MuseTalk v1.5 weights")
@@ -39,18 +51,19 @@ def add_models_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_avatar_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `avatar prepare <image-or-video> [--size WxH] [--models-dir D] [--device ...] [--dtype ...]`."""
+    """Register `avatar prepare <image-or-video> [--size WxH] [--fps N] [--models-dir D] [--device ...] [--dtype ...]`."""
     from poc.face.musetalk.prepare import DEFAULT_CACHE_DIR
 
     parser = subparsers.add_parser("avatar", help="prepare an avatar for MuseTalk (cached)")
     sub = parser.add_subparsers(dest="avatar_command", required=True, metavar="{prepare}")
-    p = sub.add_parser("prepare", help="landmarks, crop boxes, masks and reference latents, cached on disk")
+    p = sub.add_parser("prepare", help="a video's idle loop, then landmarks, crop boxes, masks and reference latents, cached on disk")
     p.add_argument("source", type=Path, help="avatar image or video")
     p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS_DIR, help="default: %(default)s")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
     p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (default; as TALKING_FACE_DTYPE)")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR, help="default: %(default)s")
+    p.add_argument("--fps", type=parse_fps, default=30, help="stream frame rate the video loop is planned for (default 30, as RTMP_FPS)")
     p.set_defaults(func=run_prepare)
 
 
@@ -88,7 +101,9 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     try:
-        avatar = load_avatar(args.source, *args.size)
+        avatar = load_avatar(args.source, *args.size, fps=args.fps, loop_cache=args.cache_dir)
+        if avatar.cycle.plan is not None:  # a video: its loop was planned (and cached) with its frames
+            print(f"loop: {describe(avatar.cycle.plan)}")
         codec = load_vae(args.models_dir, args.device, args.dtype)
         parser = load_parser(args.models_dir, codec.device)
         prepared = prepare_avatar(avatar, codec.encode_reference, args.cache_dir, vae_fingerprint(args.models_dir), parser)
