@@ -14,7 +14,6 @@ SecretStr so a repr or a log of the settings cannot leak them either.
 
 from __future__ import annotations
 
-import ipaddress
 import functools
 import json
 import os
@@ -28,17 +27,17 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
+from poc import config_values as values
 from poc import paths
+from poc.config_values import (  # noqa: F401  (part of this module's interface)
+    API_TTS_PROVIDERS,
+    BACKUP_FACE_MODELS,
+    FACE_APIS,
+    LOCAL_TTS_PROVIDERS,
+    TTS_PROVIDERS,
+    is_loopback,
+)
 from poc.errors import StartupError
-
-# Concrete speech providers. TTS_PROVIDER takes one of these directly, or the plan's form:
-# `local` + TTS_PROVIDER_LOCAL, `api` + TTS_API_PROVIDER.
-LOCAL_TTS_PROVIDERS = ("piper", "espeak", "edge", "pyttsx3")
-API_TTS_PROVIDERS = ("elevenlabs", "openai", "cartesia", "azure", "google")
-TTS_PROVIDERS = LOCAL_TTS_PROVIDERS + API_TTS_PROVIDERS
-_TTS_ALIASES = {"edge-tts": "edge"}  # the plan's spelling of edge
-FACE_APIS = ("d-id", "tavus", "hedra")
-BACKUP_FACE_MODELS = ("mimictalk", "synctalk")  # the plan's post-PoC backups: not built
 
 # Never echoed in an error: they are secrets or URLs that may carry credentials.
 _NO_ECHO = frozenset(
@@ -52,204 +51,6 @@ _DEFAULT_RTMP_URL = "rtmp://127.0.0.1:1935/live/avatar"
 
 class ConfigError(StartupError, ValueError):
     """A setting is wrong; str() is one line naming it."""
-
-
-# --- parsers: text in, typed value out, ValueError with poc's wording otherwise ---------------
-
-
-def _parse_bool(raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a whole number between {low} and {high}") from None
-        if not low <= value <= high:
-            raise ValueError(f"must be a whole number between {low} and {high}")
-        return value
-
-    return parse
-
-
-def _float_between(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"must be a number between {low:g} and {high:g}") from None
-        if not low <= value <= high:  # also refuses nan
-            raise ValueError(f"must be a number between {low:g} and {high:g}")
-        return value
-
-    return parse
-
-
-def _parse_resolution(raw: str) -> tuple[int, int]:
-    try:
-        w_text, h_text = raw.lower().replace(" ", "").split("x")
-        width, height = int(w_text), int(h_text)
-    except ValueError:
-        raise ValueError("must look like 1280x720") from None
-    if width % 2 or height % 2:
-        raise ValueError("width and height must be even (H.264 with 4:2:0 chroma)")
-    if not (64 <= width <= 3840 and 64 <= height <= 2160):
-        raise ValueError("must be between 64x64 and 3840x2160")
-    return width, height
-
-
-def _parse_bitrate(raw: str) -> str:
-    text = raw.strip().lower()
-    number = text[:-1] if text[-1:] in {"k", "m"} else text
-    try:
-        value = float(number) * {"k": 1e3, "m": 1e6}.get(text[-1:], 1)
-    except ValueError:
-        raise ValueError("must look like 2000k or 2.5M") from None
-    if not 100e3 <= value <= 50e6:
-        raise ValueError("must be between 100k and 50M")
-    return text
-
-
-def _parse_rtmp_url(raw: str) -> str:
-    url = raw.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in {"rtmp", "rtmps"} or not parts.hostname:
-        raise ValueError("must be an rtmp:// or rtmps:// URL with a host")
-    if len([p for p in parts.path.split("/") if p]) < 2:
-        raise ValueError("must name an application and a stream key: rtmp://host/app/key")
-    return url
-
-
-def _optional_url(*schemes: str) -> Callable[[str], str | None]:
-    def parse(raw: str) -> str | None:
-        url = raw.strip()
-        if not url:
-            return None
-        try:
-            parts = urlsplit(url)
-            parts.port  # raises on a port that is not a number
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme.lower() not in schemes or not parts.hostname:
-            raise ValueError(f"must be a {' or '.join(s + '://' for s in schemes)} URL with a host")
-        return url
-
-    return parse
-
-
-def _parse_choice(*choices: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _optional_choice(*choices: str) -> Callable[[str], str | None]:
-    choose = _parse_choice(*choices)
-    return lambda raw: choose(raw) if raw.strip() else None
-
-
-def _tts_name(*choices: str) -> Callable[[str], str]:
-    """A provider name as written (edge-tts spelled out); `choices` are the accepted spellings."""
-    choose = _parse_choice(*choices)
-    return lambda raw: _TTS_ALIASES.get(choose(raw), choose(raw))
-
-
-def _optional_tts_name(*choices: str) -> Callable[[str], str | None]:
-    name = _tts_name(*choices)
-    return lambda raw: name(raw) if raw.strip() else None
-
-
-def _parse_tts_chain(raw: str) -> tuple[str, ...]:
-    """`azure,piper` → ("azure", "piper"): fallbacks in the order they are tried."""
-    name = _tts_name(*TTS_PROVIDERS, *_TTS_ALIASES)
-    chain = tuple(name(part) for part in raw.split(",") if part.strip())
-    if len(set(chain)) != len(chain):
-        raise ValueError("names a provider twice")
-    return chain
-
-
-def _parse_face_model(raw: str) -> str:
-    value = raw.strip().lower()
-    if value in BACKUP_FACE_MODELS:
-        raise ValueError(
-            f"{value} is not built in poc (one of the plan's post-PoC backups); "
-            "docs/backup-models.md says how it would fit; use warp or musetalk"
-        )
-    return _parse_choice("warp", "musetalk")(raw)
-
-
-def _parse_channels(raw: str) -> int:
-    if raw.strip() not in {"1", "2"}:
-        raise ValueError("must be 1 (mono) or 2 (stereo)")
-    return int(raw)
-
-
-def _optional_text(raw: str) -> str | None:
-    return raw.strip() or None
-
-
-def _text(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    return raw.strip()
-
-
-def _queue_name(raw: str) -> str:
-    """An AMQP queue name the broker will declare, with room for the derived `.control`."""
-    name = _text(raw)
-    if name.startswith("amq."):
-        raise ValueError("names starting with amq. are reserved by RabbitMQ")
-    if len(name.encode("utf-8")) > 255 - len(".control"):
-        raise ValueError("must be at most 247 bytes (AMQP names are 255, and .control is added)")
-    return name
-
-
-def _optional_region(raw: str) -> str | None:
-    """An Azure region name: it becomes part of the endpoint's host name."""
-    region = raw.strip().lower()
-    if region and not (region.isascii() and region.isalnum()):
-        raise ValueError("must be an Azure region name like westeurope (letters and digits)")
-    return region or None
-
-
-def _optional_path(raw: str) -> Path | None:
-    return Path(raw.strip()).expanduser() if raw.strip() else None
-
-
-def _path(raw: str) -> Path:
-    return Path(raw.strip()).expanduser()
-
-
-def _optional_secret(raw: str) -> SecretStr | None:
-    return SecretStr(raw.strip()) if raw.strip() else None
-
-
-def _studio_token(raw: str) -> SecretStr | None:
-    token = raw.strip()
-    if token and len(token) < 16:  # it guards a port reachable from elsewhere: not guessable
-        raise ValueError("must be at least 16 characters (e.g. the output of `openssl rand -hex 16`)")
-    return SecretStr(token) if token else None
-
-
-def is_loopback(host: str) -> bool:
-    """True for a host that only this machine can reach (localhost, 127.0.0.0/8, ::1)."""
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
-    except ValueError:  # any other name may resolve to a reachable address
-        return False
 
 
 def _env(name: str, default: Any, **field: Any) -> Any:
@@ -293,99 +94,99 @@ class Settings(BaseSettings):
         env_file=None,  # load_settings names the file
     )
 
-    rabbitmq_host: Annotated[str, _parsed(_text)] = _env("RABBITMQ_HOST", "127.0.0.1")
-    rabbitmq_port: Annotated[int, _parsed(_int_between(1, 65535))] = _env("RABBITMQ_PORT", 5672)
-    rabbitmq_user: Annotated[str, _parsed(_text)] = _env("RABBITMQ_USER", "guest")
+    rabbitmq_host: Annotated[str, _parsed(values.text)] = _env("RABBITMQ_HOST", "127.0.0.1")
+    rabbitmq_port: Annotated[int, _parsed(values.int_between(1, 65535))] = _env("RABBITMQ_PORT", 5672)
+    rabbitmq_user: Annotated[str, _parsed(values.text)] = _env("RABBITMQ_USER", "guest")
     rabbitmq_password: SecretStr = _env("RABBITMQ_PASSWORD", SecretStr(_DEFAULT_PASSWORD))
-    rabbitmq_queue: Annotated[str, _parsed(_queue_name)] = _env("RABBITMQ_QUEUE", "talking_face_input")
-    rabbitmq_vhost: Annotated[str, _parsed(_text)] = _env("RABBITMQ_VHOST", "/")
-    rabbitmq_tls: Annotated[bool, _parsed(_parse_bool)] = _env("RABBITMQ_TLS", False)
-    rabbitmq_prefetch: Annotated[int, _parsed(_int_between(1, 100))] = _env("RABBITMQ_PREFETCH", 4)
-    rabbitmq_reconnect_seconds: Annotated[float, _parsed(_float_between(0.1, 60))] = _env(
+    rabbitmq_queue: Annotated[str, _parsed(values.queue_name)] = _env("RABBITMQ_QUEUE", "talking_face_input")
+    rabbitmq_vhost: Annotated[str, _parsed(values.text)] = _env("RABBITMQ_VHOST", "/")
+    rabbitmq_tls: Annotated[bool, _parsed(values.parse_bool)] = _env("RABBITMQ_TLS", False)
+    rabbitmq_prefetch: Annotated[int, _parsed(values.int_between(1, 100))] = _env("RABBITMQ_PREFETCH", 4)
+    rabbitmq_reconnect_seconds: Annotated[float, _parsed(values.float_between(0.1, 60))] = _env(
         "RABBITMQ_RECONNECT_SECONDS", 1.0
     )
     # The stream key is a credential, but the writer and the studio need the URL as text.
-    rtmp_url: Annotated[str, _parsed(_parse_rtmp_url)] = _env("RTMP_URL", _DEFAULT_RTMP_URL, repr=False)
-    resolution: Annotated[tuple[int, int], _parsed(_parse_resolution)] = _env("RTMP_RESOLUTION", (1280, 720))
-    fps: Annotated[int, _parsed(_int_between(1, 60))] = _env("RTMP_FPS", 30)
-    bitrate: Annotated[str, _parsed(_parse_bitrate)] = _env("RTMP_BITRATE", "2000k")
-    audio_bitrate: Annotated[str, _parsed(_parse_bitrate)] = _env("RTMP_AUDIO_BITRATE", "128k")
-    keyframe_seconds: Annotated[float, _parsed(_float_between(0.5, 10))] = _env("RTMP_KEYFRAME_SECONDS", 2.0)
-    static_video_path: Annotated[Path | None, _parsed(_optional_path)] = _env("STATIC_VIDEO_PATH", None)
-    static_video_loop: Annotated[bool, _parsed(_parse_bool)] = _env("STATIC_VIDEO_LOOP", True)
-    transition_seconds: Annotated[float, _parsed(_float_between(0, 5))] = _env("TRANSITION_SECONDS", 0.3)
+    rtmp_url: Annotated[str, _parsed(values.parse_rtmp_url)] = _env("RTMP_URL", _DEFAULT_RTMP_URL, repr=False)
+    resolution: Annotated[tuple[int, int], _parsed(values.parse_resolution)] = _env("RTMP_RESOLUTION", (1280, 720))
+    fps: Annotated[int, _parsed(values.int_between(1, 60))] = _env("RTMP_FPS", 30)
+    bitrate: Annotated[str, _parsed(values.parse_bitrate)] = _env("RTMP_BITRATE", "2000k")
+    audio_bitrate: Annotated[str, _parsed(values.parse_bitrate)] = _env("RTMP_AUDIO_BITRATE", "128k")
+    keyframe_seconds: Annotated[float, _parsed(values.float_between(0.5, 10))] = _env("RTMP_KEYFRAME_SECONDS", 2.0)
+    static_video_path: Annotated[Path | None, _parsed(values.optional_path)] = _env("STATIC_VIDEO_PATH", None)
+    static_video_loop: Annotated[bool, _parsed(values.parse_bool)] = _env("STATIC_VIDEO_LOOP", True)
+    transition_seconds: Annotated[float, _parsed(values.float_between(0, 5))] = _env("TRANSITION_SECONDS", 0.3)
     # Life on the avatar (face/life): blinks, breath and drift, the same on every run of a seed.
-    idle_blinks: Annotated[bool, _parsed(_parse_bool)] = _env("IDLE_BLINKS", True)
-    idle_motion: Annotated[float, _parsed(_float_between(0, 3))] = _env("IDLE_MOTION", 1.0)
-    idle_seed: Annotated[int, _parsed(_int_between(0, 2**31 - 1))] = _env("IDLE_SEED", 0)
+    idle_blinks: Annotated[bool, _parsed(values.parse_bool)] = _env("IDLE_BLINKS", True)
+    idle_motion: Annotated[float, _parsed(values.float_between(0, 3))] = _env("IDLE_MOTION", 1.0)
+    idle_seed: Annotated[int, _parsed(values.int_between(0, 2**31 - 1))] = _env("IDLE_SEED", 0)
 
     # TTS_PROVIDER as written: a provider name, or the plan's `local` / `api` (see tts_provider)
-    tts_provider_as_written: Annotated[str, _parsed(_tts_name("local", "api", *TTS_PROVIDERS, *_TTS_ALIASES))] = _env(
+    tts_provider_as_written: Annotated[str, _parsed(values.tts_name("local", "api", *TTS_PROVIDERS, *values.TTS_ALIASES))] = _env(
         "TTS_PROVIDER", "piper"
     )
-    tts_provider_local: Annotated[str | None, _parsed(_optional_tts_name(*LOCAL_TTS_PROVIDERS, *_TTS_ALIASES))] = _env(
+    tts_provider_local: Annotated[str | None, _parsed(values.optional_tts_name(*LOCAL_TTS_PROVIDERS, *values.TTS_ALIASES))] = _env(
         "TTS_PROVIDER_LOCAL", None
     )
-    tts_api_provider: Annotated[str | None, _parsed(_optional_tts_name(*API_TTS_PROVIDERS))] = _env(
+    tts_api_provider: Annotated[str | None, _parsed(values.optional_tts_name(*API_TTS_PROVIDERS))] = _env(
         "TTS_API_PROVIDER", None
     )
-    tts_fallback_providers: Annotated[tuple[str, ...], _parsed(_parse_tts_chain)] = _env("TTS_FALLBACK_PROVIDER", ())
-    tts_api_key: Annotated[SecretStr | None, _parsed(_optional_secret)] = _env("TTS_API_KEY", None)
-    tts_voice_as_written: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_VOICE", None)
-    tts_api_voice_id: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_API_VOICE_ID", None)
-    tts_api_base_url: Annotated[str | None, _parsed(_optional_url("http", "https", "ws", "wss"))] = _env(
+    tts_fallback_providers: Annotated[tuple[str, ...], _parsed(values.parse_tts_chain)] = _env("TTS_FALLBACK_PROVIDER", ())
+    tts_api_key: Annotated[SecretStr | None, _parsed(values.optional_secret)] = _env("TTS_API_KEY", None)
+    tts_voice_as_written: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_VOICE", None)
+    tts_api_voice_id: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_API_VOICE_ID", None)
+    tts_api_base_url: Annotated[str | None, _parsed(values.optional_url("http", "https", "ws", "wss"))] = _env(
         "TTS_API_BASE_URL", None
     )
-    azure_speech_region: Annotated[str | None, _parsed(_optional_region)] = _env("AZURE_SPEECH_REGION", None)
-    google_application_credentials: Annotated[Path | None, _parsed(_optional_path)] = _env(
+    azure_speech_region: Annotated[str | None, _parsed(values.optional_region)] = _env("AZURE_SPEECH_REGION", None)
+    google_application_credentials: Annotated[Path | None, _parsed(values.optional_path)] = _env(
         "GOOGLE_APPLICATION_CREDENTIALS", None
     )
-    tts_model: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_MODEL", None)
-    tts_language: Annotated[str | None, _parsed(_optional_text)] = _env("TTS_LANGUAGE", None)
-    sample_rate: Annotated[int, _parsed(_int_between(8000, 96000))] = _env("TTS_SAMPLE_RATE", 44100)
-    tts_channels: Annotated[int, _parsed(_parse_channels)] = _env("TTS_CHANNELS", 1)
-    tts_retries: Annotated[int, _parsed(_int_between(0, 10))] = _env("TTS_RETRIES", 2)
-    tts_timeout_seconds: Annotated[float, _parsed(_float_between(0.5, 120))] = _env("TTS_TIMEOUT_SECONDS", 10.0)
+    tts_model: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_MODEL", None)
+    tts_language: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_LANGUAGE", None)
+    sample_rate: Annotated[int, _parsed(values.int_between(8000, 96000))] = _env("TTS_SAMPLE_RATE", 44100)
+    tts_channels: Annotated[int, _parsed(values.parse_channels)] = _env("TTS_CHANNELS", 1)
+    tts_retries: Annotated[int, _parsed(values.int_between(0, 10))] = _env("TTS_RETRIES", 2)
+    tts_timeout_seconds: Annotated[float, _parsed(values.float_between(0.5, 120))] = _env("TTS_TIMEOUT_SECONDS", 10.0)
 
-    talking_face_provider: Annotated[str, _parsed(_parse_choice("local", "api"))] = _env(
+    talking_face_provider: Annotated[str, _parsed(values.parse_choice("local", "api"))] = _env(
         "TALKING_FACE_PROVIDER", "local"
     )
-    talking_face_api: Annotated[str | None, _parsed(_optional_choice(*FACE_APIS))] = _env("TALKING_FACE_API", None)
-    talking_face_api_url: Annotated[str | None, _parsed(_optional_url("http", "https"))] = _env(
+    talking_face_api: Annotated[str | None, _parsed(values.optional_choice(*FACE_APIS))] = _env("TALKING_FACE_API", None)
+    talking_face_api_url: Annotated[str | None, _parsed(values.optional_url("http", "https"))] = _env(
         "TALKING_FACE_API_URL", None
     )
-    talking_face_api_key: Annotated[SecretStr | None, _parsed(_optional_secret)] = _env("TALKING_FACE_API_KEY", None)
-    talking_face_avatar_id: Annotated[str | None, _parsed(_optional_text)] = _env("TALKING_FACE_AVATAR_ID", None)
-    talking_face_api_timeout_seconds: Annotated[float, _parsed(_float_between(1, 1800))] = _env(
+    talking_face_api_key: Annotated[SecretStr | None, _parsed(values.optional_secret)] = _env("TALKING_FACE_API_KEY", None)
+    talking_face_avatar_id: Annotated[str | None, _parsed(values.optional_text)] = _env("TALKING_FACE_AVATAR_ID", None)
+    talking_face_api_timeout_seconds: Annotated[float, _parsed(values.float_between(1, 1800))] = _env(
         "TALKING_FACE_API_TIMEOUT_SECONDS", 120.0
     )
     # Tavus fetches audio by URL: poc serves each message's WAV on this port under this public URL.
-    talking_face_audio_public_url: Annotated[str | None, _parsed(_optional_url("http", "https"))] = _env(
+    talking_face_audio_public_url: Annotated[str | None, _parsed(values.optional_url("http", "https"))] = _env(
         "TALKING_FACE_AUDIO_PUBLIC_URL", None
     )
-    talking_face_audio_host: Annotated[str, _parsed(_text)] = _env("TALKING_FACE_AUDIO_HOST", "0.0.0.0")
-    talking_face_audio_port: Annotated[int, _parsed(_int_between(1, 65535))] = _env("TALKING_FACE_AUDIO_PORT", 8089)
-    talking_face_model: Annotated[str, _parsed(_parse_face_model)] = _env("TALKING_FACE_MODEL", "warp")
-    model_path: Annotated[Path, _parsed(_path)] = _env("TALKING_FACE_MODEL_PATH", paths.DEFAULT_MODELS_DIR)
-    device: Annotated[str, _parsed(_parse_choice("auto", "cpu", "cuda"))] = _env("TALKING_FACE_DEVICE", "auto")
-    dtype: Annotated[str, _parsed(_parse_choice("auto", "float16", "bfloat16", "float32"))] = _env(
+    talking_face_audio_host: Annotated[str, _parsed(values.text)] = _env("TALKING_FACE_AUDIO_HOST", "0.0.0.0")
+    talking_face_audio_port: Annotated[int, _parsed(values.int_between(1, 65535))] = _env("TALKING_FACE_AUDIO_PORT", 8089)
+    talking_face_model: Annotated[str, _parsed(values.parse_face_model)] = _env("TALKING_FACE_MODEL", "warp")
+    model_path: Annotated[Path, _parsed(values.path)] = _env("TALKING_FACE_MODEL_PATH", paths.DEFAULT_MODELS_DIR)
+    device: Annotated[str, _parsed(values.parse_choice("auto", "cpu", "cuda"))] = _env("TALKING_FACE_DEVICE", "auto")
+    dtype: Annotated[str, _parsed(values.parse_choice("auto", "float16", "bfloat16", "float32"))] = _env(
         "TALKING_FACE_DTYPE", "auto"
     )
-    avatar_image: Annotated[Path | None, _parsed(_optional_path)] = _env("TALKING_FACE_AVATAR_IMAGE", None)
-    avatar_video: Annotated[Path | None, _parsed(_optional_path)] = _env("TALKING_FACE_AVATAR_VIDEO", None)
-    batch_size: Annotated[int, _parsed(_int_between(1, 256))] = _env("TALKING_FACE_BATCH_SIZE", 16)
+    avatar_image: Annotated[Path | None, _parsed(values.optional_path)] = _env("TALKING_FACE_AVATAR_IMAGE", None)
+    avatar_video: Annotated[Path | None, _parsed(values.optional_path)] = _env("TALKING_FACE_AVATAR_VIDEO", None)
+    batch_size: Annotated[int, _parsed(values.int_between(1, 256))] = _env("TALKING_FACE_BATCH_SIZE", 16)
 
-    ffmpeg_path: Annotated[str | None, _parsed(_optional_text)] = _env("FFMPEG_PATH", None)
-    max_text_chars: Annotated[int, _parsed(_int_between(1, 100_000))] = _env("MAX_TEXT_CHARS", 2000)
-    max_audio_seconds: Annotated[float, _parsed(_float_between(0.1, 3600))] = _env("MAX_AUDIO_SECONDS", 60.0)
-    max_body_bytes: Annotated[int, _parsed(_int_between(1024, 100_000_000))] = _env("MAX_BODY_BYTES", 5_000_000)
-    speech_ahead_seconds: Annotated[float, _parsed(_float_between(1, 600))] = _env("SPEECH_AHEAD_SECONDS", 30.0)
-    shutdown_deadline_seconds: Annotated[float, _parsed(_float_between(0, 30))] = _env("SHUTDOWN_DEADLINE_SECONDS", 2.0)
-    http_host: Annotated[str, _parsed(_text)] = _env("HTTP_HOST", "127.0.0.1")
-    http_port: Annotated[int, _parsed(_int_between(0, 65535))] = _env("HTTP_PORT", 8080)
-    studio_hls_url: Annotated[str | None, _parsed(_optional_text)] = _env("STUDIO_HLS_URL", None)
-    studio_token: Annotated[SecretStr | None, _parsed(_studio_token)] = _env("STUDIO_TOKEN", None)
-    log_level: Annotated[str, _parsed(_parse_choice("debug", "info", "warning", "error"))] = _env("LOG_LEVEL", "info")
+    ffmpeg_path: Annotated[str | None, _parsed(values.optional_text)] = _env("FFMPEG_PATH", None)
+    max_text_chars: Annotated[int, _parsed(values.int_between(1, 100_000))] = _env("MAX_TEXT_CHARS", 2000)
+    max_audio_seconds: Annotated[float, _parsed(values.float_between(0.1, 3600))] = _env("MAX_AUDIO_SECONDS", 60.0)
+    max_body_bytes: Annotated[int, _parsed(values.int_between(1024, 100_000_000))] = _env("MAX_BODY_BYTES", 5_000_000)
+    speech_ahead_seconds: Annotated[float, _parsed(values.float_between(1, 600))] = _env("SPEECH_AHEAD_SECONDS", 30.0)
+    shutdown_deadline_seconds: Annotated[float, _parsed(values.float_between(0, 30))] = _env("SHUTDOWN_DEADLINE_SECONDS", 2.0)
+    http_host: Annotated[str, _parsed(values.text)] = _env("HTTP_HOST", "127.0.0.1")
+    http_port: Annotated[int, _parsed(values.int_between(0, 65535))] = _env("HTTP_PORT", 8080)
+    studio_hls_url: Annotated[str | None, _parsed(values.optional_text)] = _env("STUDIO_HLS_URL", None)
+    studio_token: Annotated[SecretStr | None, _parsed(values.studio_token)] = _env("STUDIO_TOKEN", None)
+    log_level: Annotated[str, _parsed(values.parse_choice("debug", "info", "warning", "error"))] = _env("LOG_LEVEL", "info")
 
     @classmethod
     def settings_customise_sources(
