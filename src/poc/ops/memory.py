@@ -7,8 +7,9 @@ frames, audio and ONNX tensors from several threads (clock, ffmpeg writer, TTS, 
 anyio's pool), so the free space inside glibc's arenas keeps moving, and a page once touched
 stays resident: by itself glibc gives back only the free top of a heap. `malloc_trim(0)` also
 releases the whole free pages inside every arena (madvise). Called every 10 s it took 1-3 ms
-and kept RSS flat over 10 minutes, though not over 30 (part of the growth is not free memory;
-open in docs/reliability.md); MALLOC_ARENA_MAX=2 alone did not stop the growth.
+and kept RSS flat over 10 minutes, though not over 30: the rest was onnxruntime's arena in
+piper's session, now switched off (speech/piper.py, docs/reliability.md). The trim stays: it still
+returns what the other threads free. MALLOC_ARENA_MAX=2 alone did not stop the growth.
 """
 
 from __future__ import annotations
