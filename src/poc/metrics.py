@@ -14,6 +14,8 @@ import attrs
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 STATES = ("idle", "processing", "transitioning", "talking")
+# Seconds, for anything a viewer waits on (a message to go on air, a voice to start).
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 @attrs.define
@@ -72,7 +74,7 @@ class Metrics:
             "poc_message_latency_seconds",
             "Per-stage latency of a message, from dequeue",
             ["stage"],
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.tts_requests = Counter(
@@ -88,7 +90,7 @@ class Metrics:
             "poc_tts_first_audio_seconds",
             "Time from a speech request to the provider's first audio",
             ["provider"],
-            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.face_api_requests = Counter(
