@@ -197,9 +197,7 @@ class Service:
                 )
                 tg.start_soon(self.source.run)
                 task_status.started()
-                await self._wait_for_stop_signal()
-                with anyio.CancelScope(shield=True):
-                    await self._stop_gracefully()
+                await self._stop_on_signal()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -363,11 +361,25 @@ class Service:
             raise ConfigError(f"{setting}: the voice cannot load: {error}") from None
         ready.set()
 
-    async def _wait_for_stop_signal(self) -> None:
+    async def _stop_on_signal(self) -> None:
+        """Wait for SIGINT/SIGTERM, then stop gracefully. The receiver stays open meanwhile, so a
+        second signal (a second Ctrl-C, or `timeout` signalling the process and its group) cuts
+        the graceful part short instead of raising KeyboardInterrupt in the middle of it."""
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for received in signals:
                 log.info("received %s", signal.Signals(received).name)
-                return
+                break
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as stopping:
+
+                    async def on_second_signal() -> None:
+                        async for again in signals:
+                            log.info("received %s again: stopping now", signal.Signals(again).name)
+                            stopping.cancel_scope.cancel()
+
+                    stopping.start_soon(on_second_signal)
+                    await self._stop_gracefully()
+                    stopping.cancel_scope.cancel()
 
 
 async def run_service(settings: Settings) -> int:
