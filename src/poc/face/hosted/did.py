@@ -12,14 +12,11 @@ this is httpx against that REST API.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from poc.face.hosted.http import VendorHttp, image_mime, text_field
-from poc.face.hosted.wav import encode_wav
+from poc.face.hosted.http import JobStatus, VendorHttp, image_mime, text_field
 
 DEFAULT_URL = "https://api.d-id.com"
 WORKING = ("created", "started")
@@ -45,6 +42,10 @@ class DIdClient:
             {"Authorization": f"Basic {api_key}"},
             poll_interval=poll_interval,
         )
+        self._status = JobStatus(
+            self._http, "talk", done="done", url_fields=("result_url",), working=WORKING, failed=FAILED,
+            detail=lambda talk: talk.get("error") or talk,
+        )
         self._source_url = avatar_id or None  # uploaded lazily from avatar_image when None
         self._avatar_image = avatar_image
         self._lock = threading.Lock()
@@ -58,10 +59,7 @@ class DIdClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        try:
-            wav = encode_wav(audio, sample_rate)
-        except ValueError as exc:
-            raise http.error(str(exc), "failed") from None
+        wav = http.speech_wav(audio, sample_rate)
         source_url = self._source(deadline, cancelled)
         uploaded = http.call(
             "POST", "/audios", files={"audio": ("speech.wav", wav, "audio/wav")},
@@ -79,31 +77,14 @@ class DIdClient:
             },
             deadline=deadline, cancelled=cancelled, what="create the talk",
         )  # fmt: skip
-        talk_id = text_field(talk, "id")
-        if not talk_id:
-            raise http.error("answered the new talk without an id", "failed")
-        result_url = http.poll(
-            f"/talks/{talk_id}", self._check, deadline=deadline, cancelled=cancelled,
+        talk_id = http.new_id(talk, "id", "talk")
+        return http.finish(
+            f"/talks/{talk_id}", self._status, deadline=deadline, cancelled=cancelled,
             what=f"finish talk {talk_id}",
         )  # fmt: skip
-        return http.download(result_url, deadline=deadline, cancelled=cancelled)
 
     def close(self) -> None:
         self._http.close()
-
-    def _check(self, talk: Mapping[str, Any]) -> str | None:
-        status = text_field(talk, "status")
-        if status == "done":
-            url = text_field(talk, "result_url")
-            if not url:
-                raise self._http.error("talk is done but has no result_url", "failed")
-            return url
-        if status in FAILED:
-            said = self._http.detail(talk.get("error") or talk)
-            raise self._http.error(f"talk ended with status {status!r}: {said}", "failed")
-        if status in WORKING:
-            return None
-        raise self._http.error(f"talk has an unknown status {status!r}", "failed")
 
     def _source(self, deadline: float, cancelled: threading.Event | None) -> str:
         """The avatar's source_url: the configured one, else our avatar uploaded once."""

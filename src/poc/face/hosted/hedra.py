@@ -12,14 +12,11 @@ Auth: the `X-API-Key` header. No official Python SDK exists, so this is httpx ag
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from poc.face.hosted.http import VendorHttp, image_mime, text_field
-from poc.face.hosted.wav import encode_wav
+from poc.face.hosted.http import JobStatus, VendorHttp, image_mime, text_field
 
 DEFAULT_URL = "https://api.hedra.com/web-app/public"
 AVATAR_MODEL_ID = "26f0fc66-152b-40ab-abed-76c43df99bc8"  # "Hedra Avatar": talking heads, lip-sync
@@ -43,6 +40,11 @@ class HedraClient:
         self._http = VendorHttp(
             self.name, api_url or DEFAULT_URL, api_key, {"X-API-Key": api_key}, poll_interval=poll_interval
         )
+        self._status = JobStatus(
+            self._http, "generation", done="complete", url_fields=("download_url", "url"),
+            working=WORKING, failed=("error",),
+            detail=lambda generation: {"error_message": generation.get("error_message")},
+        )
         self._image_id = avatar_id or None  # uploaded lazily from avatar_image when None
         self._avatar_image = avatar_image
         self._resolution = resolution
@@ -58,10 +60,7 @@ class HedraClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        try:
-            wav = encode_wav(audio, sample_rate)
-        except ValueError as exc:
-            raise http.error(str(exc), "failed") from None
+        wav = http.speech_wav(audio, sample_rate)
         image_id = self._image(deadline, cancelled)
         audio_id = self._asset("audio", "speech.wav", wav, "audio/wav", deadline, cancelled)
         generation = http.call(
@@ -80,31 +79,14 @@ class HedraClient:
             },
             deadline=deadline, cancelled=cancelled, what="create the generation",
         )  # fmt: skip
-        generation_id = text_field(generation, "id")
-        if not generation_id:
-            raise http.error("answered the new generation without an id", "failed")
-        url = http.poll(
-            f"/generations/{generation_id}/status", self._check, deadline=deadline,
+        generation_id = http.new_id(generation, "id", "generation")
+        return http.finish(
+            f"/generations/{generation_id}/status", self._status, deadline=deadline,
             cancelled=cancelled, what=f"finish generation {generation_id}",
         )  # fmt: skip
-        return http.download(url, deadline=deadline, cancelled=cancelled)
 
     def close(self) -> None:
         self._http.close()
-
-    def _check(self, generation: Mapping[str, Any]) -> str | None:
-        status = text_field(generation, "status")
-        if status == "complete":
-            url = text_field(generation, "download_url") or text_field(generation, "url")
-            if not url:
-                raise self._http.error("generation is complete but has no download_url", "failed")
-            return url
-        if status == "error":
-            said = self._http.detail({"error_message": generation.get("error_message")})
-            raise self._http.error(f"generation ended with status 'error': {said}", "failed")
-        if status in WORKING:
-            return None
-        raise self._http.error(f"generation has an unknown status {status!r}", "failed")
 
     def _image(self, deadline: float, cancelled: threading.Event | None) -> str:
         """The start keyframe: the configured image asset, else our avatar uploaded once."""

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from poc.face.hosted.base import HostedFaceError
+from poc.face.hosted.wav import encode_wav
 from poc.speech.faults import parse_retry_after
 
 REQUEST_TIMEOUT_S = 30.0  # one API call; the caller's deadline usually bounds it sooner
@@ -127,6 +128,27 @@ class VendorHttp:
             url = check(payload)
             if url:
                 return url
+
+    def speech_wav(self, audio: Any, sample_rate: int) -> bytes:
+        """The message's speech as the WAV file vendors take; "failed" if it cannot be one."""
+        try:
+            return encode_wav(audio, sample_rate)
+        except ValueError as exc:
+            raise self.error(str(exc), "failed") from None
+
+    def new_id(self, answer: Mapping[str, Any], field: str, noun: str) -> str:
+        """The id a create call answered with; "failed" when it has none."""
+        job_id = text_field(answer, field)
+        if not job_id:
+            raise self.error(f"answered the new {noun} without {'an' if field[0] in 'aeiou' else 'a'} {field}", "failed")
+        return job_id
+
+    def finish(
+        self, path: str, status: PollCheck, *, deadline: float, cancelled: threading.Event | None, what: str
+    ) -> Path:
+        """Poll the job at `path` until `status` gives its result URL, then download it."""
+        url = self.poll(path, status, deadline=deadline, cancelled=cancelled, what=what)
+        return self.download(url, deadline=deadline, cancelled=cancelled)
 
     def download(self, url: str, *, deadline: float, cancelled: threading.Event | None) -> Path:
         """Stream `url` (no key sent) into a new temporary .mp4 file and return its path."""
@@ -252,3 +274,38 @@ def text_field(payload: Mapping[str, Any], key: str) -> str:
 
 def image_mime(path: Path) -> str:
     return "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+
+
+class JobStatus:
+    """A vendor job's status, read the one way all three vendors need: the result URL when it
+    is done, None while it works, a "failed" HostedFaceError when it ended badly or says a status
+    we do not know. `noun` names the job in messages ("talk", "video", "generation")."""
+
+    def __init__(
+        self,
+        http: "VendorHttp",
+        noun: str,
+        *,
+        done: str,
+        url_fields: tuple[str, ...],
+        working: tuple[str, ...],
+        failed: tuple[str, ...],
+        detail: Callable[[Mapping[str, Any]], Any],
+    ) -> None:
+        self._http, self._noun, self._done = http, noun, done
+        self._url_fields, self._working, self._failed, self._detail = url_fields, working, failed, detail
+
+    def __call__(self, job: Mapping[str, Any]) -> str | None:
+        http, noun = self._http, self._noun
+        status = text_field(job, "status")
+        if status == self._done:
+            url = next((u for u in (text_field(job, f) for f in self._url_fields) if u), "")
+            if not url:
+                raise http.error(f"{noun} is {status} but has no {self._url_fields[0]}", "failed")
+            return url
+        if status in self._failed:
+            said = http.detail(self._detail(job))
+            raise http.error(f"{noun} ended with status {status!r}: {said}", "failed")
+        if status in self._working:
+            return None
+        raise http.error(f"{noun} has an unknown status {status!r}", "failed")

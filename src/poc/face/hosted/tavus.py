@@ -15,15 +15,12 @@ any other (an S3 presigned upload, say) fits the same callable.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from poc.face.hosted.base import AudioPublisher
-from poc.face.hosted.http import VendorHttp, text_field
-from poc.face.hosted.wav import encode_wav
+from poc.face.hosted.http import JobStatus, VendorHttp
 
 DEFAULT_URL = "https://tavusapi.com"
 WORKING = ("queued", "generating")
@@ -45,6 +42,12 @@ class TavusClient:
         self._http = VendorHttp(
             self.name, api_url or DEFAULT_URL, api_key, {"x-api-key": api_key}, poll_interval=poll_interval
         )
+        # hosted_url is a web page to watch it, stream_url an HLS playlist: only download_url
+        # is the file itself.
+        self._status = JobStatus(
+            self._http, "video", done="ready", url_fields=("download_url",), working=WORKING, failed=FAILED,
+            detail=lambda video: {"status_details": video.get("status_details")},
+        )
         self._replica_id = replica_id
         self._audio_url_for = audio_url_for
 
@@ -57,10 +60,7 @@ class TavusClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        try:
-            wav = encode_wav(audio, sample_rate)
-        except ValueError as exc:
-            raise http.error(str(exc), "failed") from None
+        wav = http.speech_wav(audio, sample_rate)
         http.check(deadline, cancelled, "publish the audio")
         try:
             audio_url = self._audio_url_for(wav)
@@ -71,30 +71,11 @@ class TavusClient:
             json={"replica_id": self._replica_id, "audio_url": audio_url, "video_name": "poc speech"},
             deadline=deadline, cancelled=cancelled, what="create the video",
         )  # fmt: skip
-        video_id = text_field(video, "video_id")
-        if not video_id:
-            raise http.error("answered the new video without a video_id", "failed")
-        download_url = http.poll(
-            f"/v2/videos/{video_id}", self._check, deadline=deadline, cancelled=cancelled,
+        video_id = http.new_id(video, "video_id", "video")
+        return http.finish(
+            f"/v2/videos/{video_id}", self._status, deadline=deadline, cancelled=cancelled,
             what=f"finish video {video_id}",
         )  # fmt: skip
-        return http.download(download_url, deadline=deadline, cancelled=cancelled)
 
     def close(self) -> None:
         self._http.close()
-
-    def _check(self, video: Mapping[str, Any]) -> str | None:
-        status = text_field(video, "status")
-        if status == "ready":
-            # hosted_url is a web page to watch it, stream_url an HLS playlist: only
-            # download_url is the file itself.
-            url = text_field(video, "download_url")
-            if not url:
-                raise self._http.error("video is ready but has no download_url", "failed")
-            return url
-        if status in FAILED:
-            said = self._http.detail({"status_details": video.get("status_details")})
-            raise self._http.error(f"video ended with status {status!r}: {said}", "failed")
-        if status in WORKING:
-            return None
-        raise self._http.error(f"video has an unknown status {status!r}", "failed")
