@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -62,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     from poc.ops.logs import configure_logging
 
     configure_logging(settings.log_level, settings.secrets())
+    # A crash in native code (a codec, a model runtime) otherwise leaves only "exit -11" behind;
+    # this prints every thread's Python stack to stderr first, where the service's log goes.
+    faulthandler.enable()
     # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
     return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,16 @@ class NoFaceFound(ValueError):
     """No face in the image: the avatar cannot be animated."""
 
 
+# dlib's detector keeps its image pyramid inside the object and its Python binding lets go of
+# the GIL while it runs, so two threads detecting with the one shared instance corrupt its memory
+# (dlib issues #340, #1149). At start-up the face engine and the living idle both look for the
+# avatar's face in worker threads at once: that crashed the service with SIGSEGV about once in
+# fifty starts. Detection runs a handful of times per avatar, so one lock costs nothing a viewer sees.
+_DLIB_LOCK = threading.Lock()
+
+
 @functools.cache
-def _models():  # loading the predictor costs ~0.3 s; do it once per process
+def _models():  # loading the predictor costs ~0.3 s; do it once per process (under _DLIB_LOCK)
     import dlib
 
     detector = dlib.get_frontal_face_detector()
@@ -42,14 +51,15 @@ def detect_landmarks(image_bgr: np.ndarray, upsample: int = 1) -> np.ndarray:
     """Return the 68 landmarks (float32, shape (68, 2), x then y) of the best face."""
     import dlib
 
-    detector, predictor = _models()
     rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
-    boxes, scores, _ = detector.run(rgb, upsample, 0.0)
-    if not boxes:
-        boxes, scores, _ = detector.run(rgb, upsample + 1, -0.5)
-    if not boxes:
-        raise NoFaceFound("no face found in the avatar image")
-    best = max(range(len(boxes)), key=lambda i: scores[i])
-    box: dlib.rectangle = boxes[best]
-    shape = predictor(rgb, box)
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+    with _DLIB_LOCK:
+        detector, predictor = _models()
+        boxes, scores, _ = detector.run(rgb, upsample, 0.0)
+        if not boxes:
+            boxes, scores, _ = detector.run(rgb, upsample + 1, -0.5)
+        if not boxes:
+            raise NoFaceFound("no face found in the avatar image")
+        best = max(range(len(boxes)), key=lambda i: scores[i])
+        box: dlib.rectangle = boxes[best]
+        shape = predictor(rgb, box)
+        return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
