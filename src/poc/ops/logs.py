@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextvars import ContextVar
 from typing import Iterable
 from urllib.parse import quote
 
@@ -66,7 +67,12 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.redact = Redactor(secrets)
+        self.secrets = set(secrets)
+        self.redact = Redactor(self.secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        self.secrets |= set(secrets)
+        self.redact = Redactor(self.secrets)  # swapped whole: a line being logged keeps the old one
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = self.redact(record.getMessage()), None
@@ -90,3 +96,34 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     root.setLevel(level.upper())
     for noisy in ("aiormq", "aio_pika", "asyncio"):  # their reconnect tracebacks say nothing new
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class StationPrefix(logging.Filter):
+    """Puts `[station] ` before the message of every line logged on a station's behalf (its
+    tasks and the worker threads they start), so one log can be read per station."""
+
+    def __init__(self, current: ContextVar[str | None]) -> None:
+        super().__init__()
+        self.current = current
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = self.current.get()
+        if name and not getattr(record, "station_tagged", False):
+            record.msg, record.args = f"[{name}] {record.getMessage()}", None
+            record.station_tagged = True
+        return True
+
+
+def show_station(current: ContextVar[str | None]) -> None:
+    """From now on every handler of the root logger tags lines with the station they come from.
+    Added first, so the secrets filter after it sees (and masks) the whole line."""
+    for handler in logging.getLogger().handlers:
+        handler.filters.insert(0, StationPrefix(current))
+
+
+def add_secrets(secrets: Iterable[str]) -> None:
+    """Mask these too from now on (a station added by SIGHUP brings its own stream key)."""
+    for handler in logging.getLogger().handlers:
+        for found in handler.filters:
+            if isinstance(found, RedactSecrets):
+                found.add(secrets)

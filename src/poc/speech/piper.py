@@ -18,7 +18,8 @@ import ctypes
 import json
 import logging
 import threading
-from collections import OrderedDict
+import weakref
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,9 +68,41 @@ class VoiceFiles:
     sample_rate: int
 
 
+class _VoiceCache:
+    """The voices loaded in this process, shared by every PiperProvider (every station's voice),
+    so N stations speaking with one voice hold it once (~150 MB each copy). One lock for all:
+    piper phonemizes through espeak-ng, whose state is global to the process, so two sentences
+    must not be synthesised at once even by two providers."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.loaded: OrderedDict[Path, PiperVoice] = OrderedDict()
+        self.defaults: Counter[Path] = Counter()  # the voices providers speak unless asked otherwise
+
+    def load(self, files: VoiceFiles) -> PiperVoice:
+        """The loaded voice for `files` (caller holds the lock). Beyond MAX_LOADED_VOICES the
+        least recently used voice goes, unless it is some provider's default."""
+        loaded = self.loaded.get(files.model)
+        if loaded is not None:
+            self.loaded.move_to_end(files.model)
+            return loaded
+        try:
+            loaded = load_voice(files)
+        except Exception as error:  # adapter edge: a corrupt model or an onnxruntime failure
+            raise SpeechError(f"piper cannot load voice {files.name!r}: {error}") from error
+        self.loaded[files.model] = loaded
+        spare = [model for model in self.loaded if not self.defaults[model]]
+        while len(self.loaded) > max(MAX_LOADED_VOICES, len(+self.defaults)) and spare:
+            del self.loaded[spare.pop(0)]
+        return loaded
+
+
+_VOICES = _VoiceCache()
+
+
 class PiperProvider:
-    """SpeechProvider for piper-tts. Used from one worker thread at a time; the lock makes a
-    second concurrent caller wait rather than corrupt the ONNX session or the voice cache."""
+    """SpeechProvider for piper-tts. Callers in several threads (and several providers, one per
+    station) wait for one another rather than corrupt the ONNX session or espeak-ng's state."""
 
     name = "piper"
 
@@ -78,8 +111,11 @@ class PiperProvider:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = sample_rate
         self._default = resolve_voice(voice) if voice else shipped_voice()
-        self._lock = threading.Lock()
-        self._loaded: OrderedDict[Path, PiperVoice] = OrderedDict()
+        self._lock = _VOICES.lock
+        with self._lock:
+            _VOICES.defaults[self._default.model] += 1
+        # A provider dropped (a station removed) no longer keeps its default voice loaded.
+        weakref.finalize(self, _forget_default, self._default.model)
 
     def warm_up(self) -> None:
         """Load the default voice now, so the first message does not pay for it."""
@@ -163,19 +199,14 @@ class PiperProvider:
         return SpeechChunk(audio=stream_audio, phonemes=marks)
 
     def _load(self, files: VoiceFiles) -> PiperVoice:
-        """The loaded voice for `files` (caller holds the lock); least recently used evicted."""
-        loaded = self._loaded.get(files.model)
-        if loaded is not None:
-            self._loaded.move_to_end(files.model)
-            return loaded
-        try:
-            loaded = load_voice(files)
-        except Exception as error:  # adapter edge: a corrupt model or an onnxruntime failure
-            raise SpeechError(f"piper cannot load voice {files.name!r}: {error}") from error
-        self._loaded[files.model] = loaded
-        while len(self._loaded) > MAX_LOADED_VOICES:
-            self._loaded.popitem(last=False)
-        return loaded
+        return _VOICES.load(files)  # the caller holds the lock
+
+
+def _forget_default(model: Path) -> None:
+    with _VOICES.lock:
+        _VOICES.defaults[model] -= 1
+        if _VOICES.defaults[model] <= 0:
+            del _VOICES.defaults[model]
 
 
 def session_options() -> onnxruntime.SessionOptions:

@@ -2,6 +2,8 @@
 // them on the RabbitMQ queue like any producer), and draws the statechart from its Mermaid
 // text with the current state lit. No framework and nothing from a CDN: the page must work
 // on a machine with no internet, next to the service and its nginx.
+// Every URL is relative to the page, so the same page serves one station at / and each of
+// many at /stations/NAME/. Only /login is absolute: one login covers the whole port.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -195,12 +197,12 @@ async function post(path, body) {
 $("say-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   $("say").disabled = true;
-  const ok = await post("/api/say", { text: $("text").value, interrupt: $("interrupt").checked });
+  const ok = await post("api/say", { text: $("text").value, interrupt: $("interrupt").checked });
   $("say").disabled = false;
   if (ok) { $("text").value = ""; updateCount(); }
 });
 for (const id of ["stop", "clear", "stream-stop", "stream-start"]) {
-  $(id).addEventListener("click", () => post("/api/control", { action: $(id).dataset.action }));
+  $(id).addEventListener("click", () => post("api/control", { action: $(id).dataset.action }));
 }
 $("text").addEventListener("input", updateCount);
 
@@ -242,7 +244,7 @@ function play(url) {
 
 function listen() {
   if (!window.EventSource) { setInterval(refresh, 1000); return; }
-  const events = new EventSource("/api/events");
+  const events = new EventSource("api/events");
   events.addEventListener("state", (e) => { const d = JSON.parse(e.data); showState(d.state, d.from); });
   events.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
   // EventSource reconnects by itself (after the server's retry: 2 s) when the service restarts;
@@ -253,7 +255,7 @@ function listen() {
 }
 
 async function refresh() {
-  const response = await fetch("/api/status");
+  const response = await fetch("api/status");
   const status = await response.json();
   showStatus(status);
   return status;

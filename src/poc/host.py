@@ -1,0 +1,337 @@
+"""The process: one or many stations (streams) side by side, and what they share.
+
+A station is one `Service`: its own media clock, compositor, statechart, ffmpeg writer and queue
+consumer. The host owns what there is one of per process: the operator's HTTP port, the signals,
+the heap trim. Without a stations file it runs one station exactly as poc always has (same pages,
+same logs, same exit codes); with one (poc.stations) it runs them all, each supervised alone:
+
+- Start-up: stations go on air one after another, each once the previous one streams, so their
+  start-up work (landmarks, voice, engine) never starves a clock already running. Any station
+  that cannot start stops start-up with one line naming it: a file that does not run as written
+  is better refused whole than half-served.
+- On air: a station whose tasks fail is taken off air, logged, and rebuilt after a back-off;
+  the broker requeues what it held. The other stations never notice.
+- SIGINT/SIGTERM: every station stops gracefully at once (the message on air may finish; the
+  unplayed ones are requeued); a second signal cuts the wait short.
+- SIGHUP: the stations file is read again. New stations go on air, removed ones stop gracefully,
+  changed ones are stopped and started again, unchanged ones are not touched. A file that no
+  longer loads is refused with one line and nothing changes; a new station that cannot start is
+  logged and left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from contextvars import ContextVar
+from typing import Callable, Sequence
+
+import anyio
+import attrs
+from anyio.abc import TaskGroup, TaskStatus
+
+from poc.app import Service
+from poc.config import ConfigError, Settings
+from poc.errors import StartupError, find_startup_error
+from poc.ops.http import serve
+from poc.ops.memory import release_freed_memory
+
+log = logging.getLogger(__name__)
+
+# The station a log line comes from (set in its tasks; anyio copies it into worker threads).
+CURRENT_STATION: ContextVar[str | None] = ContextVar("poc_station", default=None)
+RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a station failed on air; the last repeats
+STEADY_S = 60.0  # on air this long before failing: the back-off starts over
+
+
+class _StartedFlag:
+    """A task status that remembers whether the station reported itself started, and passes the
+    first report on (to the host's `tg.start`, which waits for it)."""
+
+    def __init__(self, forward: TaskStatus[None] | None) -> None:
+        self.forward = forward
+        self.is_started = False
+
+    def started(self, value: None = None) -> None:
+        self.is_started = True
+        if self.forward is not None:
+            self.forward.started()
+            self.forward = None
+
+
+class StationStartupError(StartupError):
+    """A station of the stations file cannot start: its line names the station, then the setting."""
+
+    def __init__(self, station: str, cause: StartupError) -> None:
+        super().__init__(str(cause), setting=cause.setting)
+        self.station = station
+        self.cause = cause
+
+    def line(self) -> str:
+        return f"station '{self.station}': {self.cause.line()}"
+
+
+@attrs.define(eq=False)
+class _OnAir:
+    """One station the host runs: the station as the file gave it and its current Service."""
+
+    name: str
+    station: object | None  # poc.stations.Station; None for the single stream
+    service: Service
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    view: object | None = None  # its poc.ops.stations_http.StationView, made once per Service
+    view_of: Service | None = None  # the Service `view` was made for
+    rebuilding: bool = False  # off air after a failure, waiting to be rebuilt
+
+
+class Host:
+    """Runs stations until SIGINT/SIGTERM (see the module docstring)."""
+
+    def __init__(self, settings: Settings, reload: Callable[[], Sequence[object]] | None = None) -> None:
+        self.settings = settings  # the process's: HTTP port, studio token, log level
+        self.reload = reload  # re-reads the stations file; None for the single stream
+        self.on_air: dict[str, _OnAir] = {}
+        self._tg: TaskGroup | None = None
+        self._starting = anyio.CancelScope()  # start-up, cancelled by a signal that arrives during it
+        self._started = anyio.Event()  # start-up is over (done or cancelled)
+        self._stopping = False  # SIGINT/SIGTERM received
+        self._finished = anyio.Event()  # every station has stopped
+
+    @property
+    def single(self) -> bool:
+        return self.reload is None
+
+    async def run(self, stations: Sequence[object] | None = None) -> int:
+        """Single stream when `stations` is None (self.settings is its settings)."""
+        signals = [signal.SIGINT, signal.SIGTERM] + ([] if self.single else [signal.SIGHUP])
+        # Taken over before anything starts: a SIGHUP during start-up is applied once every
+        # station is on air (not the default action, which ends the process), and a SIGTERM
+        # ends start-up cleanly, closing what is already on air.
+        with anyio.open_signal_receiver(*signals) as received:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                # Part of a long run's RSS growth is glibc keeping pages freed between threads
+                # resident; this gives them back (docs/reliability.md, ops/memory.py).
+                tg.start_soon(release_freed_memory)
+                tg.start_soon(self._watch_signals, received)
+                with self._starting:
+                    await self._start(tg, stations)
+                self._started.set()
+                await self._finished.wait()
+                tg.cancel_scope.cancel()
+        return 0  # a station that cannot start raises instead (a StartupError: exit 2)
+
+    async def _start(self, tg: TaskGroup, stations: Sequence[object] | None) -> None:
+        if stations is None:
+            service = await anyio.to_thread.run_sync(Service, self.settings)
+            await self._serve_http(tg, service)
+            await tg.start(self._supervise, "", None, service)
+            return
+        await self._serve_http(tg, None)
+        for station in stations:
+            service = await self._build(station)
+            await tg.start(self._supervise, station.name, station, service)
+        log.info("%d stations on air: %s", len(stations), ", ".join(s.name for s in stations))
+
+    async def _build(self, station) -> Service:
+        token = CURRENT_STATION.set(station.name)
+        try:
+            return await anyio.to_thread.run_sync(Service, station.settings)
+        except StartupError as error:
+            raise StationStartupError(station.name, error) from None
+        finally:
+            CURRENT_STATION.reset(token)
+
+    async def _serve_http(self, tg: TaskGroup, single: Service | None) -> None:
+        settings = self.settings
+        if not settings.http_port:
+            return
+        if single is not None:
+            from poc.ops.operator import operator_app
+
+            app = operator_app(settings, single.status, single.metrics, single.pipeline.chart)
+        else:
+            from poc.ops.stations_http import stations_app
+
+            app = stations_app(settings, self.views)
+        try:
+            await tg.start(serve, app, settings.http_host, settings.http_port)
+        except OSError as error:  # address in use, a host that is not ours
+            raise ConfigError(
+                f"HTTP_HOST/HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
+                f"{error.strerror or error}"
+            ) from None
+
+    def views(self) -> dict[str, object]:
+        """What the operator's port shows: every station on air, by name (called per request)."""
+        from poc.ops.stations_http import StationView
+
+        for entry in self.on_air.values():
+            if entry.view_of is not entry.service:  # a new view per Service: its pages are rebuilt
+                service = entry.service
+                entry.view = StationView(
+                    name=entry.name,
+                    settings=service.settings,
+                    status=service.status,
+                    metrics=service.metrics,
+                    chart=service.pipeline.chart,
+                )
+                entry.view_of = service
+        return {name: entry.view for name, entry in self.on_air.items()}
+
+    async def _supervise(
+        self, name: str, station, service: Service, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run one station until it is asked to stop; rebuild it when it fails on air. Reports
+        started once the station streams and consumes; a failure before that is a start-up
+        error (raised, so the caller decides), one after it is survived."""
+        token = CURRENT_STATION.set(name or None)
+        entry = _OnAir(name, station, service)
+        self.on_air[name] = entry
+        first = _StartedFlag(task_status)
+        failures = 0
+        try:
+            with entry.scope:
+                while True:
+                    flag = first if failures == 0 else _StartedFlag(None)
+                    went_on_air = time.monotonic()
+                    try:
+                        await entry.service.run(task_status=flag)
+                    except Exception as error:
+                        if not first.is_started:
+                            startup = find_startup_error(error)
+                            if startup is not None:
+                                raise self._named(name, startup) from None
+                            raise
+                        if time.monotonic() - went_on_air > STEADY_S:
+                            failures = 0  # it had been on air for a while: start the back-off over
+                        failures += 1
+                        wait = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
+                        log.error("station failed on air (%s: %s); rebuilding it in %.0f s",
+                                  type(error).__name__, error, wait, exc_info=error)  # fmt: skip
+                        entry.rebuilding = True
+                        await anyio.sleep(wait)
+                        entry.service = await anyio.to_thread.run_sync(Service, entry.service.settings)
+                        entry.rebuilding = False
+                        continue
+                    startup = entry.service.startup_error
+                    if startup is not None and not first.is_started:
+                        raise self._named(name, startup)
+                    return  # stopped on request
+        finally:
+            if self.on_air.get(name) is entry:
+                del self.on_air[name]
+            entry.done.set()
+            CURRENT_STATION.reset(token)
+
+    def _named(self, name: str, error: StartupError) -> StartupError:
+        return error if self.single else StationStartupError(name, error)
+
+    async def _watch_signals(self, received) -> None:
+        """SIGHUP: reload (once start-up is over). SIGINT/SIGTERM: stop every station gracefully
+        (during start-up: end it); a second one cuts the graceful stop short."""
+        assert self._tg is not None
+        # Room for one: SIGHUPs that arrive while a reload is pending or running make one more.
+        wanted, requests = anyio.create_memory_object_stream[None](1)
+        self._tg.start_soon(self._reload_on_request, requests)
+        async for signum in received:
+            if signum == signal.SIGHUP:
+                try:
+                    wanted.send_nowait(None)
+                except anyio.WouldBlock:
+                    pass  # one is already pending: it will read the file as it is by then
+                continue
+            if self._stopping:
+                log.info("received %s again: stopping now", signal.Signals(signum).name)
+                for entry in list(self.on_air.values()):
+                    entry.service.cut_short()
+                continue
+            log.info("received %s", signal.Signals(signum).name)
+            self._stopping = True
+            self._starting.cancel()
+            self._tg.start_soon(self._stop_all)
+
+    async def _reload_on_request(self, requests) -> None:
+        await self._started.wait()
+        async for _ in requests:
+            if self._stopping:
+                return
+            await self._reload()
+
+    async def _stop_all(self) -> None:
+        self._stopping = True
+        entries = list(self.on_air.values())
+        for entry in entries:
+            entry.service.request_stop()
+            if entry.rebuilding:  # nothing on air to stop: end its back-off instead
+                entry.scope.cancel()
+        for entry in entries:
+            await entry.done.wait()
+        self._finished.set()
+
+    async def _reload(self) -> None:
+        """SIGHUP: read the stations file again and bring the running stations in line with it."""
+        assert self.reload is not None and self._tg is not None
+        try:
+            wanted = await anyio.to_thread.run_sync(self.reload)
+        except StartupError as error:
+            log.error("SIGHUP: the stations file was not applied: %s", error.line())
+            return
+        from poc.ops.logs import add_secrets
+
+        add_secrets(secret for station in wanted for secret in station.settings.secrets())
+        by_name = {station.name: station for station in wanted}
+        removed = [entry for name, entry in self.on_air.items() if name not in by_name]
+        changed = [
+            entry for name, entry in self.on_air.items()
+            if name in by_name and _differs(entry.station, by_name[name])
+        ]  # fmt: skip
+        added = [station for name, station in by_name.items() if name not in self.on_air]
+        log.info("SIGHUP: %d stations added, %d removed, %d changed, %d unchanged", len(added), len(removed),
+                 len(changed), len(self.on_air) - len(removed) - len(changed))  # fmt: skip
+        for entry in removed + changed:
+            log.info("station %s: stopping (%s)", entry.name, "removed" if entry in removed else "changed")
+            entry.service.request_stop()
+        for entry in removed + changed:
+            await entry.done.wait()
+        for station in added + [by_name[entry.name] for entry in changed]:
+            await self._start_later(station)
+
+    async def _start_later(self, station) -> None:
+        """A station added on reload: one that cannot start is logged and left out."""
+        assert self._tg is not None
+        if self._stopping:
+            return
+        try:
+            service = await self._build(station)
+            await self._tg.start(self._supervise, station.name, station, service)
+        except StartupError as error:
+            log.error("SIGHUP: %s; the other stations go on", error.line())
+            return
+        except BaseExceptionGroup as group:
+            found = find_startup_error(group)
+            if found is None:
+                raise
+            line = found.line() if isinstance(found, StationStartupError) else f"station '{station.name}': {found.line()}"
+            log.error("SIGHUP: %s; the other stations go on", line)
+            return
+        log.info("station %s: on air", station.name)
+
+
+def _differs(old, new) -> bool:
+    return old is None or old.settings != new.settings
+
+
+async def run_single(settings: Settings) -> int:
+    """One stream from the environment: exactly poc's behaviour without a stations file."""
+    return await Host(settings).run()
+
+
+async def run_stations(settings: Settings, stations: Sequence[object], reload: Callable[[], Sequence[object]]) -> int:
+    """Many streams (poc.stations): `settings` is the process's, `reload` re-reads the file."""
+    from poc.ops.logs import show_station
+
+    show_station(CURRENT_STATION)
+    return await Host(settings, reload).run(stations)
