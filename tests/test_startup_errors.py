@@ -180,6 +180,16 @@ def build_cases(files: dict[str, Path]) -> list[Case]:
     if "STUDIO_TOKEN" in env_names():
         add("STUDIO_TOKEN", "out of range", value="short")
         add("STUDIO_TOKEN", "missing value", HTTP_HOST="0.0.0.0", value="")
+    add("STATIONS_FILE", "missing file", value=str(files["missing"].with_suffix(".toml")))
+    add("STATIONS_FILE", "not TOML", value=str(files["stations_not_toml"]))
+    add("STATIONS_FILE", "missing value", value=str(files["stations_none"]))
+    add("STATIONS_FILE", "unknown name", value=str(files["stations_unknown_key"]))
+    add("STATIONS_FILE", "process-wide key", value=str(files["stations_http_port"]))
+    add("STATIONS_FILE", "out of range", value=str(files["stations_bad_fps"]))
+    add("STATIONS_FILE", "missing file", value=str(files["stations_missing_avatar"]))
+    add("STATIONS_FILE", "names one twice", value=str(files["stations_same_queue"]))
+    add("STATIONS_FILE", "names one twice", value=str(files["stations_same_name"]))
+    add("STATIONS_FILE", "names one twice", value=str(files["stations_same_url"]))
     return c
 
 
@@ -223,6 +233,34 @@ def make_files(folder: Path) -> dict[str, Path]:
     )
     files["not_a_service_account"].write_text('{"type": "authorized_user"}')
     files["empty_dir"].mkdir()
+    files.update(make_stations_files(folder))
+    return files
+
+
+def make_stations_files(folder: Path) -> dict[str, Path]:
+    """Stations files each wrong in one way (every station's stream key is a secret). None of
+    them goes on air: the file is checked whole first."""
+    server = f"rtmp://127.0.0.1:{free_port()}/live"
+
+    def station(name: str, queue: str, key: str = "", extra: str = "") -> str:
+        url = f"{server}/{key or STREAM_KEY + name}"
+        return f'[[station]]\nname = "{name}"\nqueue = "{queue}"\nrtmp_url = "{url}"\n{extra}\n'
+
+    bodies = {
+        "stations_not_toml": station("a", "qa") + "[[station]]\nname = b\n",
+        "stations_none": "# no stations yet\n",
+        "stations_unknown_key": station("a", "qa") + station("b", "qb", extra='colour = "red"'),
+        "stations_http_port": station("a", "qa", extra="http_port = 8081"),
+        "stations_bad_fps": station("a", "qa", extra="fps = 0"),
+        "stations_missing_avatar": station("a", "qa", extra='avatar = "nowhere/face.png"'),
+        "stations_same_queue": station("a", "q") + station("b", "q"),
+        "stations_same_name": station("a", "qa") + station("a", "qb"),
+        "stations_same_url": station("a", "qa", key=STREAM_KEY) + station("b", "qb", key=STREAM_KEY),
+    }
+    files = {}
+    for name, body in bodies.items():
+        files[name] = folder / f"{name}.toml"
+        files[name].write_text(body)
     return files
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from poc.config import load_settings
+from poc.config import Settings, load_settings
 from poc.errors import StartupError, find_startup_error
 
 # The loaded settings' secrets (settings_from_args), for the start-up error line.
@@ -25,7 +25,10 @@ _RUN_OVERRIDES: dict[str, str | tuple[str, ...]] = {
     "tts": "TTS_PROVIDER",
     "queue": "RABBITMQ_QUEUE",
     "http_port": "HTTP_PORT",
+    "stations": "STATIONS_FILE",
 }
+# Flags that set one stream: with a stations file each station sets these in the file.
+_ONE_STREAM_FLAGS = ("rtmp_url", "resolution", "fps", "avatar", "engine", "tts", "queue")
 
 
 def _add_run(subparsers) -> None:
@@ -38,6 +41,7 @@ def _add_run(subparsers) -> None:
     run.add_argument("--tts", help="a TTS_PROVIDER value: piper, espeak, edge, pyttsx3, elevenlabs, openai, ...")
     run.add_argument("--queue")
     run.add_argument("--http-port")
+    run.add_argument("--stations", help="a stations file: many streams in one process (wins over STATIONS_FILE)")
     run.set_defaults(func=_run)
 
 
@@ -58,6 +62,8 @@ def _run(args: argparse.Namespace) -> int:
     import anyio
 
     settings = settings_from_args(args)  # first: a bad value is reported before the heavy imports
+    if settings.stations_file is not None:
+        return _run_stations(args, settings)
 
     from poc.app import run_service
     from poc.ops.logs import configure_logging
@@ -68,6 +74,38 @@ def _run(args: argparse.Namespace) -> int:
     faulthandler.enable()
     # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
     return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+
+
+def _run_stations(args: argparse.Namespace, base: Settings) -> int:
+    """`run` with a stations file: every station checked before anything goes on air."""
+    import anyio
+
+    from poc.config import ConfigError
+    from poc.stations import Station, load_stations
+
+    flags = [f"--{flag.replace('_', '-')}" for flag in _ONE_STREAM_FLAGS if getattr(args, flag, None) is not None]
+    if flags:
+        raise ConfigError(
+            f"{flags[0]} sets one stream's setting; with a stations file set it per station in the file "
+            "(or in the environment for all)",
+            setting="STATIONS_FILE",
+        )
+    env_file = Path(args.env_file) if getattr(args, "env_file", None) else None
+    process_flags = {"HTTP_PORT": str(args.http_port)} if args.http_port is not None else {}
+
+    def reload() -> list[Station]:
+        """The stations file as it is now (raises ConfigError, the running stations untouched)."""
+        return load_stations(base.stations_file, base, env_file=env_file, overrides=process_flags)
+
+    stations = reload()  # before the heavy imports, like the single stream's settings
+    _SECRETS[:] = sorted({*base.secrets(), *(s for station in stations for s in station.settings.secrets())})
+
+    from poc.host import run_stations
+    from poc.ops.logs import configure_logging
+
+    configure_logging(base.log_level, _SECRETS)
+    faulthandler.enable()  # as in _run: a native crash leaves every thread's stack behind
+    return anyio.run(run_stations, base, stations, reload, backend="asyncio")  # aio-pika needs asyncio
 
 
 def _add_send(subparsers) -> None:
@@ -83,6 +121,8 @@ def _add_send(subparsers) -> None:
     )
     send.add_argument("--voice")
     send.add_argument("--queue")
+    send.add_argument("--station", help="publish to this station's queue (needs --stations or STATIONS_FILE)")
+    send.add_argument("--stations", help="the stations file (wins over STATIONS_FILE)")
     send.set_defaults(func=_send)
 
 
@@ -92,10 +132,17 @@ def _send(args: argparse.Namespace) -> int:
     from poc.source.connection import AmqpSettings
     from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
-    settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE"})
+    settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE", "stations": "STATIONS_FILE"})
     if sum(x is not None for x in (args.text, args.audio, args.control)) != 1:
         print("poc send: give exactly one of TEXT, --audio FILE or --control ACTION", file=sys.stderr)
         return 2
+    queue = settings.rabbitmq_queue
+    if args.station is not None:
+        try:
+            queue = _station_queue(args, settings)
+        except ValueError as error:  # ConfigError included: its text names the stations file
+            print(f"poc send: {error}", file=sys.stderr)
+            return 2
     try:
         if args.control:
             body, control = build_control(args.control), True
@@ -111,13 +158,24 @@ def _send(args: argparse.Namespace) -> int:
         return 2
     amqp = AmqpSettings.from_settings(settings)
     try:
-        anyio.run(lambda: publish(amqp, body, queue=settings.rabbitmq_queue, control=control), backend="asyncio")
+        anyio.run(lambda: publish(amqp, body, queue=queue, control=control), backend="asyncio")
     except PublishError as error:
         print(f"poc send: {error}", file=sys.stderr)
         return 1
-    target = settings.rabbitmq_queue + (".control" if control else "")
+    target = queue + (".control" if control else "")
     print(f"sent to {target}: {body.get('type')} {body.get('id', '')}".rstrip())
     return 0
+
+
+def _station_queue(args: argparse.Namespace, settings: Settings) -> str:
+    """The queue of `send --station NAME`; ValueError saying what is missing or wrong."""
+    from poc.stations import station_queue
+
+    if args.queue is not None:
+        raise ValueError("give --queue or --station, not both")
+    if settings.stations_file is None:
+        raise ValueError("--station needs a stations file (--stations FILE or STATIONS_FILE)")
+    return station_queue(settings.stations_file, args.station, settings)
 
 
 def _add_statechart(subparsers) -> None:
@@ -150,11 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     voices_cli.add_parser(subparsers)
     bench = subparsers.add_parser("bench", help="measure stream, latency or MuseTalk figures")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    from poc.bench import latency, recovery, stream
+    from poc.bench import latency, recovery, stations, stream
 
     stream.add_parser(bench_sub)
     latency.add_parser(bench_sub)
     recovery.add_parser(bench_sub)
+    stations.add_parser(bench_sub)
     try:
         from poc.bench import musetalk as musetalk_bench
 

@@ -187,6 +187,8 @@ class Settings(BaseSettings):
     studio_hls_url: Annotated[str | None, _parsed(values.optional_text)] = _env("STUDIO_HLS_URL", None)
     studio_token: Annotated[SecretStr | None, _parsed(values.studio_token)] = _env("STUDIO_TOKEN", None)
     log_level: Annotated[str, _parsed(values.parse_choice("debug", "info", "warning", "error"))] = _env("LOG_LEVEL", "info")
+    # Many streams in one process (poc.stations); empty: the one stream these settings describe.
+    stations_file: Annotated[Path | None, _parsed(values.optional_path)] = _env("STATIONS_FILE", None)
 
     @classmethod
     def settings_customise_sources(
@@ -419,6 +421,8 @@ def check_runtime_files(settings: Settings) -> None:
     ):
         if value is not None and not value.is_file():
             raise ConfigError(f"{name}: file not found: {value}")
+    if settings.stations_file is not None and not settings.stations_file.is_file():
+        raise ConfigError(f"STATIONS_FILE: file not found: {settings.stations_file}")
     find_ffmpeg(settings.ffmpeg_path)
     if settings.talking_face_model == "musetalk" and not settings.model_path.is_dir():
         raise ConfigError(
