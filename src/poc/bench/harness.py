@@ -30,27 +30,52 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def process_tree_cpu_seconds(root_pid: int) -> float:
-    """User+system CPU seconds of a process and all its live descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
+def _process_table() -> dict[int, list[str]]:
+    """pid -> the fields of /proc/PID/stat after the command name (state, ppid, ...)."""
+    table: dict[int, list[str]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                table[int(entry)] = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone while we looked
+    return table
+
+
+def descendants(root_pid: int, table: dict[int, list[str]] | None = None) -> list[int]:
+    """Every live process below `root_pid`, children before grandchildren."""
+    table = _process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for pid, fields in table.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    found, queue = [], list(children.get(root_pid, []))
+    while queue:
+        pid = queue.pop(0)
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+def process_tree_cpu_seconds(root_pid: int) -> float:
+    """User+system CPU seconds of a process and all its live descendants (from /proc)."""
+    table = _process_table()
+    tree = [root_pid, *descendants(root_pid, table)]
+    return sum((int(table[pid][11]) + int(table[pid][12])) / _CLOCK_TICKS for pid in tree if pid in table)
+
+
+def process_tree_rss_mib(root_pid: int) -> float:
+    """Resident memory of a process and its descendants, MiB (pages shared between them are
+    counted once per process, as `ps` does)."""
+    total_kib = 0
+    for pid in [root_pid, *descendants(root_pid)]:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total_kib += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
         except OSError:
             continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    total, stack = 0.0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
+    return total_kib / 1024
 
 
 class RtmpServer:

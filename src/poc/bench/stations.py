@@ -24,7 +24,13 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from poc.bench.harness import RtmpServer, ServiceProcess, free_port, process_tree_cpu_seconds
+from poc.bench.harness import (
+    RtmpServer,
+    ServiceProcess,
+    free_port,
+    process_tree_cpu_seconds,
+    process_tree_rss_mib,
+)
 
 # Spoken lines, about 3-4 s each with piper's default voice.
 LINES = (
@@ -87,32 +93,6 @@ def station_samples(service: ServiceProcess) -> dict[str, dict[str, float]]:
     return found
 
 
-def tree_rss_mib(root_pid: int) -> float:
-    """Resident memory of a process and its descendants, MiB (shared pages counted per process)."""
-    import os
-
-    total = 0
-    pids = {root_pid}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) in pids or int(entry) == root_pid:
-                    pids.add(int(entry))
-            except OSError:
-                continue
-    for pid in pids:  # children listed before their parent was seen are caught on a second pass
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total / 1024
-
-
 def publish_lines(queues: list[str], talking: float, seconds: float, stop_at: float) -> int:
     """Give each station a line every LINE_SECONDS / talking seconds, staggered; returns how many."""
     import anyio
@@ -161,7 +141,7 @@ def measure(count: int, args: argparse.Namespace, server: RtmpServer, run_dir: P
         sent = publish_lines(queues, args.talking, args.seconds, stop_at) if args.talking > 0 else 0
         time.sleep(max(0.0, stop_at - time.monotonic()))
         cpu, wall = process_tree_cpu_seconds(service.pid) - cpu0, time.monotonic() - t0
-        rss = tree_rss_mib(service.pid)
+        rss = process_tree_rss_mib(service.pid)
         after = station_samples(service)
     finally:
         service.stop(timeout=15)
