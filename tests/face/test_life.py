@@ -179,6 +179,21 @@ def test_same_seed_same_frame_same_pixels(avatar, landmarks) -> None:
     assert peak_frames(other, 20) != peak_frames(a, 20)
 
 
+def test_the_pose_is_drawn_fifteen_times_a_second_and_a_held_idle_frame_costs_nothing(avatar, landmarks) -> None:
+    """At 30 fps the breathing pose changes every second frame: the frame between shows the same
+    pixels (the same array: nothing is drawn again), and the next pose differs. A talking frame
+    (a fresh picture) is always drawn, on the pose of its frame."""
+    life = life_of(avatar, landmarks, blinks=False)
+    idle = avatar.frames[0]
+    start = 3 * FPS  # past the fade-in
+    first, held, next_pose = (life.apply(k, idle) for k in (start, start + 1, start + 2))
+    assert held is first
+    assert not np.array_equal(next_pose, first)
+    talking = idle.copy()
+    drawn = life.apply(start + 1, talking)
+    assert drawn is not first and np.array_equal(drawn, first)  # same picture, same pose: same pixels
+
+
 def test_life_never_writes_to_the_picture_it_is_given(avatar, landmarks) -> None:
     life = life_of(avatar, landmarks)
     picture = avatar.frames[0]

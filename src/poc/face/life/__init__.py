@@ -26,13 +26,17 @@ import numpy as np
 
 from poc.face.avatar import IMAGE_SUFFIXES, Avatar
 from poc.face.life.blink import BlinkSchedule, EyeWarp
-from poc.face.life.breath import MotionField, MotionSignals
+from poc.face.life.breath import Motion, MotionField, MotionSignals
 
 log = logging.getLogger(__name__)
 
 FADE_IN_S = 1.0  # motion grows from nothing over this long after the origin (no jump on air)
 MAX_REGION_PIXELS = 150_000  # the motion region's budget: ~0.5 ms of remap at 1280x720 here
 CLOSURE_LEVELS = 16  # eye closure is drawn in 1/16 steps (maps are cached per step)
+# Breath and drift move a few pixels over seconds (under 0.1 px a frame), so their pose is drawn
+# anew about 15 times a second and held in between: an idle frame whose picture, pose and eyes
+# are those of the frame before is that frame's output again, at no cost (docs/idle.md, "Cost").
+MOTION_UPDATES_PER_S = 15
 _EYE_CACHE = 128  # (source frame, level) eye maps kept
 
 
@@ -70,6 +74,10 @@ class Life:
         self.signals = MotionSignals(options.seed, face_height, options.motion) if self.field else None
         self.origin = 0
         self._eye_maps: OrderedDict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._motion_step = max(1, round(fps / MOTION_UPDATES_PER_S))  # frames a pose is held
+        # the last frame drawn: (its input picture, closure, pose frame) and the output
+        self._last: tuple[np.ndarray, float, int] | None = None
+        self._last_out: np.ndarray | None = None
 
     @classmethod
     def none(cls) -> Life:
@@ -115,17 +123,29 @@ class Life:
 
     def apply(self, k: int, picture: np.ndarray) -> np.ndarray:
         """The picture of frame k with its blink and motion; `picture` itself when neither
-        moves anything at k. Never writes to `picture`."""
+        moves anything at k. Never writes to `picture`; what it returns must not be written
+        to either (it may be returned again for the next frame)."""
         closure = self.closure(k)
         motion = None
+        pose_frame = -1
         if self.signals is not None and k >= self.origin:
-            t = (k - self.origin) / self.fps
+            pose_frame = (k - self.origin) // self._motion_step * self._motion_step
+            t = pose_frame / self.fps
             motion = self.signals.at(t)
             if t < FADE_IN_S:
                 motion = motion.scaled(t / FADE_IN_S)
         moving = motion is not None and not motion.still
         if closure <= 0 and not moving:
             return picture
+        last = self._last
+        if last is not None and last[0] is picture and last[1] == closure and last[2] == pose_frame:
+            return self._last_out  # type: ignore[return-value]
+        out = self._draw(k, picture, closure, motion if moving else None)
+        self._last, self._last_out = (picture, closure, pose_frame), out
+        return out
+
+    def _draw(self, k: int, picture: np.ndarray, closure: float, motion: Motion | None) -> np.ndarray:
+        moving = motion is not None
         eyes = self._eyes[self._frame_number(k) % len(self._eyes)] if closure > 0 else ()
         if not moving:
             out = picture.copy()
