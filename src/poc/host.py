@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from contextvars import ContextVar
 from typing import Callable, Sequence
 
 import anyio
@@ -36,11 +35,10 @@ from poc.config import ConfigError, Settings
 from poc.errors import StartupError, find_startup_error
 from poc.ops.http import serve
 from poc.ops.memory import release_freed_memory
+from poc.stations.current import CURRENT_STATION
 
 log = logging.getLogger(__name__)
 
-# The station a log line comes from (set in its tasks; anyio copies it into worker threads).
-CURRENT_STATION: ContextVar[str | None] = ContextVar("poc_station", default=None)
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a station failed on air; the last repeats
 STEADY_S = 60.0  # on air this long before failing: the back-off starts over
 

@@ -14,6 +14,7 @@ import argparse
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed batches per size (default 5 on a GPU, 1 on a CPU)")
     p.add_argument("--fps", type=int, default=30, help="stream frame rate to compare against (default 30)")
     p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
+    p.add_argument(
+        "--landmarks", type=Path, default=None,
+        help="the default avatar's 68 landmarks at --size (.npy), for a GPU machine without dlib's model "
+        "(scripts/gpu_check.sh prepare makes it)",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = build_random(device, tiny=args.tiny, dtype=args.dtype)
     build_s = time.perf_counter() - t0
-    avatar, prepared = _bench_avatar(args.size)
+    avatar, prepared = _bench_avatar(args.size, args.landmarks)
     renderer = FrameRenderer(model, prepared, avatar, args.fps)
     seconds = max(batches) / args.fps + 1.0
     audio = _voiced(int(seconds * SAMPLE_RATE_16K))
@@ -116,17 +122,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_avatar(size: tuple[int, int]):
+def _bench_avatar(size: tuple[int, int], landmarks_file: Path | None = None):
     """The default portrait's real geometry at the output size, with random reference latents
     (their values do not change the cost, and encoding them would need VAE weights)."""
     from poc.face.avatar import load_avatar
-    from poc.face.landmarks import detect_landmarks
     from poc.face.musetalk.geometry import frame_geometry
     from poc.face.musetalk.prepare import PreparedAvatar
     from poc.paths import DEFAULT_AVATAR
 
     avatar = load_avatar(DEFAULT_AVATAR, *size)
-    landmarks = detect_landmarks(avatar.frames[0])
+    if landmarks_file is not None:
+        landmarks = np.load(landmarks_file).astype(np.float32)
+    else:
+        from poc.face.landmarks import detect_landmarks
+
+        landmarks = detect_landmarks(avatar.frames[0])
     geometry = frame_geometry(landmarks, *size)
     latents = np.random.default_rng(0).standard_normal((1, 8, 32, 32)).astype(np.float32)
     return avatar, PreparedAvatar(key="bench", geometry=(geometry,), latents=latents, landmarks=landmarks[None])

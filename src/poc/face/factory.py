@@ -5,6 +5,7 @@ from __future__ import annotations
 from poc.config import Settings
 from poc.face.avatar import Avatar
 from poc.face.base import AvatarFaceError, EngineError, FaceEngine
+from poc.stations.current import CURRENT_STATION
 
 
 def create_engine(settings: Settings, avatar: Avatar) -> FaceEngine:
@@ -41,5 +42,6 @@ def _build(settings: Settings, avatar: Avatar) -> FaceEngine:
             batch_size=settings.batch_size,
             fps=settings.fps,
             sample_rate=settings.sample_rate,
+            station=CURRENT_STATION.get(),  # names its rows in the batcher shared by all stations
         )
     raise EngineError(f"TALKING_FACE_MODEL: unknown engine {settings.talking_face_model!r}")

@@ -5,8 +5,9 @@ them at module level; a missing extra is an EngineError when the engine starts.
 
 Modules: timing (audio steps per frame), resample (stream rate -> 16 kHz), weights (file layout,
 checks, download), configs (the real architectures), model (the networks), geometry (crop box,
-blend mask), prepare (per-avatar cache), render (one batch), engine (the FaceEngine),
-commands (CLI glue).
+blend mask), prepare (per-avatar cache), render (one batch), shared (one loaded model per process),
+batcher and deadlines (rows of all stations batched earliest deadline first), engine (the
+FaceEngine), commands (CLI glue).
 """
 
 from poc.face.musetalk.engine import MuseTalkEngine, MuseTalkUtterance

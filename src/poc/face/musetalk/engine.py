@@ -4,8 +4,14 @@ Slots arrive with exactly their frame's audio at the stream rate. The utterance 
 audio to 16 kHz as it comes and renders a frame once the audio its window reaches (120 ms past
 the frame's start) is in, so `feed` may return fewer frames than it was given and `finish`
 returns the rest (past the end the window is padded, as upstream pads clip ends). Ready frames
-go through the model in batches of at most `batch_size`; everything happens inside feed/finish
-on the caller's (worker) thread, so dropping an utterance leaves nothing running.
+go through the model in batches of at most `batch_size`; feed/finish return only once their
+frames are done (the UNet and VAE run on the shared batcher's thread meanwhile, the rest on the
+caller's worker thread), so dropping an utterance leaves nothing running on its behalf.
+
+Stations share: every engine on the same weights, device and dtype uses one loaded model
+(poc.face.musetalk.shared) and one batcher (poc.face.musetalk.batcher), so the UNet and VAE run
+on rows of all stations together, earliest deadline first (poc.face.musetalk.deadlines). Each
+engine keeps its own prepared avatar, audio features and blend.
 
 Start-up does all the slow and fallible work: weight checks (missing or corrupt files are an
 EngineError here, never mid-stream), model loading, and avatar preparation (cached on disk; with
@@ -15,6 +21,7 @@ the face-parsing weights present its masks are upstream's parsed jaw).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -25,18 +32,25 @@ import numpy as np
 from poc.face.avatar import Avatar
 from poc.face.base import EngineError, RenderedFrame, SpeechSlot
 from poc.face.musetalk import _deps
-from poc.face.musetalk.model import load_model
+from poc.face.musetalk.batcher import BatchCounters
 from poc.face.musetalk.parsing import load_parser
 from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
 from poc.face.musetalk.render import FrameRenderer
 from poc.face.musetalk.resample import StreamResampler
+from poc.face.musetalk.shared import SHARED_MODELS, SharedModels
 from poc.face.musetalk.timing import ENCODER_RATE, LOOKAHEAD_SECONDS, audio_steps_for_frame, steps_in_samples
 
 log = logging.getLogger(__name__)
 
+_unnamed = itertools.count(1)  # names for engines built without a station name
+
 
 class MuseTalkEngine:
-    """A FaceEngine running MuseTalk v1.5 for one avatar at one frame rate and sample rate."""
+    """A FaceEngine running MuseTalk v1.5 for one avatar at one frame rate and sample rate.
+
+    station: names this engine in the batch counters (default musetalk-1, -2, ...).
+    models: the table of shared models (default: the process's, shared.SHARED_MODELS).
+    """
 
     name = "musetalk"
 
@@ -50,6 +64,8 @@ class MuseTalkEngine:
         sample_rate: int,
         cache_dir: Path | None = None,
         dtype: str = "auto",
+        station: str | None = None,
+        models: SharedModels | None = None,
     ) -> None:
         if batch_size < 1:
             raise EngineError(f"batch size must be at least 1, got {batch_size}")
@@ -59,14 +75,29 @@ class MuseTalkEngine:
         self.batch_size = batch_size
         self.fps = fps
         self.sample_rate = sample_rate
+        self.station = station if station is not None else f"musetalk-{next(_unnamed)}"
         models_dir = Path(models_dir)
-        model = load_model(models_dir, device, dtype)
-        self.device = model.device
-        parser = load_parser(models_dir, self.device)  # only preparation uses it; dropped after
-        prepared = prepare_avatar(avatar, model.codec.encode_reference, cache_dir, vae_fingerprint(models_dir), parser)
-        del parser
+        lease = (models if models is not None else SHARED_MODELS).acquire(models_dir, device, dtype)
+        try:
+            model = lease.model
+            self.device = model.device
+            parser = load_parser(models_dir, self.device)  # only preparation uses it; dropped after
+            prepared = prepare_avatar(avatar, model.codec.encode_reference, cache_dir, vae_fingerprint(models_dir), parser)
+            del parser
+            seat = lease.batcher.join(self.station, batch_size)
+            try:
+                renderer = FrameRenderer(model, prepared, avatar, fps, seat=seat)
+            except BaseException:
+                seat.leave()
+                raise
+        except BaseException:
+            lease.release()
+            raise
         self.prepared = prepared
-        self._renderer: FrameRenderer | None = FrameRenderer(model, prepared, avatar, fps)
+        self._lease = lease
+        self._seat = seat
+        self._renderer: FrameRenderer | None = renderer
+        self._final_counters: BatchCounters | None = None
         self._resample_lag = StreamResampler(sample_rate, ENCODER_RATE).latency_seconds
         self.measured_fps: float | None = None  # frames/s of one full batch, set by warm_up()
         self._batch_seconds: float | None = None
@@ -82,8 +113,15 @@ class MuseTalkEngine:
     def lookahead_seconds(self) -> float:
         return LOOKAHEAD_SECONDS + self._resample_lag
 
+    @property
+    def batching(self) -> BatchCounters:
+        """The shared batcher's counters (all stations on this model); frozen at close()."""
+        if self._final_counters is not None:
+            return self._final_counters
+        return self._lease.batcher.counters()
+
     def start_utterance(self) -> "MuseTalkUtterance":
-        return MuseTalkUtterance(self._live_renderer(), self.batch_size, self.fps, self.sample_rate)
+        return MuseTalkUtterance(self._live_renderer(), self.fps, self.sample_rate)
 
     def warm_up(self) -> float:
         """Render one full batch twice on voiced synthetic audio (the first pass pays for CUDA
@@ -115,11 +153,17 @@ class MuseTalkEngine:
         return self.measured_fps
 
     def close(self) -> None:
-        """Release the model (and GPU memory); the engine cannot start utterances afterwards."""
+        """Release this engine's hold on the shared model (the last engine to close frees it)
+        and its avatar's GPU memory; the engine cannot start utterances afterwards."""
         renderer, self._renderer = self._renderer, None
-        if renderer is not None and renderer.model.device.startswith("cuda"):
-            torch = renderer.model.torch
-            del renderer
+        if renderer is None:
+            return
+        torch, cuda = renderer.model.torch, renderer.model.device.startswith("cuda")
+        del renderer
+        self._final_counters = self._lease.batcher.counters()
+        self._seat.leave()
+        self._lease.release()
+        if cuda:
             torch.cuda.empty_cache()
 
     def _live_renderer(self) -> FrameRenderer:
@@ -134,9 +178,8 @@ class MuseTalkUtterance:
     logged and shown as the idle face rather than raised: frames held back from earlier feeds
     would otherwise be lost or returned twice."""
 
-    def __init__(self, renderer: FrameRenderer, batch_size: int, fps: int, sample_rate: int) -> None:
+    def __init__(self, renderer: FrameRenderer, fps: int, sample_rate: int) -> None:
         self._renderer = renderer
-        self._batch_size = batch_size
         self._fps = fps
         self._resampler = StreamResampler(sample_rate, ENCODER_RATE)
         self._pending: list[SpeechSlot] = []  # fed but not yet rendered
@@ -153,6 +196,8 @@ class MuseTalkUtterance:
                 raise ValueError(f"slot {slot.index}: audio must be mono 1-D samples, got shape {audio.shape}")
             self._resampler.push(audio)
             self._pending.append(slot)
+        if slots:
+            self._renderer.clock.observe(slots[0].index)  # fed now: anchors the station's deadlines
         return self._render(final=False)
 
     def finish(self) -> list[RenderedFrame]:
@@ -176,21 +221,24 @@ class MuseTalkUtterance:
         n = self._ready(final)
         if n == 0:
             return []
-        audio = self._resampler.output
-        out: list[RenderedFrame] = []
-        for start in range(0, n, self._batch_size):
-            batch = self._pending[start : min(n, start + self._batch_size)]
-            frames = [(self._done + start + k, slot.index) for k, slot in enumerate(batch)]
-            try:
-                patches = self._renderer.render(frames, audio)
-            except Exception:  # keep the one-frame-per-slot promise: this batch shows the idle face
-                self.failures += 1
-                log.exception("MuseTalk failed on frames %d..%d; showing the idle face", batch[0].index, batch[-1].index)
-                patches = [None] * len(batch)
-            out += [RenderedFrame(index=slot.index, patch=patch) for slot, patch in zip(batch, patches)]
+        ready = self._pending[:n]
+        frames = [(self._done + k, slot.index) for k, slot in enumerate(ready)]
+        # All ready frames go to the batcher at once: it cuts them into batches of at most the
+        # batch size, and other stations' rows can fill batches alongside them.
+        try:
+            rendered = self._renderer.render_rows(frames, self._resampler.output)
+            patches, errors = rendered.patches, rendered.errors
+        except Exception as error:  # audio features failed: all these frames show the idle face
+            patches, errors = [None] * n, [error]
+        for error in errors:  # keep the one-frame-per-slot promise: failed rows show the idle face
+            self.failures += 1
+            log.error(
+                "MuseTalk failed on a batch within frames %d..%d; showing the idle face",
+                ready[0].index, ready[-1].index, exc_info=error,
+            )  # fmt: skip
         del self._pending[:n]
         self._done += n
-        return out
+        return [RenderedFrame(index=slot.index, patch=patch) for slot, patch in zip(ready, patches)]
 
 
 def _voiced_audio(n: int) -> np.ndarray:

@@ -5,18 +5,24 @@ utterance, which fixes their audio window, and their counter value, which fixes 
 it returns one patch per frame, or None for frames whose 200-ms window is silent: MuseTalk keeps
 moving the mouth on silence, so those frames show the idle face instead and cost nothing.
 All voiced frames of a batch share one Whisper pass over the widest window that fits.
+
+Features and the blend are per station (each has its own audio and avatar); the UNet step and the
+VAE decode go through a batcher seat (poc.face.musetalk.batcher) shared by every station on the
+same model, or run in place when the renderer has none (the bench).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import attrs
 import numpy as np
 
 from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
+from poc.face.musetalk.batcher import BatchFailed, Seat
+from poc.face.musetalk.deadlines import StationClock
 from poc.face.musetalk.geometry import blend_face
 from poc.face.musetalk.model import AUDIO_WIDTH, MuseTalkModel
 from poc.face.musetalk.prepare import PreparedAvatar
@@ -27,6 +33,9 @@ from poc.face.musetalk.timing import (
     encoder_window,
     steps_in_samples,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 SILENCE_RMS = 10 ** (-50 / 20)  # -50 dBFS over the 200-ms window counts as silence
 STAGES = ("features", "unet", "vae", "blend")
@@ -51,46 +60,127 @@ def is_silent(audio: np.ndarray, window: range) -> bool:
     return float(np.sqrt(np.mean(x * x))) < SILENCE_RMS
 
 
-class FrameRenderer:
-    """Renders batches for one avatar with one model at one frame rate."""
+@attrs.frozen
+class FaceRow:
+    """What the UNet needs for one frame: its (8, 32, 32) reference latent and (50, 384) tokens."""
 
-    def __init__(self, model: MuseTalkModel, prepared: PreparedAvatar, avatar: Avatar, fps: int) -> None:
+    latents: "torch.Tensor"
+    tokens: "torch.Tensor"
+
+
+@attrs.frozen
+class Rendered:
+    """Patches (None: idle face) and the errors of the batches that failed (their rows are None)."""
+
+    patches: list[FacePatch | None]
+    errors: list[Exception]
+
+
+def unet_and_decode(
+    model: MuseTalkModel, rows: Sequence[FaceRow], lap: Callable[[str, float], None] | None = None
+) -> list[np.ndarray]:
+    """One batch: the rows' faces as (256, 256, 3) uint8 BGR images. `lap(stage, start)` times
+    the stages when given."""
+    torch = model.torch
+    with torch.inference_mode():
+        latents = torch.stack([row.latents for row in rows])
+        tokens = torch.stack([row.tokens for row in rows])
+        t1 = time.perf_counter()
+        predicted = model.unet_step(latents, tokens)
+        if lap is not None:
+            lap("unet", t1)
+        t2 = time.perf_counter()
+        faces = model.codec.decode(predicted)
+        if lap is not None:
+            lap("vae", t2)
+    return list(faces)
+
+
+class FrameRenderer:
+    """Renders batches for one avatar with one model at one frame rate.
+
+    seat: where UNet + decode run (a batcher shared with other stations); without one they run
+    here, on the caller's thread, one batch per render, timing the UNet and VAE stages for
+    `timer` (the bench). clock: this station's frame deadlines.
+    """
+
+    def __init__(
+        self,
+        model: MuseTalkModel,
+        prepared: PreparedAvatar,
+        avatar: Avatar,
+        fps: int,
+        seat: Seat | None = None,
+        clock: StationClock | None = None,
+    ) -> None:
         if len(prepared.geometry) != len(avatar.frames):
             raise ValueError("prepared avatar does not belong to this avatar (frame counts differ)")
         self.model = model
         self.prepared = prepared
         self.avatar = avatar
         self.fps = fps
+        self.clock = clock if clock is not None else StationClock(fps)
+        self.seat = seat
         torch = model.torch
         self._latents = torch.from_numpy(prepared.latents).to(model.device, model.dtype)
         self.timer: StageTimer | None = None
 
     def render(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> list[FacePatch | None]:
-        """Patches for frames given as (number in the utterance, counter value).
+        """Patches for frames given as (number in the utterance, counter value); raises the
+        first error if any batch failed.
 
         Every encoder step a frame needs must already be in `audio`, except past the end of a
         finished utterance, where missing steps are zero padding (as upstream pads clip ends).
         """
+        rendered = self.render_rows(frames, audio)
+        if rendered.errors:
+            raise rendered.errors[0]
+        return rendered.patches
+
+    def render_rows(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> Rendered:
+        """As render(), but a batch that fails leaves only its own rows without a patch."""
         windows = [audio_steps_for_frame(n, self.fps) for n, _ in frames]
         voiced = [k for k, w in enumerate(windows) if not is_silent(audio, w)]
         patches: list[FacePatch | None] = [None] * len(frames)
-        if voiced:
-            with self.model.torch.inference_mode():
-                rendered = self._render_voiced([frames[k] for k in voiced], [windows[k] for k in voiced], audio)
-            for k, patch in zip(voiced, rendered):
-                patches[k] = patch
-        return patches
+        if not voiced:
+            return Rendered(patches, [])
+        with self.model.torch.inference_mode():
+            rows = self._rows([frames[k] for k in voiced], [windows[k] for k in voiced], audio)
+        counters = [frames[k][1] for k in voiced]
+        faces = self._faces(rows, counters)
 
-    def _render_voiced(self, frames: list[tuple[int, int]], windows: list[range], audio: np.ndarray) -> list[FacePatch]:
+        t3 = time.perf_counter()
+        errors: list[Exception] = []
+        for k, counter, face in zip(voiced, counters, faces):
+            if isinstance(face, BatchFailed):
+                if not any(e is face.error for e in errors):
+                    errors.append(face.error)
+                continue
+            number = self.avatar.frame_number(counter)
+            x, y, pixels = blend_face(self.avatar.frame_at(counter), face, self.prepared.geometry[number])
+            patches[k] = FacePatch(x=x, y=y, pixels=pixels)
+        self._lap("blend", t3)
+        if self.timer is not None:
+            self.timer.frames += len(voiced)
+        return Rendered(patches, errors)
+
+    def _faces(self, rows: list[FaceRow], counters: list[int]) -> list[np.ndarray | BatchFailed]:
+        if self.seat is not None:
+            return self.seat.submit(rows, [self.clock.deadline(c) for c in counters])
+        try:
+            return list(unet_and_decode(self.model, rows, self._lap))
+        except Exception as error:
+            return [BatchFailed(error)] * len(rows)
+
+    def _rows(self, frames: list[tuple[int, int]], windows: list[range], audio: np.ndarray) -> list[FaceRow]:
+        """Audio tokens and reference latents per voiced frame."""
         torch = self.model.torch
         limit = steps_in_samples(audio.size)
         first = max(0, min(w.start for w in windows))
         stop = max(first, min(limit, max(w.stop for w in windows)))
-        if stop - first > self.model.window_steps:  # a batch wider than Whisper's window: split it
+        if stop - first > self.model.window_steps:  # wider than Whisper's window: split it
             half = len(frames) // 2
-            return self._render_voiced(frames[:half], windows[:half], audio) + self._render_voiced(
-                frames[half:], windows[half:], audio
-            )
+            return self._rows(frames[:half], windows[:half], audio) + self._rows(frames[half:], windows[half:], audio)
         t0 = time.perf_counter()
         w0, w1 = encoder_window(first, stop, limit, self.model.window_steps)
         if w1 > w0:
@@ -103,27 +193,10 @@ class FrameRenderer:
         valid = (steps >= w0) & (steps < w1) & (steps < limit)
         index = torch.from_numpy(np.where(valid, steps - w0, pad_row)).to(features.device)
         tokens = self.model.audio_tokens(features[index])
-        self._lap("features", t0)
-
-        t1 = time.perf_counter()
         numbers = [self.avatar.frame_number(counter) for _, counter in frames]
         latents = self._latents[torch.tensor(numbers, device=self._latents.device)]
-        predicted = self.model.unet_step(latents, tokens)
-        self._lap("unet", t1)
-
-        t2 = time.perf_counter()
-        faces = self.model.codec.decode(predicted)
-        self._lap("vae", t2)
-
-        t3 = time.perf_counter()
-        out = []
-        for face, (_, counter), number in zip(faces, frames, numbers):
-            x, y, pixels = blend_face(self.avatar.frame_at(counter), face, self.prepared.geometry[number])
-            out.append(FacePatch(x=x, y=y, pixels=pixels))
-        self._lap("blend", t3)
-        if self.timer is not None:
-            self.timer.frames += len(frames)
-        return out
+        self._lap("features", t0)
+        return [FaceRow(latents=latents[k], tokens=tokens[k]) for k in range(len(frames))]
 
     def _lap(self, stage: str, start: float) -> None:
         if self.timer is not None:
