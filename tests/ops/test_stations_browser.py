@@ -5,7 +5,6 @@ without /usr/bin/chromium, like tests/ops/test_studio_browser.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from anyio.from_thread import start_blocking_portal
@@ -16,20 +15,7 @@ from poc.ops.stations_http import StationView, stations_app
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "stations-token-for-the-browser"
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def test_the_list_opens_a_station_whose_studio_sends_to_that_station_only(browser):

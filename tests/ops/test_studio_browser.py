@@ -5,7 +5,6 @@ The real app and server in process (a stand-in service behind them); skipped wit
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from anyio.from_thread import start_blocking_portal
@@ -16,7 +15,6 @@ from poc.ops.http import serve
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "studio-token-for-the-browser"
 
 
@@ -27,18 +25,6 @@ class RecordingPublisher:
     async def __call__(self, body: dict, control: bool) -> str:
         self.sent.append(body)
         return str(body["id"])
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is missing (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"])
-        yield chromium
-        chromium.close()
 
 
 def test_a_browser_logs_in_with_the_token_and_then_uses_the_studio(browser):
