@@ -5,7 +5,6 @@ without /usr/bin/chromium, like tests/ops/test_studio_browser.py."""
 
 from __future__ import annotations
 
-
 import pytest
 from anyio.from_thread import start_blocking_portal
 from support.operator import StandInService, make_settings

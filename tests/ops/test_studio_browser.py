@@ -5,7 +5,6 @@ The real app and server in process (a stand-in service behind them); skipped wit
 
 from __future__ import annotations
 
-
 import pytest
 from anyio.from_thread import start_blocking_portal
 from support.operator import StandInService, make_settings
