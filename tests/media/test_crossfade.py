@@ -153,6 +153,33 @@ def test_one_shared_avatar_keeps_todays_mouth_blend():
     assert mouth_weights[9:15] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0, 0.0], abs=0.005)
 
 
+def test_a_late_first_mouth_fades_in_when_it_comes_instead_of_popping_in():
+    """The engine is three frames late with the first mouth: the speech starts on time over the
+    idle face, and the mouth blend starts when the mouth comes, at a quarter, not at full weight."""
+    comp, schedule, chart = make(None, transition=9, blend=4)
+    late = segment(start=0, frames=12)
+    for k in range(3):
+        del late.patches[k]  # not rendered yet when their frames are due
+    schedule.append(late)
+    pictures, audio, states = run(comp, chart, 24)
+    assert [int(a[0]) for a in audio[:4]] == [1000, 1001, 1002, 1003]  # speech did not wait
+    x, y, w, h = MOUTH
+    weights = [fade_weight(p[y : y + h, x : x + w], IDLE.frame_at(k)[y : y + h, x : x + w],
+                           mouth(250).pixels) for k, p in enumerate(pictures)]  # fmt: skip
+    assert weights[:8] == pytest.approx([0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0], abs=0.005)
+    assert states[:6] == ["transitioning"] * 6 and states[6] == "talking"
+    assert states[-1] == "idle" and comp.underruns == 3
+
+
+def test_a_mouth_that_never_comes_leaves_the_idle_face_and_the_stream_returns_to_idle():
+    comp, schedule, chart = make(None, transition=9, blend=4)
+    schedule.append(segment(start=0, frames=8, patch=None))
+    pictures, audio, states = run(comp, chart, 14)
+    assert all(np.array_equal(p, IDLE.frame_at(k)) for k, p in enumerate(pictures))
+    assert [int(a[0]) for a in audio[:8]] == list(range(1000, 1008))  # every word still heard
+    assert states[-1] == "idle"
+
+
 def test_whole_pictures_of_their_own_crossfade_even_with_one_avatar():
     full = FacePatch(x=0, y=0, pixels=np.full((H, W, 3), 240, np.uint8))
     comp, schedule, chart = make(None, transition=6, blend=4)

@@ -9,8 +9,8 @@ speaks a short line (piper, the default voice) so that it talks about F of the t
 lines staggered. Start-up is judged too: every frame dropped or encoder restarted from the first
 station's start counts against N, so starting N together must be gap-free.
 
-`--counts 1,2,4,8` measures each; `--find-max` goes up one station at a time from the first count
-and stops at the first count that is not clean (0 underruns, 0 dropped, 0 restarts). Prints one
+`--counts 1,2,4,8` measures each; with `--find-max` it then goes on up one station at a time from
+the last count while the count is clean (0 underruns, 0 dropped, 0 restarts since start). Prints one
 JSON object: per count, the figures, and per added station the CPU and memory over N=1.
 """
 
@@ -45,7 +45,7 @@ LINE_SECONDS = 3.5  # what one line lasts on air, for pacing the talking share
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("stations", help="how many stations one process streams without a gap")
     parser.add_argument("--counts", default="1,2,4,8", help="station counts to measure, comma-separated")
-    parser.add_argument("--find-max", action="store_true", help="from the first count up, until one is not clean")
+    parser.add_argument("--find-max", action="store_true", help="after --counts, one more station at a time while clean")
     parser.add_argument("--engine", default="warp", choices=["warp", "musetalk"])
     parser.add_argument("--resolution", default="1280x720")
     parser.add_argument("--fps", default="30")
@@ -197,13 +197,13 @@ def run(args: argparse.Namespace) -> int:
         server = RtmpServer(run_dir / "nginx")
         server.start()
         try:
-            queue = [counts[0]] if args.find_max else counts
+            queue = list(counts)
             while queue:
                 count = queue.pop(0)
                 result = measure(count, args, server, run_dir)
                 results.append(result)
                 print(json.dumps(result), flush=True)
-                if args.find_max and result["clean"]:
+                if args.find_max and not queue and result["clean"]:
                     queue.append(count + 1)
         finally:
             server.stop()

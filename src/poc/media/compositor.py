@@ -18,7 +18,9 @@ interrupted / failed). While the chart is TRANSITIONING the talking picture's we
   when the segment's pictures are its own (`Segment.whole_frames`: full frames from elsewhere).
 
 The length is fixed when a segment starts and holds for both directions, so TRANSITIONING
-lasts exactly that many frames each way; an interrupt mid-blend turns back from where it is.
+lasts exactly that many frames each way, plus, going into a mouth blend, the frames spent
+waiting for a first mouth that is late (the blend starts when it comes); an interrupt mid-blend
+turns back from where it is.
 Weights are kept as whole steps (not summed floats) so a blend ends on its exact frame.
 """
 
@@ -241,6 +243,13 @@ class Compositor:
     def _advance_blend(self) -> None:
         chart = self.chart
         if chart.transitioning.is_active:
+            waiting = chart.blend_direction > 0 and self._position == 0 and self._last_patch is None
+            if waiting and self._held and not self._whole:
+                # The first mouth is late (a busy engine): the mouth blend waits for it on the
+                # idle picture, speech already playing, so the mouth fades in rather than
+                # popping in at full weight once it comes; speech that ends first turns it back.
+                # (A cross-fade to another body goes on: that body is there without a face.)
+                return
             self._position = min(self._steps, max(0, self._position + chart.blend_direction))
             if self._position in (0, self._steps):
                 chart.blend_finished()
