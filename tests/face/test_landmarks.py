@@ -3,6 +3,7 @@ the living idle both do it): that must neither crash the process nor change the 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -16,9 +17,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # In a child process: a crash inside dlib is a failed test here, not a dead test run.
 HAMMER = textwrap.dedent(
     """
-    import threading
+    import sys, tempfile, threading
+    from pathlib import Path
     import cv2, numpy as np, skimage.data
+    from poc.face import landmark_cache
     from poc.face.landmarks import NoFaceFound, detect_landmarks
+
+    landmark_cache.CACHE_DIR = Path(tempfile.mkdtemp())  # nothing found before: every image goes to dlib
 
     face = cv2.resize(cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR), (256, 256))
     alone = detect_landmarks(face)
@@ -58,11 +63,13 @@ def test_landmarks_from_four_threads_at_once_match_those_found_alone():
     assert faceless == 8  # every grey image, and only those, has no face
 
 
-def test_an_image_seen_before_is_answered_from_memory_with_its_own_copy():
+def test_an_image_seen_before_is_answered_from_memory_with_its_own_copy(monkeypatch, tmp_path):
     import cv2
     import skimage.data
 
-    from poc.face import landmarks
+    from poc.face import landmark_cache, landmarks
+
+    monkeypatch.setattr(landmark_cache, "CACHE_DIR", tmp_path)
 
     face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     first = landmarks.detect_landmarks(face)
@@ -73,3 +80,42 @@ def test_an_image_seen_before_is_answered_from_memory_with_its_own_copy():
     for _ in range(2):  # no face is remembered too, and still raised each time
         with pytest.raises(landmarks.NoFaceFound):
             landmarks.detect_landmarks(grey)
+
+
+def test_a_restarted_process_reads_the_answer_from_disk_and_a_damaged_file_is_found_again(tmp_path):
+    """What one process found, the next one reads (no dlib search); a damaged file is searched
+    again and replaced; "no face" is kept too."""
+    script = textwrap.dedent(
+        f"""
+        import json, time
+        from pathlib import Path
+        import cv2, numpy as np, skimage.data
+        from poc.face import landmark_cache, landmarks
+        landmark_cache.CACHE_DIR = Path({str(tmp_path)!r})
+        face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+        searched = []
+        real = landmarks._detect
+        landmarks._detect = lambda *a: searched.append(1) or real(*a)  # counts dlib searches
+        points = landmarks.detect_landmarks(face)
+        try:
+            landmarks.detect_landmarks(np.full((100, 100, 3), 77, np.uint8))
+        except landmarks.NoFaceFound:
+            pass
+        print(json.dumps({{"searched": len(searched), "points": points.tolist()}}))
+        """
+    )
+
+    def run() -> dict:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                                env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)
+
+    first, second = run(), run()
+    assert first["searched"] == 2 and second["searched"] == 0
+    assert second["points"] == first["points"]
+    (stored,) = tmp_path.glob("*.npy")
+    stored.write_bytes(b"not numpy")
+    third = run()
+    assert third["searched"] == 1 and third["points"] == first["points"]
+    assert np.load(stored).shape == (68, 2)

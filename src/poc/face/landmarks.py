@@ -58,12 +58,14 @@ def detect_landmarks(image_bgr: np.ndarray, upsample: int = 1) -> np.ndarray:
 
     Remembered per image for the life of the process: the face engine and the living idle look
     at the same avatar frame, and stations sharing an avatar (or a station rebuilt after a
-    failure) would otherwise pay for detection again (0.3 s on a free core, seconds on a busy one)."""
-    key = (hashlib.blake2b(np.ascontiguousarray(image_bgr).data, digest_size=16).digest(), image_bgr.shape, upsample)
+    failure) would otherwise pay for detection again (0.3 s on a free core, seconds on a busy one).
+    Kept on disk too (face/landmark_cache.py), so a restart does not search again."""
+    digest = hashlib.blake2b(np.ascontiguousarray(image_bgr).data, digest_size=16).digest()
+    key = (digest, image_bgr.shape, upsample)
     with _DLIB_LOCK:
         found = _FOUND.get(key)
         if found is None:
-            found = _detect(image_bgr, upsample)
+            found = _from_disk_or_dlib(digest, image_bgr, upsample)
             _FOUND[key] = found
             if len(_FOUND) > MAX_REMEMBERED:
                 _FOUND.popitem(last=False)
@@ -72,6 +74,21 @@ def detect_landmarks(image_bgr: np.ndarray, upsample: int = 1) -> np.ndarray:
     if isinstance(found, NoFaceFound):
         raise NoFaceFound(str(found))
     return found.copy()  # callers may shift it in place
+
+
+def _from_disk_or_dlib(digest: bytes, image_bgr: np.ndarray, upsample: int) -> np.ndarray | NoFaceFound:
+    """(caller holds _DLIB_LOCK)"""
+    from poc.face import landmark_cache
+
+    key = landmark_cache.file_key(digest, image_bgr.shape, upsample, predictor_path().stat().st_size)
+    stored = landmark_cache.load(key)
+    if stored is False:
+        return NoFaceFound("no face found in the avatar image")
+    if stored is not None:
+        return stored
+    found = _detect(image_bgr, upsample)
+    landmark_cache.store(key, None if isinstance(found, NoFaceFound) else found)
+    return found
 
 
 def _detect(image_bgr: np.ndarray, upsample: int) -> np.ndarray | NoFaceFound:
