@@ -83,16 +83,16 @@ def test_frames_wait_only_for_their_lookahead(engine: MuseTalkEngine) -> None:
     assert [f.index for f in rest] == list(range(7, 25))
 
 
-def test_silent_windows_skip_the_model(engine: MuseTalkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    model = engine._renderer.model
-    real = model.unet_step
-    monkeypatch.setattr(model, "unet_step", lambda *a: calls.append(len(a[0])) or real(*a))
+def test_silent_windows_skip_the_model(engine: MuseTalkEngine) -> None:
+    def rows_run() -> int:  # rows of this station through the model so far (pad rows not counted)
+        return engine.batching.rows.get(engine.station, 0)
+
+    before = rows_run()
     silence = np.zeros(RATE, np.int16)
     u = engine.start_utterance()
     frames = u.feed(slots_for(silence, 25, RATE, 0)) + u.finish()
     assert len(frames) == 25 and all(f.patch is None for f in frames)
-    assert calls == []
+    assert rows_run() == before
 
     # 0.5 s of silence, then speech: frames whose window (from 80 ms before to 120 ms after the
     # frame start) holds no speech stay idle; from frame 10 (400 ms) the window reaches 520 ms
@@ -101,7 +101,34 @@ def test_silent_windows_skip_the_model(engine: MuseTalkEngine, monkeypatch: pyte
     frames = u.feed(slots_for(audio, 25, RATE, 0)) + u.finish()
     idle = [f.index for f in frames if f.patch is None]
     assert idle == list(range(10))
-    assert sum(calls) == 15
+    assert rows_run() == before + 15
+
+
+def test_a_pause_inside_speech_never_shows_the_raw_face(engine: MuseTalkEngine) -> None:
+    """Every frame from the first to the last voiced one goes through the model, however the
+    slots are fed: a 300-ms pause between words must not switch the lower face to the photo."""
+    speech = voiced(RATE * 3 // 5, RATE)
+    audio = np.concatenate([speech, np.zeros(RATE * 3 // 10, np.int16), speech])  # 1.5 s: frames 0..37
+    slots = slots_for(audio, 25, RATE, first_index=0)
+    for sizes in ([len(slots)], [1], [5, 2, 9]):
+        frames, _ = feed_in_pieces(engine.start_utterance(), slots, sizes)
+        assert [f.index for f in frames] == list(range(len(slots)))
+        idle = [f.index for f in frames if f.patch is None]
+        assert idle == [], f"raw face at frames {idle} when fed in pieces of {sizes}"
+
+
+def test_trailing_silence_held_at_finish_shows_the_idle_face(engine: MuseTalkEngine) -> None:
+    """Frames after the last voiced one that are still held back when finish() comes are
+    trailing silence: they skip the model. Frames returned before finish() could not know that
+    speech would not resume, so they went through the model."""
+    audio = np.concatenate([voiced(RATE // 2, RATE), np.zeros(RATE * 2 // 5, np.int16)])  # frames 0..21, speech to 12
+    slots = slots_for(audio, 25, RATE, first_index=0)
+    u = engine.start_utterance()
+    early = u.feed(slots)
+    late = u.finish()
+    assert all(f.patch is not None for f in early)
+    assert late and all(f.patch is None for f in late)
+    assert len(early) + len(late) == len(slots)
 
 
 def test_30fps_at_44100_hz_gives_one_frame_per_slot(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
@@ -177,10 +204,15 @@ def test_window_steps_outside_the_utterance_are_zero_padding(engine: MuseTalkEng
     model = engine._renderer.model
     real = model.unet_step
     monkeypatch.setattr(model, "unet_step", lambda lat, tok: seen.append(tok.clone()) or real(lat, tok))
+    batches_before = engine.batching.batches
     u = engine.start_utterance()
     frames = u.feed(slots_for(voiced(RATE * 2 // 5, RATE), 25, RATE, 0)) + u.finish()  # 10 frames, 20 steps
     assert len(frames) == 10
-    tokens = torch.cat(seen)
+    counters = engine.batching
+    batches = list(counters.recent)[len(counters.recent) - (counters.batches - batches_before) :]
+    real_rows = [sum(n for _, n in batch) for batch in batches]  # each run is padded past these
+    assert len(seen) == len(real_rows) and sum(real_rows) == 10
+    tokens = torch.cat([run[:n] for run, n in zip(seen, real_rows)])
     pe = torch.from_numpy(positional_encoding(50, 384))
     padded = (tokens - pe).abs().amax(dim=2) == 0  # (frame, token): nothing but the position code
     for f in range(10):  # frame f's window is steps 2f-4 .. 2f+5; the audio has steps 0..19

@@ -23,6 +23,19 @@ size at a time. Rows are independent through the UNet and the VAE (the batch dim
 which rows share a batch changes a face only by the rounding of the kernels chosen for that
 batch size (tests/face/musetalk/test_batching.py).
 
+Fixed shapes: every batch runs padded up to one of a few sizes, batch_shapes(limit): the powers
+of two below the batch limit, and the limit itself (1, 2, 4, 8, 12 for 12). Pad rows are copies
+of the batch's last row and their outputs are dropped. Why: with cudnn.benchmark on (load_model
+turns it on for CUDA), the first batch of each new size tunes its kernels, 2.4-2.8 s on an H200
+against 40-90 ms warm; ready rows come in any count (1, 3, 5, 7... as audio arrives), so without
+padding a stream would stall on each new count mid-speech. With a fixed set, warm-up runs each
+shape once on this thread and nothing is tuned on air. The price: rows computed only to fill a
+shape, under 2x the real rows (a batch of 5 runs as 8). Copies rather than zeros so that a pad
+row can never be the one that overflows in float16 and fails the real rows' batch; rows are
+independent through the UNet and the VAE, so pads do not change a real row's output beyond the
+kernel rounding that any batch size brings (tests/face/musetalk/test_shapes.py). The counters
+record each model run's shape, so a test or a status page can see that none ran unwarmed.
+
 Faults: a batch that raises fails only its rows. When it held rows of more than one submission,
 each submission's rows are run again on their own first, so one station's bad rows (float16
 overflow, say) or a mixed batch too large for memory never blanks another station's faces.
@@ -33,7 +46,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from typing import Any, Callable, Protocol, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
 
 import attrs
 
@@ -54,6 +68,25 @@ class Ranked(Protocol):
 
 
 R = TypeVar("R", bound=Ranked)
+
+
+def batch_shapes(limit: int) -> tuple[int, ...]:
+    """The batch sizes run under this batch limit: the powers of two below it, then the limit."""
+    if limit < 1:
+        raise ValueError(f"batch limit must be at least 1, got {limit}")
+    shapes = [1 << k for k in range((limit - 1).bit_length()) if 1 << k < limit]
+    return (*shapes, limit)
+
+
+def padded_size(rows: int, limit: int | None) -> int:
+    """The shape a batch of `rows` runs as: the smallest of batch_shapes(limit) that holds it;
+    with no limit, or more rows than it (a warming submission larger than the limit), the next
+    power of two."""
+    if rows < 1:
+        raise ValueError(f"a batch holds at least 1 row, got {rows}")
+    if limit is not None and rows <= limit:
+        return next(shape for shape in batch_shapes(limit) if shape >= rows)
+    return 1 << (rows - 1).bit_length()
 
 
 def earliest_first(pending: Sequence[R], limit: int | None) -> tuple[list[R], list[R]]:
@@ -77,6 +110,9 @@ class BatchCounters:
     """What the batcher has done (a copy: read it freely).
 
     recent: the last batches, each as ((station, rows), ...) in order of first appearance.
+    shapes: model runs per batch size actually run (padded: see batch_shapes); a failed mixed
+    batch's per-station re-runs count as runs of their own.
+    padded_rows: rows computed only to fill a shape (their outputs are dropped).
     """
 
     batches: int = 0
@@ -85,6 +121,8 @@ class BatchCounters:
     rows: dict[str, int] = attrs.field(factory=dict)
     batches_with: dict[str, int] = attrs.field(factory=dict)  # batches holding rows of each station
     recent: deque[tuple[tuple[str, int], ...]] = attrs.field(factory=lambda: deque(maxlen=RECENT_BATCHES))
+    shapes: dict[int, int] = attrs.field(factory=dict)
+    padded_rows: int = 0
 
     def record(self, stations: tuple[tuple[str, int], ...], failed: bool) -> None:
         self.batches += 1
@@ -95,9 +133,15 @@ class BatchCounters:
             self.batches_with[station] = self.batches_with.get(station, 0) + 1
         self.recent.append(stations)
 
+    def record_run(self, shape: int, rows: int) -> None:
+        self.shapes[shape] = self.shapes.get(shape, 0) + 1
+        self.padded_rows += shape - rows
+
     def copy(self) -> "BatchCounters":
         recent = deque(self.recent, maxlen=RECENT_BATCHES)
-        return attrs.evolve(self, rows=dict(self.rows), batches_with=dict(self.batches_with), recent=recent)
+        return attrs.evolve(
+            self, rows=dict(self.rows), batches_with=dict(self.batches_with), recent=recent, shapes=dict(self.shapes)
+        )
 
 
 class _Ticket:
@@ -129,6 +173,20 @@ class Seat:
     station: str
     batch_size: int | None  # None: no limit of its own
     _batcher: "CrossStationBatcher | None"
+    warming_up: bool = False  # set by warming()
+
+    @contextmanager
+    def warming(self) -> Iterator["Seat"]:
+        """Within this block the seat warms up: each submission runs as one batch of its own
+        (not cut, not joined by other stations' rows, ahead of queued rows, padded to this seat's
+        own shapes), so each shape warm-up asks for is the shape that runs on the runner. And
+        its batch size does not count toward the batch limit until the block ends, so other
+        stations' batches never run at a size it has not tuned yet. Not for streaming."""
+        self.warming_up = True
+        try:
+            yield self
+        finally:
+            self.warming_up = False
 
     def submit(self, rows: Sequence[Any], deadlines: Sequence[float]) -> list[Any]:
         """Run these rows (deadline each) through the model; blocks. Returns one output per row,
@@ -149,18 +207,21 @@ class CrossStationBatcher:
     """Batches rows from every seat through `run` (rows in, one output per row out) on its own
     thread, which starts now and stops at close().
 
-    The batch size is the largest of the seated stations' batch sizes: a station warmed up at
-    that size proved it fits, and a station alone gets exactly its own.
+    The batch size is the largest of the seated stations' batch sizes (leaving out stations
+    still warming up): a station warmed up at that size proved it fits, and a station alone
+    gets exactly its own. Each batch runs padded to its shape (padded_size).
     """
 
     def __init__(self, run: Callable[[list[Any]], Sequence[Any]], name: str = "musetalk-batches") -> None:
         self._run = run
         self._cond = threading.Condition()
         self._pending: list[_Row] = []
+        self._warming: deque[list[_Row]] = deque()  # submissions of warming seats: one batch each, in order
         self._seats: list[Seat] = []
         self._closed = False
         self._arrivals = itertools.count()
         self._counters = BatchCounters()
+        self._batch_limit: int | None = None  # the limit of the batch running (runner thread only)
         self._runner = threading.Thread(target=self._serve, name=name, daemon=True)
         self._runner.start()
 
@@ -184,7 +245,7 @@ class CrossStationBatcher:
     def waiting(self) -> dict[str, int]:
         """Rows waiting for a batch now, per station (the batch running is not counted)."""
         with self._cond:
-            return dict(_stations(self._pending))
+            return dict(_stations(self._pending + [row for rows in self._warming for row in rows]))
 
     @property
     def runner(self) -> threading.Thread:
@@ -201,7 +262,11 @@ class CrossStationBatcher:
             if self._closed:
                 raise RuntimeError("the batcher is closed (its model was released)")
             arrival = next(self._arrivals)
-            self._pending += [_Row(float(d), arrival, i, ticket, row) for i, (row, d) in enumerate(zip(rows, deadlines))]
+            queued = [_Row(float(d), arrival, i, ticket, row) for i, (row, d) in enumerate(zip(rows, deadlines))]
+            if seat.warming_up:
+                self._warming.append(queued)
+            else:
+                self._pending += queued
             self._cond.notify_all()
             while not ticket.done:
                 self._cond.wait()
@@ -218,7 +283,8 @@ class CrossStationBatcher:
         return not self._runner.is_alive()
 
     def _limit(self) -> int | None:
-        sizes = [s.batch_size for s in self._seats] + [r.ticket.seat.batch_size for r in self._pending]
+        seated = [s.batch_size for s in self._seats if not s.warming_up]
+        sizes = seated + [r.ticket.seat.batch_size for r in self._pending]
         return None if not sizes or None in sizes else max(s for s in sizes if s is not None)
 
     def _serve(self) -> None:
@@ -233,17 +299,25 @@ class CrossStationBatcher:
         finally:
             with self._cond:
                 self._closed = True
-                left, self._pending = (batch or []) + self._pending, []
+                left = (batch or []) + [row for rows in self._warming for row in rows] + self._pending
+                self._pending = []
+                self._warming.clear()
             if left:
                 self._deliver(left, [BatchFailed(RuntimeError("the batcher stopped"))] * len(left), record=False)
 
     def _next_batch(self) -> list[_Row] | None:
         with self._cond:
-            while not self._pending and not self._closed:
+            while not self._pending and not self._warming and not self._closed:
                 self._cond.wait()
+            if self._warming:
+                batch = self._warming.popleft()
+                self._batch_limit = batch[0].ticket.seat.batch_size
+                return batch
+            # the limit is taken with the batch: seats coming and going change it between batches
+            self._batch_limit = self._limit()
             if not self._pending:
                 return None
-            batch, self._pending = earliest_first(self._pending, self._limit())
+            batch, self._pending = earliest_first(self._pending, self._batch_limit)
             return batch
 
     def _deliver(self, batch: list[_Row], outputs: list[Any], record: bool = True) -> None:
@@ -276,10 +350,17 @@ class CrossStationBatcher:
         return outputs
 
     def _checked(self, payloads: list[Any]) -> list[Any]:
-        outputs = list(self._run(payloads))
-        if len(outputs) != len(payloads):
-            raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(payloads)} rows")
-        return outputs
+        """Run the rows padded to their shape; the pads' outputs are dropped."""
+        shape = padded_size(len(payloads), self._batch_limit)
+        padded = payloads + [payloads[-1]] * (shape - len(payloads))
+        try:
+            outputs = list(self._run(padded))
+        finally:  # a run that raised was still tried at this shape (and tuned for it)
+            with self._cond:
+                self._counters.record_run(shape, len(payloads))
+        if len(outputs) != len(padded):
+            raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(padded)} rows")
+        return outputs[: len(payloads)]
 
 
 def _stations(batch: Sequence[_Row]) -> tuple[tuple[str, int], ...]:

@@ -16,7 +16,9 @@ engine keeps its own prepared avatar, audio features and blend.
 Start-up does all the slow and fallible work: weight checks (missing or corrupt files are an
 EngineError here, never mid-stream), model loading, and avatar preparation (cached on disk; with
 the face-parsing weights present its masks are upstream's parsed jaw).
-`warm_up()` then measures the real batch latency, which sets `lead_seconds`.
+`warm_up()` then runs each batch shape once (poc.face.musetalk.batcher pads every batch to one
+of a few sizes, so none is first tuned mid-speech) and measures the real full-batch latency,
+which sets `lead_seconds`.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from typing import Sequence
 import numpy as np
 
 from poc.face.avatar import Avatar
-from poc.face.base import EngineError, RenderedFrame, SpeechSlot
+from poc.face.base import EngineError, FacePatch, RenderedFrame, SpeechSlot
 from poc.face.musetalk import _deps
-from poc.face.musetalk.batcher import BatchCounters
+from poc.face.musetalk.batcher import BatchCounters, batch_shapes
 from poc.face.musetalk.parsing import load_parser
 from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
-from poc.face.musetalk.render import FrameRenderer
+from poc.face.musetalk.render import FrameRenderer, is_silent
 from poc.face.musetalk.resample import StreamResampler
 from poc.face.musetalk.shared import SHARED_MODELS, SharedModels
 from poc.face.musetalk.timing import ENCODER_RATE, LOOKAHEAD_SECONDS, audio_steps_for_frame, steps_in_samples
@@ -124,17 +126,21 @@ class MuseTalkEngine:
         return MuseTalkUtterance(self._live_renderer(), self.fps, self.sample_rate)
 
     def warm_up(self) -> float:
-        """Render one full batch twice on voiced synthetic audio (the first pass pays for CUDA
-        start-up and kernel selection), time the second, log the result; returns frames/s.
-        A batch that cannot run (out of GPU memory) is an EngineError here, not mid-stream."""
+        """Render one batch of each shape the batcher runs at this batch size (batch_shapes:
+        each new shape's first batch tunes kernels, seconds on a GPU, so that happens here and
+        not mid-speech), all on the batcher's thread, then time a second full batch; log the
+        result; returns frames/s of a full batch. A batch that cannot run (out of GPU memory) is
+        an EngineError here, not mid-stream."""
         renderer = self._live_renderer()
         seconds = self.batch_size / self.fps + 2 * LOOKAHEAD_SECONDS
         audio = _voiced_audio(int(seconds * ENCODER_RATE))
         frames = [(n, n) for n in range(self.batch_size)]
         try:
-            renderer.render(frames, audio)
-            t0 = time.perf_counter()
-            renderer.render(frames, audio)
+            with self._seat.warming():  # each shape runs as asked, whoever else is talking
+                for shape in batch_shapes(self.batch_size):  # the full size last
+                    renderer.render(frames[:shape], audio)
+                t0 = time.perf_counter()
+                renderer.render(frames, audio)
         except Exception as e:  # e.g. out of GPU memory at this batch size: a start-up error
             raise EngineError(
                 f"MuseTalk warm-up at batch {self.batch_size} on {self.device} failed: {e}", setting="TALKING_FACE_BATCH_SIZE"
@@ -176,7 +182,20 @@ class MuseTalkUtterance:
     """One message: feed slots in any pieces; exactly one RenderedFrame per slot comes back,
     in order, over feed() + finish(). A batch the model fails on (say, out of GPU memory) is
     logged and shown as the idle face rather than raised: frames held back from earlier feeds
-    would otherwise be lost or returned twice."""
+    would otherwise be lost or returned twice.
+
+    Silence outside speech skips the model (the frame shows the idle face); a pause inside it
+    does not, since switching the lower face between the VAE's rendering and the photo and back
+    is visible, and upstream renders every frame. A frame is voiced when its 200-ms window is
+    not silent (render.is_silent). Leading frames, before the first voiced one, are skipped as
+    they become ready. From the first voiced frame on, every frame goes through the model until
+    finish(): a silent frame that is ready before then cannot know whether speech resumes, and
+    holding it back until it does would make it late. At finish() the frames still held back
+    (those waiting for their look-ahead audio, or all of them if nothing was returned yet) that
+    come after the last voiced frame are trailing silence and skipped. So the model renders
+    exactly the span from the first to the last voiced frame, plus any trailing silence that
+    was returned before finish().
+    """
 
     def __init__(self, renderer: FrameRenderer, fps: int, sample_rate: int) -> None:
         self._renderer = renderer
@@ -184,6 +203,7 @@ class MuseTalkUtterance:
         self._resampler = StreamResampler(sample_rate, ENCODER_RATE)
         self._pending: list[SpeechSlot] = []  # fed but not yet rendered
         self._done = 0  # frames of this utterance already returned
+        self._spoken = False  # a voiced frame has been seen: later frames are inside speech
         self._finished = False
         self.failures = 0  # batches that raised and were replaced by the idle face
 
@@ -223,13 +243,19 @@ class MuseTalkUtterance:
             return []
         ready = self._pending[:n]
         frames = [(self._done + k, slot.index) for k, slot in enumerate(ready)]
-        # All ready frames go to the batcher at once: it cuts them into batches of at most the
-        # batch size, and other stations' rows can fill batches alongside them.
-        try:
-            rendered = self._renderer.render_rows(frames, self._resampler.output)
-            patches, errors = rendered.patches, rendered.errors
-        except Exception as error:  # audio features failed: all these frames show the idle face
-            patches, errors = [None] * n, [error]
+        modelled = self._through_model(frames, final)
+        patches: list[FacePatch | None] = [None] * n
+        errors: list[Exception] = []
+        # All modelled frames go to the batcher at once: it cuts them into batches of at most
+        # the batch size, and other stations' rows can fill batches alongside them.
+        if modelled:
+            try:
+                rendered = self._renderer.render_rows([frames[k] for k in modelled], self._resampler.output)
+                for k, patch in zip(modelled, rendered.patches):
+                    patches[k] = patch
+                errors = rendered.errors
+            except Exception as error:  # audio features failed: all these frames show the idle face
+                errors = [error]
         for error in errors:  # keep the one-frame-per-slot promise: failed rows show the idle face
             self.failures += 1
             log.error(
@@ -239,6 +265,20 @@ class MuseTalkUtterance:
         del self._pending[:n]
         self._done += n
         return [RenderedFrame(index=slot.index, patch=patch) for slot, patch in zip(ready, patches)]
+
+    def _through_model(self, frames: list[tuple[int, int]], final: bool) -> list[int]:
+        """Positions in `frames` (ready, in order) that go through the model (see the class
+        docstring); notes whether speech has begun."""
+        audio = self._resampler.output
+        voiced = [not is_silent(audio, audio_steps_for_frame(number, self._fps)) for number, _ in frames]
+        # at finish() nothing follows these frames: those after the last voiced one are trailing
+        end = max((k + 1 for k, v in enumerate(voiced) if v), default=0) if final else len(frames)
+        chosen = []
+        for k in range(len(frames)):
+            self._spoken = self._spoken or voiced[k]
+            if self._spoken and k < end:
+                chosen.append(k)
+        return chosen
 
 
 def _voiced_audio(n: int) -> np.ndarray:

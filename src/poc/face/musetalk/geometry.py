@@ -6,10 +6,11 @@ as far above the nose-bridge point 29 as the chin is below it. The box is thus c
 nose bridge, and the model's masked lower half is everything below it. Crops are squashed to
 256x256, whatever the box's aspect.
 
-Blend mask: a hard region over the box, shrunk by half the feather width and then
-Gaussian-feathered (kernel ~10% of the box width, as upstream). Shrinking first keeps the feather
-inside the box, so the patch fades to exactly the body frame at its edges: no seam (upstream cuts
-its region at the box edge and then blurs, which leaves a half-strength step there). The region is
+Blend mask (upstream's v1.5 rule): a hard region over the box, Gaussian-feathered with a kernel of
+int(0.1 * square_width // 2 * 2) + 1 px, where the square is the face-parsing square around the box
+(parsing.parsing_square: 1.5x the box's larger side), and not shrunk first. Outside the box counts
+as background, as upstream cuts its region at the box before blurring; so where the region meets
+the box's edge the alpha is about one half there, a step upstream has too. The region is
 upstream's parsed jaw when the face-parsing weights exist (parsing.py); otherwise it is drawn from
 the landmarks: the polygon under the nose base (points 31-35) down along the jaw (points 2-14),
 the jaw line pushed down by the same 10-px margin.
@@ -21,9 +22,11 @@ import attrs
 import cv2
 import numpy as np
 
+from poc.face.musetalk.parsing import parsing_square
+
 EXTRA_MARGIN = 10  # v1.5: pixels added below the chin
 BBOX_SHIFT = 0  # v1.5 fixes the nose-point shift at 0
-FEATHER = 0.1  # Gaussian feather kernel, as a fraction of the box width
+FEATHER = 0.1  # Gaussian feather kernel, as a fraction of the parsing square's side
 MIN_BOX = 16  # a smaller face cannot be animated meaningfully
 NOSE_BRIDGE = 29
 JAW = list(range(2, 15))  # jaw contour from below the left cheekbone round the chin
@@ -75,17 +78,17 @@ def landmark_region(landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np
     return hard
 
 
+def feather_kernel(box: tuple[int, int, int, int]) -> int:
+    """Upstream's odd Gaussian kernel size for this box: a tenth of the parsing square's side."""
+    sx1, _, sx2, _ = parsing_square(box)
+    return int(FEATHER * (sx2 - sx1) // 2 * 2) + 1
+
+
 def feathered(hard: np.ndarray) -> np.ndarray:
-    """A hard 0/255 region over the box -> float32 alpha in [0, 1] that reaches 0 before the
-    region's edge and the box's edges."""
-    w = hard.shape[1]
-    k = int(FEATHER * w) // 2 * 2 + 1  # odd kernel, as upstream computes it
-    if k < 3:
-        return hard.astype(np.float32) / 255.0
-    r = k // 2 + 1  # the blur reaches k // 2 pixels: shrink one more so the edge ends at 0
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    # outside the box counts as background, so the shrink also pulls away from the box edges
-    hard = cv2.erode(hard, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    """A hard 0/255 region over the box -> float32 alpha in [0, 1], blurred by upstream's kernel
+    with nothing but background beyond the box's edges."""
+    h, w = hard.shape
+    k = feather_kernel((0, 0, w, h))
     soft = cv2.GaussianBlur(hard, (k, k), 0, borderType=cv2.BORDER_CONSTANT)
     return soft.astype(np.float32) / 255.0
 

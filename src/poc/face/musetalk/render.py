@@ -2,9 +2,10 @@
 
 Given an utterance's 16 kHz audio so far and a batch of frames (their number within the
 utterance, which fixes their audio window, and their counter value, which fixes the body frame),
-it returns one patch per frame, or None for frames whose 200-ms window is silent: MuseTalk keeps
-moving the mouth on silence, so those frames show the idle face instead and cost nothing.
-All voiced frames of a batch share one Whisper pass over the widest window that fits.
+it returns one patch per frame. Which frames are worth the model is the caller's choice: the
+utterance (engine.py) skips silence outside speech with `is_silent`, and renders everything from
+its first voiced frame on, as upstream renders every frame. All frames of a batch share one
+Whisper pass over the widest window that fits.
 
 Features and the blend are per station (each has its own audio and avatar); the UNet step and the
 VAE decode go through a batcher seat (poc.face.musetalk.batcher) shared by every station on the
@@ -70,7 +71,7 @@ class FaceRow:
 
 @attrs.frozen
 class Rendered:
-    """Patches (None: idle face) and the errors of the batches that failed (their rows are None)."""
+    """Patches, and the errors of the batches that failed (their rows are None: the idle face)."""
 
     patches: list[FacePatch | None]
     errors: list[Exception]
@@ -126,8 +127,8 @@ class FrameRenderer:
         self.timer: StageTimer | None = None
 
     def render(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> list[FacePatch | None]:
-        """Patches for frames given as (number in the utterance, counter value); raises the
-        first error if any batch failed.
+        """Patches for frames given as (number in the utterance, counter value), every one
+        through the model; raises the first error if any batch failed.
 
         Every encoder step a frame needs must already be in `audio`, except past the end of a
         finished utterance, where missing steps are zero padding (as upstream pads clip ends).
@@ -139,19 +140,18 @@ class FrameRenderer:
 
     def render_rows(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> Rendered:
         """As render(), but a batch that fails leaves only its own rows without a patch."""
-        windows = [audio_steps_for_frame(n, self.fps) for n, _ in frames]
-        voiced = [k for k, w in enumerate(windows) if not is_silent(audio, w)]
         patches: list[FacePatch | None] = [None] * len(frames)
-        if not voiced:
+        if not frames:
             return Rendered(patches, [])
+        windows = [audio_steps_for_frame(n, self.fps) for n, _ in frames]
         with self.model.torch.inference_mode():
-            rows = self._rows([frames[k] for k in voiced], [windows[k] for k in voiced], audio)
-        counters = [frames[k][1] for k in voiced]
+            rows = self._rows(list(frames), windows, audio)
+        counters = [counter for _, counter in frames]
         faces = self._faces(rows, counters)
 
         t3 = time.perf_counter()
         errors: list[Exception] = []
-        for k, counter, face in zip(voiced, counters, faces):
+        for k, (counter, face) in enumerate(zip(counters, faces)):
             if isinstance(face, BatchFailed):
                 if not any(e is face.error for e in errors):
                     errors.append(face.error)
@@ -161,7 +161,7 @@ class FrameRenderer:
             patches[k] = FacePatch(x=x, y=y, pixels=pixels)
         self._lap("blend", t3)
         if self.timer is not None:
-            self.timer.frames += len(voiced)
+            self.timer.frames += len(frames)
         return Rendered(patches, errors)
 
     def _faces(self, rows: list[FaceRow], counters: list[int]) -> list[np.ndarray | BatchFailed]:
@@ -173,7 +173,7 @@ class FrameRenderer:
             return [BatchFailed(error)] * len(rows)
 
     def _rows(self, frames: list[tuple[int, int]], windows: list[range], audio: np.ndarray) -> list[FaceRow]:
-        """Audio tokens and reference latents per voiced frame."""
+        """Audio tokens and reference latents per frame."""
         torch = self.model.torch
         limit = steps_in_samples(audio.size)
         first = max(0, min(w.start for w in windows))

@@ -1,0 +1,93 @@
+"""The blend mask follows upstream's v1.5 rule (issue 11, item 1).
+
+The rule, as the audit states it: the hard jaw region, cut at the face box and cleared above the
+centre row of the parsing square (1.5x the box's larger side), is Gaussian-blurred with a kernel
+of int(0.1 * square_width // 2 * 2) + 1 px, with no erosion first. The reference below is written
+from that statement; the label map is drawn from the default avatar's dlib landmarks, as the
+audit did, so the parsed path runs without the parser weights.
+"""
+
+import cv2
+import numpy as np
+import pytest
+
+from poc.face.avatar import load_avatar
+from poc.face.landmarks import detect_landmarks
+from poc.face.musetalk.geometry import face_box, feather_kernel, frame_geometry, landmark_region
+from poc.face.musetalk.parsing import LOWER_LIP, MOUTH, NOSE, PARSE_SIZE, SKIN, UPPER_LIP, parsed_region, parsing_square
+from poc.paths import DEFAULT_AVATAR
+
+W, H = 1280, 720  # the audit's frame size: face box 129x178, square 266
+CHIN = 8
+
+
+@pytest.fixture(scope="module")
+def face() -> tuple[np.ndarray, np.ndarray]:
+    frame = load_avatar(DEFAULT_AVATAR, W, H).frames[0]
+    return frame, detect_landmarks(frame)
+
+
+def label_map(landmarks: np.ndarray, square: tuple[int, int, int, int]) -> np.ndarray:
+    """A (512, 512) parse drawn from landmarks: skin over the landmarks' hull, nose, lips, mouth."""
+    sx1, sy1, sx2, _ = square
+    pts = np.round((landmarks - (sx1, sy1)) * PARSE_SIZE / (sx2 - sx1)).astype(np.int32)
+    labels = np.zeros((PARSE_SIZE, PARSE_SIZE), np.uint8)
+    cv2.fillConvexPoly(labels, cv2.convexHull(pts), SKIN)
+    cv2.fillConvexPoly(labels, cv2.convexHull(pts[27:36]), NOSE)
+    cv2.fillPoly(labels, [pts[48:55]], UPPER_LIP)
+    cv2.fillPoly(labels, [np.concatenate([pts[54:60], pts[48:49]])], LOWER_LIP)
+    cv2.fillPoly(labels, [pts[60:68]], MOUTH)
+    return labels
+
+
+def upstream_alpha(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """Alpha over the box by the stated rule: region in the square, top half cleared, blurred."""
+    x1, y1, x2, y2 = box
+    sx1, sy1, sx2, sy2 = parsing_square(box)
+    side = sx2 - sx1
+    square = np.zeros((side, side), np.uint8)
+    square[y1 - sy1 : y2 - sy1, x1 - sx1 : x2 - sx1] = region
+    square[: side // 2] = 0
+    k = int(0.1 * side // 2 * 2) + 1
+    blurred = cv2.GaussianBlur(square, (k, k), 0)
+    return blurred[y1 - sy1 : y2 - sy1, x1 - sx1 : x2 - sx1].astype(np.float32) / 255.0
+
+
+def our_alpha(landmarks: np.ndarray, region: np.ndarray | None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """frame_geometry's mask placed back over its whole face box."""
+    g = frame_geometry(landmarks, W, H, region)
+    x1, y1, x2, y2 = g.box
+    alpha = np.zeros((y2 - y1, x2 - x1), np.float32)
+    px, py, pw, ph = g.paste
+    alpha[py - y1 : py - y1 + ph, px - x1 : px - x1 + pw] = g.mask
+    return alpha, g.box
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def test_feather_kernel_is_a_tenth_of_the_parsing_square() -> None:
+    # box 129x178 -> square 2 * int(178 // 2 * 1.5) = 266 -> int(26.6 // 2 * 2) + 1 = 27
+    assert feather_kernel((533, 83, 662, 261)) == 27
+    assert feather_kernel((0, 0, 200, 100)) == 31  # wide box: the larger side sets the square (300)
+
+
+def test_parsed_mask_matches_upstreams_rule_and_keeps_the_chin(face) -> None:
+    frame, lm = face
+    box = (533, 83, 662, 261)
+    assert face_box(lm, W, H) == box  # the audit's box: the crop rule is unchanged
+    region = parsed_region(frame, box, label_map(lm, parsing_square(box)))
+    ours, _ = our_alpha(lm, region)
+    reference = upstream_alpha(region, box)
+    assert iou(ours >= 0.5, reference >= 0.5) >= 0.95
+    x, y = np.round(lm[CHIN] - box[:2]).astype(int)
+    assert ours[y, x] >= 0.5  # an opening jaw is not faded out at the original chin line
+
+
+def test_landmark_mask_is_feathered_by_the_same_rule(face) -> None:
+    _, lm = face
+    box = face_box(lm, W, H)
+    ours, _ = our_alpha(lm, None)
+    reference = upstream_alpha(landmark_region(lm, box), box)
+    assert iou(ours >= 0.5, reference >= 0.5) >= 0.95
