@@ -26,6 +26,7 @@ import attrs
 from poc.face.musetalk.batcher import CrossStationBatcher
 from poc.face.musetalk.model import MuseTalkModel, load_model, resolve_device, resolve_dtype
 from poc.face.musetalk.render import unet_and_decode
+from poc.face.musetalk.weights import require_weights
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class SharedModels:
 
     def acquire(self, models_dir: Path, device: str, dtype: str = "auto") -> ModelLease:
         """A lease on the model for these settings, loading it if nobody holds it. Blocking;
-        raises EngineError as load_model does."""
+        raises EngineError as load_model does, missing weights before an unusable device (the
+        key resolves the device), as load_model orders them."""
+        require_weights(Path(models_dir))
         key = ModelKey.of(models_dir, device, dtype)
         with self._lock:
             shared = self._table.setdefault(key, _Shared())
