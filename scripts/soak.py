@@ -38,6 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from poc.bench.harness import RtmpServer, ServiceProcess, free_port  # noqa: E402
+from poc.source.connection import AmqpSettings  # noqa: E402
+from poc.source.publish import PublishError, publish  # noqa: E402
 
 import aio_pika  # noqa: E402
 import asyncio  # noqa: E402
@@ -87,25 +89,28 @@ def tone_wav(seconds: float, rate: int = 16000) -> bytes:
 
 
 class Publisher:
-    """One connection for the whole run (async: aio-pika). Robust, because other test runs on
-    the same broker close every connection on purpose (the resilience tests) and a soak must
-    outlive that: a publish that fails while the connection is down is retried."""
+    """Publishes the way `poc send` does (poc.source.publish: a connection per message and the
+    broker's confirm before it counts as sent), retried while the broker is unreachable. The
+    2-hour soak of 2026-11-30 published through one robust aio-pika connection instead, and 13
+    messages offered while another test run closed every broker connection were never accounted
+    for (the service was far behind, so most likely they never reached the queue): a sender
+    must not count a message as sent before the broker has confirmed it. A second connection
+    serves the counts at the end."""
 
     def __init__(self, queue: str) -> None:
         self.queue = queue
+        self.amqp = AmqpSettings(queue=queue)
 
     async def open(self) -> None:
         self.connection = await aio_pika.connect_robust("amqp://guest:guest@127.0.0.1/")
         self.channel = await self.connection.channel()
 
     async def send(self, body: bytes, control: bool = False) -> None:
-        target = self.queue + (".control" if control else "")
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         for attempt in range(60):
             try:
-                await self.channel.default_exchange.publish(message, routing_key=target)
+                await publish(self.amqp, body, control=control)
                 return
-            except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError):
+            except PublishError:
                 if attempt == 59:  # at-least-once: a retried publish may land twice; ids dedupe
                     raise
                 await asyncio.sleep(0.5)
