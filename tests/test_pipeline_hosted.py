@@ -70,6 +70,7 @@ def speaking(audio: list) -> list[int]:
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_the_vendor_s_frames_play_with_our_audio_on_our_clock(did, backend) -> None:
     job, metrics, pictures, audio = anyio.run(play, did, backend=backend)
     assert job.outcome is Outcome.PLAYED
@@ -88,6 +89,7 @@ def test_the_vendor_s_frames_play_with_our_audio_on_our_clock(did, backend) -> N
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.parametrize(("plan", "kind"), [("fail", "failed"), ("never", "timeout"), ("bad_video", "bad_video")])
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_when_the_vendor_fails_the_local_engine_speaks_the_words(did, backend, plan, kind) -> None:
     did.job_plan = plan
     job, metrics, pictures, audio = anyio.run(play, did, 1.5, backend=backend)

@@ -57,6 +57,7 @@ def test_killed_service_is_back_and_replays_the_message_once(rabbitmq):
     assert not queue_exists(report["queue"])
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_bad_arguments_get_a_one_line_error():
     for args, error in ((["--runs", "0"], "--runs: must be at least 1, got 0"),
                         (["--fault", "host"], "--fault: invalid choice: 'host'")):  # fmt: skip

@@ -49,6 +49,7 @@ HAMMER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_landmarks_from_four_threads_at_once_match_those_found_alone():
     result = subprocess.run(
         [sys.executable, "-c", HAMMER],
@@ -82,6 +83,7 @@ def test_an_image_seen_before_is_answered_from_memory_with_its_own_copy(monkeypa
             landmarks.detect_landmarks(grey)
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_a_restarted_process_reads_the_answer_from_disk_and_a_damaged_file_is_found_again(tmp_path):
     """What one process found, the next one reads (no dlib search); a damaged file is searched
     again and replaced; "no face" is kept too."""

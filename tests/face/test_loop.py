@@ -55,6 +55,7 @@ def joint_positions(avatar: Avatar) -> list[int]:
     return [p % avatar.cycle_length for p in out]
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_the_sway_clip_plays_forward_only_segments(avatar: Avatar) -> None:
     plan = avatar.cycle.plan
     assert plan is not None and not plan.ping_pong, plan
@@ -130,6 +131,7 @@ def test_the_warp_mouth_lands_on_the_cross_faded_body(avatar: Avatar) -> None:
         engine.close()
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_the_plan_is_cached_by_the_clip_digest(clip: Path, tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="poc.face.loop")
     first = load_avatar(clip, *SIZE, fps=FPS, loop_cache=tmp_path)
@@ -145,6 +147,7 @@ def test_the_plan_is_cached_by_the_clip_digest(clip: Path, tmp_path: Path, caplo
     assert len(list(tmp_path.glob("*-loop.json"))) == 2
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_a_broken_cache_is_searched_again(clip: Path, tmp_path: Path, caplog) -> None:
     first = load_avatar(clip, *SIZE, fps=FPS, loop_cache=tmp_path)
     (cached,) = tmp_path.glob("*-loop.json")

@@ -71,6 +71,7 @@ def gauge(writer: FfmpegWriter, name: str) -> float | None:
     return writer.metrics.registry.get_sample_value(name)
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_stop_flushes_finishes_the_file_and_is_not_an_outage(writer: FfmpegWriter, tmp_path: Path):
     out = tmp_path / "out.flv"
     feed(writer, 30)

@@ -98,6 +98,7 @@ def hanging_server() -> Iterator[tuple[int, list[socket.socket]]]:
         conn.close()
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_offer_never_blocks_while_ffmpeg_stops_reading_and_drops_are_counted(hanging_server) -> None:
     port, connections = hanging_server
     # Frames larger than a pipe's buffer: the first one already blocks the feeding thread.
@@ -136,6 +137,7 @@ def test_an_ffmpeg_that_stops_reading_is_replaced_after_the_write_deadline(hangi
     assert "the output lost" in line and "stopped reading" in line, line
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_restarts_back_off_to_a_cap_and_an_outage_is_logged_once_each_way(tmp_path: Path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="poc.media.writer")
     folder = tmp_path / "not-yet"  # ffmpeg cannot open its output until this exists: "down"

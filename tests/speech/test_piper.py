@@ -30,6 +30,7 @@ def _seconds(chunk: SpeechChunk, rate: int) -> float:
     return len(chunk.audio) / rate
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_first_sentence_is_a_chunk_of_its_own_before_the_rest_is_synthesised(
     piper_44k: PiperProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +89,7 @@ def test_phoneme_marks_increase_cover_the_chunk_and_follow_the_sound(
         assert np.median(vowels) > 4 * loudness[0]
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_synthesize_is_the_whole_stream_in_one_chunk(piper_44k: PiperProvider) -> None:
     whole = piper_44k.synthesize(THREE_SENTENCES)
     samples = [mark.sample for mark in whole.phonemes]
@@ -136,6 +138,7 @@ def test_a_voice_file_without_its_config_is_refused(tmp_path: Path) -> None:
         PiperProvider(44100).check_voice(str(lonely), None)
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_the_first_sentence_arrives_before_the_rest_is_synthesised(piper_44k: PiperProvider) -> None:
     """The first sentence can go on air while the others are still being made. (How fast
     synthesis is, is measured by `python -m poc bench latency`, not asserted here: a timed
@@ -154,6 +157,7 @@ def test_the_first_sentence_arrives_before_the_rest_is_synthesised(piper_44k: Pi
     assert first_at < 0.7 * elapsed  # one sentence of three, not the whole text, before the first chunk
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_two_threads_sharing_a_provider_both_get_whole_sentences(piper_44k: PiperProvider) -> None:
     """The contract is one thread at a time, but a slip must cost waiting, not garbage."""
     texts = ["The first thread says this.", "The second thread says something else."]
@@ -189,6 +193,7 @@ def test_list_voices_gives_the_shipped_configured_and_installed_voices(
         provider.check_voice(listed.id, listed.language)
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_the_voice_runs_with_the_memory_settings_and_speaks_as_piper_would() -> None:
     """Piper builds its session with onnxruntime's defaults; ours differs only in memory
     settings (docs/reliability.md), which must not change a single sample."""
@@ -258,6 +263,7 @@ def test_with_the_threshold_pinned_large_blocks_go_back_to_the_system_when_freed
     assert run.stdout.split() == expected
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_stations_speaking_with_one_voice_hold_it_once_and_take_turns(piper_44k: PiperProvider) -> None:
     """Every station has a provider of its own; the voice is loaded once for all of them, and
     two of them speaking at once (espeak-ng's state is process-wide) both get whole sentences."""

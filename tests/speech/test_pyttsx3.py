@@ -132,6 +132,7 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_a_stuck_engine_fails_one_request_promptly_and_the_next_one_speaks() -> None:
     """Another pyttsx3 engine in the process takes espeak's one callback; the first engine's
     runAndWait then loops forever (or, less often, returns without writing its file): poc must

@@ -17,6 +17,7 @@ from .conftest import RATE, Vendor, api_requests, speech
 FPS, WIDTH, HEIGHT = 30, 1280, 720
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_success_gives_the_vendors_video_of_our_audio_at_stream_rate_and_size(vendor: Vendor) -> None:
     """The video decodes to the speech's duration in stream frames, shows the vendor's frames
     (the simulator's moving mark), the vendor got exactly our audio, every API call carried the
