@@ -284,7 +284,7 @@ class Host:
         removed = [entry for name, entry in self.on_air.items() if name not in by_name]
         changed = [
             entry for name, entry in self.on_air.items()
-            if name in by_name and _differs(entry.station, by_name[name])
+            if name in by_name and (entry.station is None or entry.station.settings != by_name[name].settings)
         ]  # fmt: skip
         added = [station for name, station in by_name.items() if name not in self.on_air]
         log.info("SIGHUP: %d stations added, %d removed, %d changed, %d unchanged", len(added), len(removed),
@@ -305,21 +305,10 @@ class Host:
         try:
             service = await self._build(station)
             await self._tg.start(self._supervise, station.name, station, service)
-        except StartupError as error:
+        except StartupError as error:  # _build and _supervise name the station in it
             log.error("SIGHUP: %s; the other stations go on", error.line())
             return
-        except BaseExceptionGroup as group:
-            found = find_startup_error(group)
-            if found is None:
-                raise
-            line = found.line() if isinstance(found, StationStartupError) else f"station '{station.name}': {found.line()}"
-            log.error("SIGHUP: %s; the other stations go on", line)
-            return
         log.info("station %s: on air", station.name)
-
-
-def _differs(old, new) -> bool:
-    return old is None or old.settings != new.settings
 
 
 async def run_single(settings: Settings) -> int:
