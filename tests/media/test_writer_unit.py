@@ -166,6 +166,35 @@ def test_restarts_back_off_to_a_cap_and_an_outage_is_logged_once_each_way(tmp_pa
     assert (folder / "out.flv").stat().st_size > 0
 
 
+def refusing_port() -> int:
+    """A local port nothing listens on: an RTMP server that is down (connection refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("size", [(64, 48), (320, 240)], ids=["frames-smaller-than-the-pipe", "larger"])
+def test_a_server_that_refuses_the_connection_is_never_reported_up(size: tuple[int, int]) -> None:
+    # ffmpeg reads its probe frame (and the pipe takes a few small ones) before it connects, so
+    # between each restart and its refused connection frames do go in; /healthz must not flap
+    # to "on air" in those moments (a probe would see a dead station come and go).
+    width, height = size
+    writer = make_writer(f"rtmp://127.0.0.1:{refusing_port()}/live/key", width, height, max_backoff=0.05)
+    writer.start()
+    seen_up = 0
+    try:
+        with Clock(writer, width, height):
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                seen_up += writer.up
+                time.sleep(0.002)
+            assert writer.restarts >= 5, "the refused output was not retried"
+    finally:
+        writer.close(timeout=0.5)
+    assert seen_up == 0, f"reported up {seen_up} times without a server"
+    assert sample(writer, "poc_rtmp_up") == 0
+
+
 def test_the_audio_pipe_is_mono_and_the_track_has_the_channels_asked_for() -> None:
     for channels in (1, 2):
         command = ffmpeg_command("ffmpeg", "rtmp://h/live/k", 64, 48, 30, 44100, 5, "1000k", "96k", 2.0, channels)

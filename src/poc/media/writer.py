@@ -19,6 +19,7 @@ we block on the other at start-up.
 from __future__ import annotations
 
 import contextvars
+import fcntl
 import logging
 import os
 import queue
@@ -85,7 +86,9 @@ def _thread(target: Callable[[], None], name: str) -> threading.Thread:
 class _Session:
     """One ffmpeg process and the two threads feeding it."""
 
-    def __init__(self, command_for_fd: Callable[[int], list[str]], writer: "FfmpegWriter") -> None:
+    def __init__(
+        self, command_for_fd: Callable[[int], list[str]], writer: "FfmpegWriter", frame_bytes: int
+    ) -> None:
         self.writer = writer
         audio_read, self.audio_write = os.pipe()
         self.process = subprocess.Popen(
@@ -98,6 +101,7 @@ class _Session:
             start_new_session=True,  # a Ctrl-C to our terminal must not kill ffmpeg mid-flush
         )
         os.close(audio_read)
+        self.frames_before_up = _frames_before_up(self.process.stdin.fileno(), frame_bytes)  # type: ignore[union-attr]
         self.error: str | None = None
         self.write_started: float | None = None  # when the current blocking write began
         self.frames_written = 0
@@ -152,6 +156,12 @@ class _Session:
         self.video_queue.put_nowait(picture)
         self.audio_queue.put_nowait(audio)
         return True
+
+    @property
+    def through(self) -> bool:
+        """True once more frames went in than ffmpeg's probe and the pipe could have taken
+        without the RTMP connection being open."""
+        return self.frames_written >= self.frames_before_up
 
     def stuck_for(self) -> float:
         started = self.write_started
@@ -219,6 +229,7 @@ class FfmpegWriter:
             ffmpeg, url, width, height, fps, sample_rate, fd, video_bitrate, audio_bitrate,
             keyframe_seconds, channels,
         )  # fmt: skip
+        self._frame_bytes = width * height * 3
         self._session: _Session | None = None
         self._outage_started: float | None = None
         self._been_on_air = False  # the first "on air" is said as such, whatever came before
@@ -237,7 +248,7 @@ class FfmpegWriter:
         return (
             session is not None
             and session.process.poll() is None
-            and session.frames_written > 0
+            and session.through
             and time.monotonic() - session.last_write < 1.0
         )
 
@@ -300,7 +311,7 @@ class FfmpegWriter:
                 backoff = 0.25
                 continue
             try:
-                session = _Session(self._command_for_fd, self)
+                session = _Session(self._command_for_fd, self, self._frame_bytes)
             except OSError as error:
                 log.error("cannot start ffmpeg: %s", error)
                 self._closing.wait(self.max_backoff)
@@ -358,7 +369,7 @@ class FfmpegWriter:
                 return session.error
             if session.stuck_for() > self.write_deadline:
                 return f"ffmpeg stopped reading for {self.write_deadline:.0f} s"
-            if not announced and session.frames_written >= _FRAMES_BEFORE_UP:
+            if not announced and session.through:
                 announced = True
                 self.metrics.rtmp_up.set(1)
                 if self._outage_started is not None and self._been_on_air:
@@ -378,9 +389,23 @@ class FfmpegWriter:
         return None
 
 
-# ffmpeg accepts a few frames into its pipe before it has even connected; only count the
-# output as up once a handful went through.
+# Before ffmpeg 5.1 opens the RTMP connection it reads its probe: one frame, or its 32 KiB input
+# buffer when frames are smaller; the pipe holds 64 KiB more. A server that refuses the
+# connection still sees all that go in, so the output counts as up only once more went through
+# than both could hold (and never before a handful of frames).
 _FRAMES_BEFORE_UP = 5
+_F_GETPIPE_SZ = 1032  # Linux's fcntl for a pipe's capacity in bytes
+_READ_BEFORE_CONNECT = 2 * 32768  # ffmpeg's input buffer, twice for margin
+
+
+def _frames_before_up(fd: int, frame_bytes: int) -> int:
+    try:
+        capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
+    except OSError:
+        capacity = 65536  # Linux's default
+    frame_bytes = max(1, frame_bytes)
+    held_without_a_server = -(-(capacity + max(_READ_BEFORE_CONNECT, frame_bytes)) // frame_bytes)
+    return max(_FRAMES_BEFORE_UP, held_without_a_server + 1)
 
 
 def _drain(q: queue.Queue) -> None:
