@@ -29,6 +29,8 @@ from typing import Callable, Sequence
 import anyio
 import attrs
 from anyio.abc import TaskGroup, TaskStatus
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from poc.app import Service
 from poc.config import ConfigError, Settings
@@ -147,9 +149,7 @@ class Host:
         if not settings.http_port:
             return
         if single is not None:
-            from poc.ops.operator import operator_app
-
-            app = operator_app(settings, single.status, single.metrics, single.pipeline.chart)
+            app = _SingleStationApp(settings, lambda: self._current(single))
         else:
             from poc.ops.stations_http import stations_app
 
@@ -161,6 +161,11 @@ class Host:
                 f"HTTP_HOST/HTTP_PORT: cannot listen on {settings.http_host}:{settings.http_port}: "
                 f"{error.strerror or error}"
             ) from None
+
+    def _current(self, first: Service) -> Service:
+        """The single station's Service on air now: a failed one is rebuilt as a new Service."""
+        entry = self.on_air.get("")
+        return first if entry is None else entry.service
 
     def views(self) -> dict[str, object]:
         """What the operator's port shows: every station on air, by name (called per request)."""
@@ -322,3 +327,39 @@ async def run_stations(settings: Settings, stations: Sequence[object], reload: C
 
     show_station(CURRENT_STATION)
     return await Host(settings, reload).run(stations)
+
+
+
+class _SingleStationApp:
+    """The operator's app for one station, built anew for each Service that comes on air: a
+    station rebuilt after a failure is a new Service with its own status, registry and chart,
+    and /healthz, /metrics and the studio must follow it (not report the dead one forever).
+    The old app's open responses (the studio's event stream) end at the switch; a browser's
+    EventSource reconnects to the new one."""
+
+    def __init__(self, settings: Settings, current: Callable[[], Service]) -> None:
+        self.settings = settings
+        self.current = current
+        self.state = self  # serve() ends open responses at shutdown through app.state.open_responses
+        self.open_responses = self
+        self._built_for: Service | None = None
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.current()
+        if service is not self._built_for:  # built on the event loop: the studio's chart listener needs it
+            from poc.ops.batch_metrics import export_batches
+            from poc.ops.operator import operator_app
+
+            self.close()
+            # the process's batcher series, served once: this station's registry is the only one
+            export_batches(service.metrics.registry)
+            self._app = operator_app(self.settings, service.status, service.metrics, service.pipeline.chart)
+            self._built_for = service
+        assert self._app is not None
+        await self._app(scope, receive, send)
+
+    def close(self) -> None:
+        """End the open responses of the app built so far (at shutdown, or when replaced)."""
+        if self._app is not None:
+            self._app.state.open_responses.close()

@@ -7,6 +7,9 @@ poc_frames_total) become one family whose samples each carry station="NAME", bec
 exposition formats want a family's HELP and TYPE once (OpenMetrics refuses a repeated family).
 Types, `_created` samples and histogram buckets come through as each registry has them.
 
+The process's own series (the shared MuseTalk batcher's, ops/batch_metrics.py) come once, next
+to the stations' families, not inside any station's registry.
+
 As for one station (ops/health.py), each station's moment gauges are set from a fresh snapshot
 just before its registry is read. A station whose snapshot fails (a bug) keeps its last moment
 gauges and is logged; the other stations are still served.
@@ -22,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import Receive, Scope, Send
 
 from poc.metrics import Metrics
+from poc.ops.batch_metrics import export_batches
 from poc.ops.health import set_moment_gauges
 from poc.ops.status import StatusSource
 
@@ -75,12 +79,14 @@ def _refresh(name: str, station: MeteredStation) -> None:
 
 class StationsMetricsApp:
     """GET /metrics for many stations: prometheus-client's ASGI app (content negotiation, gzip,
-    OpenMetrics) over a registry holding one StationsCollector. A class (not the function
-    make_asgi_app returns), so that Starlette routes to it as an ASGI app, not as an endpoint."""
+    OpenMetrics) over a registry holding one StationsCollector and the process's batcher series.
+    A class (not the function make_asgi_app returns), so that Starlette routes to it as an ASGI
+    app, not as an endpoint."""
 
     def __init__(self, stations: Callable[[], Mapping[str, MeteredStation]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StationsCollector(stations))
+        export_batches(self.registry, per_station=True)
         self.app = make_asgi_app(self.registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections import deque
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
@@ -113,6 +114,7 @@ class BatchCounters:
     shapes: model runs per batch size actually run (padded: see batch_shapes); a failed mixed
     batch's per-station re-runs count as runs of their own.
     padded_rows: rows computed only to fill a shape (their outputs are dropped).
+    stations_per_batch: batches by how many stations' rows they held (for /metrics' histogram).
     """
 
     batches: int = 0
@@ -123,11 +125,13 @@ class BatchCounters:
     recent: deque[tuple[tuple[str, int], ...]] = attrs.field(factory=lambda: deque(maxlen=RECENT_BATCHES))
     shapes: dict[int, int] = attrs.field(factory=dict)
     padded_rows: int = 0
+    stations_per_batch: dict[int, int] = attrs.field(factory=dict)
 
     def record(self, stations: tuple[tuple[str, int], ...], failed: bool) -> None:
         self.batches += 1
         self.failed_batches += failed
         self.mixed_batches += len(stations) > 1
+        self.stations_per_batch[len(stations)] = self.stations_per_batch.get(len(stations), 0) + 1
         for station, rows in stations:
             self.rows[station] = self.rows.get(station, 0) + rows
             self.batches_with[station] = self.batches_with.get(station, 0) + 1
@@ -140,7 +144,12 @@ class BatchCounters:
     def copy(self) -> "BatchCounters":
         recent = deque(self.recent, maxlen=RECENT_BATCHES)
         return attrs.evolve(
-            self, rows=dict(self.rows), batches_with=dict(self.batches_with), recent=recent, shapes=dict(self.shapes)
+            self,
+            rows=dict(self.rows),
+            batches_with=dict(self.batches_with),
+            recent=recent,
+            shapes=dict(self.shapes),
+            stations_per_batch=dict(self.stations_per_batch),
         )
 
 
@@ -224,6 +233,8 @@ class CrossStationBatcher:
         self._batch_limit: int | None = None  # the limit of the batch running (runner thread only)
         self._runner = threading.Thread(target=self._serve, name=name, daemon=True)
         self._runner.start()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     def join(self, station: str, batch_size: int | None) -> Seat:
         if batch_size is not None and batch_size < 1:
@@ -246,6 +257,11 @@ class CrossStationBatcher:
         """Rows waiting for a batch now, per station (the batch running is not counted)."""
         with self._cond:
             return dict(_stations(self._pending + [row for rows in self._warming for row in rows]))
+
+    @property
+    def closed(self) -> bool:
+        """Closed (its model released) or its runner stopped: it takes no more rows."""
+        return self._closed
 
     @property
     def runner(self) -> threading.Thread:
@@ -361,6 +377,19 @@ class CrossStationBatcher:
         if len(outputs) != len(padded):
             raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(padded)} rows")
         return outputs[: len(payloads)]
+
+
+# Every batcher made in the process, for /metrics (poc.ops.batch_metrics) to find without being
+# handed one; weak, so that a batcher nobody holds any more is not kept alive by being listed.
+_LIVE: "weakref.WeakSet[CrossStationBatcher]" = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()  # batchers are made on worker threads while a scrape lists them
+
+
+def live_batchers() -> list[CrossStationBatcher]:
+    """The batchers of this process not closed yet (one per loaded MuseTalk model)."""
+    with _LIVE_LOCK:
+        made = list(_LIVE)
+    return [batcher for batcher in made if not batcher.closed]
 
 
 def _stations(batch: Sequence[_Row]) -> tuple[tuple[str, int], ...]:
