@@ -83,6 +83,8 @@ def test_three_stations_each_speak_their_own_messages_and_a_fault_on_one_spares_
     service.wait_for_log(r"3 stations on air", timeout=180)
     for name in "abc":
         service.wait_for_log(rf"\[{name}\] .*connected to RabbitMQ", timeout=60)
+    # frames through to every server first, so that c's 503 below is c going down, not c not up yet
+    wait_until(lambda: health(service)[1].get("unhealthy") == [], 30)
 
     # Record a and b over the whole act: c's server dies, c gets poison, a gets a line to say.
     seconds = 24
