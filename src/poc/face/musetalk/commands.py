@@ -80,18 +80,37 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def _report(problems: list[str], models_dir: Path) -> int:
-    """One line per problem on stderr (exit 1), or a line saying the weights are complete, plus
-    a line per optional file that is absent and what is used instead (still exit 0)."""
-    from poc.face.musetalk.weights import PARSER_WEIGHTS, optional_notes
-
+    """One line per problem on stderr (exit 1), or a line saying the weights are complete; then
+    one line saying which blend mask the engine will use (still exit 0 when it is the fallback)."""
     for line in problems:
         print(line, file=sys.stderr)
     if not problems:
         print(f"MuseTalk v1.5 weights in {models_dir} are complete")
-    if not any(PARSER_WEIGHTS.path in line for line in problems):
-        for line in optional_notes(models_dir):
-            print(line)
+    print(mask_line(models_dir, problems))
     return 1 if problems else 0
+
+
+def mask_line(models_dir: Path, problems: list[str]) -> str:
+    """Which blend mask preparation will cut, and from which parser file, with that file's
+    sha256: `models fetch` takes it from a third-party hub copy, so an operator can compare it
+    with the digest of the release they trust."""
+    from poc.face.musetalk.weights import PARSER_ORIGIN, PARSER_WEIGHTS, file_sha256
+
+    path = PARSER_WEIGHTS.find(Path(models_dir))
+    copy = f"a third-party copy of {PARSER_ORIGIN}, not verified to be identical"
+    if path is None:
+        return (
+            f"blend mask: landmark polygon (upstream's jaw rule drawn from the landmarks), as "
+            f"{Path(models_dir) / PARSER_WEIGHTS.path} is not there; for upstream's parsed jaw "
+            f"mask download {PARSER_WEIGHTS.where(Path(models_dir))}, {copy}"
+        )
+    digest = file_sha256(path)
+    if any(str(path) in line for line in problems):
+        return (
+            f"blend mask: none, as the face-parsing file {path} (sha256 {digest}) is unusable (above): "
+            f"replace it, or remove it to use the landmark polygon"
+        )
+    return f"blend mask: upstream's parsed jaw, parser {path} (sha256 {digest}; the hub repo {PARSER_WEIGHTS.repo} is {copy})"
 
 
 def run_prepare(args: argparse.Namespace) -> int:

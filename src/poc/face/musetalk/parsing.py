@@ -14,8 +14,8 @@ each avatar frame is parsed once, at preparation, in upstream's v1.5 `jaw` mode:
    centre) so the patch does not bleed over the cheeks' edges.
 3. Mask = that region minus the nose, plus mouth and both lips.
 
-geometry.py then keeps the part inside the face box and below its centre, shrinks and feathers it
-so it fades to exactly the body frame at its edges.
+geometry.py then keeps the part inside the face box and below its centre and feathers it as
+upstream does (a Gaussian from the 1.5x square, no erosion).
 """
 
 from __future__ import annotations

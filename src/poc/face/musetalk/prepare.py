@@ -39,7 +39,7 @@ from poc.paths import RUN_DIR
 log = logging.getLogger(__name__)
 
 MODEL_VERSION = "musetalk-v15"
-FORMAT = 2  # bump when the cache layout or what it holds changes (2: the upstream blend mask)
+FORMAT = 3  # bump when the cache layout or what it holds changes (2: the upstream blend mask; 3: the landmark mask follows the jaw rule)
 DEFAULT_CACHE_DIR = RUN_DIR / "avatars"
 
 

@@ -7,8 +7,9 @@ Layout under the models directory (the upstream `models/` layout for v1.5):
                                                              <- stabilityai/sd-vae-ft-mse
     whisper/config.json, whisper/{model.safetensors,pytorch_model.bin},
     whisper/preprocessor_config.json                         <- openai/whisper-tiny
-    face-parse-bisent/79999_iter.pth (optional)              <- vivym/face-parsing-bisenet, a copy
-                        of the face-parsing.PyTorch release upstream fetches from Google Drive
+    face-parse-bisent/79999_iter.pth (optional)              <- vivym/face-parsing-bisenet, a third-
+                        party copy, not verified to be identical, of the face-parsing.PyTorch
+                        release upstream fetches from Google Drive
 
 Without the optional face-parsing weights the blend mask is drawn from the landmarks; with them
 it is upstream's parsed jaw mask (parsing.py). Upstream also fetches `resnet18-5c106cde.pth` for
@@ -123,7 +124,7 @@ def optional_notes(models_dir: Path) -> list[str]:
     return [
         f"optional: {Path(models_dir) / PARSER_WEIGHTS.path} not found, so the blend mask is drawn from the "
         f"landmarks; for upstream's parsed jaw mask download {PARSER_WEIGHTS.where(Path(models_dir))} "
-        f"(the same file as {PARSER_ORIGIN})"
+        f"(said to be a copy of {PARSER_ORIGIN}, not verified)"
     ]
 
 
@@ -399,7 +400,7 @@ def fetch_weights(models_dir: Path, endpoint: str | None = None, timeout: float 
 def _not_fetched(file: WeightFile, models_dir: Path, reason: str) -> str:
     line = f"cannot download {file.repo_path} from {file.repo} ({reason}): fetch {file.where(models_dir)} by hand"
     if file.part in OPTIONAL:
-        line += f" (optional, also {PARSER_ORIGIN}; without it the blend mask is drawn from the landmarks)"
+        line += f" (optional, said to be a copy of {PARSER_ORIGIN}, not verified; without it the blend mask is drawn from the landmarks)"
     return line
 
 
@@ -409,6 +410,16 @@ def file_fingerprint(path: Path) -> str:
     with path.open("rb") as f:
         h.update(f.read(1 << 20))
     return h.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    """The whole file's sha256 (hex), for an operator to compare with a published digest; read in
+    1 MiB blocks, so only for files checked on request (the 53 MB parser, not the 3.4 GB UNet)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _probe(endpoint: str, timeout: float) -> str:
