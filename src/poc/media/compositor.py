@@ -148,15 +148,16 @@ class Compositor:
                 self._warned_misfit = True
             patch = None
         if not self._whole:  # the mouth blend: only the patch rectangle changes
-            return self.life.apply(k, idle if patch is None else self._paste(idle, patch, weight))
+            return self.life.apply(k, idle) if patch is None else self.life.apply_patched(k, idle, patch, weight)
         talking, rectangle = self.talking_avatar.frame_at(k), patch
         if patch is not None and patch.x == 0 and patch.y == 0 and patch.pixels.shape == idle.shape:
             talking, rectangle = patch.pixels, None  # a whole picture of its own: no life drawn on it
         elif rectangle is None and talking is idle:  # (one shared avatar, no face yet: idle itself)
             return self.life.apply(k, idle)
         elif self.talking_life.active:  # the mouth goes on first, so it moves with the head
-            body = talking if rectangle is None else self._paste(talking, rectangle, 1.0)
-            talking, rectangle = self.talking_life.apply(k, body), None
+            life = self.talking_life
+            talking = life.apply(k, talking) if rectangle is None else life.apply_patched(k, talking, rectangle)
+            rectangle = None
         idle = self.life.apply(k, idle)
         if rectangle is None:
             if weight >= 1.0:

@@ -9,6 +9,12 @@ fades in over the first second after it, so attaching it shows no jump. It never
 frames are shared and read-only); it returns either `picture` itself (nothing moves at k) or a
 fresh array.
 
+A talking frame is drawn by `Life.apply_patched(k, body, patch, weight)`: the same picture as
+`apply(k, body with the mouth pasted)`, pixel for pixel, at a fraction of the cost. The living
+body frame is drawn once per pose and held (as for idle frames), copied, and only the pixels
+that can sample the mouth through the displacement field are remapped anew from a small window
+around it (docs/idle.md, "Cost").
+
 The geometry (eye rectangles, the region of interest around the person) comes from the
 avatar's landmarks, computed once when the Life is built. A video avatar's eyes are tracked per
 source frame; its motion region covers the face over the whole clip.
@@ -17,6 +23,7 @@ source frame; its motion region covers the face over the whole clip.
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
 from typing import Sequence
 
@@ -25,7 +32,9 @@ import cv2
 import numpy as np
 
 from poc.face.avatar import IMAGE_SUFFIXES, Avatar
+from poc.face.base import FacePatch
 from poc.face.life.blink import BlinkSchedule, EyeWarp
+from poc.face.life.boxes import Box, clip, grow, overlaps, union
 from poc.face.life.breath import Motion, MotionField, MotionSignals
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,8 @@ class Life:
         # the last frame drawn: (its input picture, closure, pose frame) and the output
         self._last: tuple[np.ndarray, float, int] | None = None
         self._last_out: np.ndarray | None = None
+        self._map_motion: Motion | None = None  # the motion the field's map was last filled for
+        self._patched_body: np.ndarray | None = None  # the body of the last apply_patched
 
     @classmethod
     def none(cls) -> Life:
@@ -121,10 +132,8 @@ class Life:
         # fully closed only while the lids are held shut, so the closed time is the schedule's
         return closure if closure >= 1.0 else min(CLOSURE_LEVELS - 1, round(closure * CLOSURE_LEVELS)) / CLOSURE_LEVELS
 
-    def apply(self, k: int, picture: np.ndarray) -> np.ndarray:
-        """The picture of frame k with its blink and motion; `picture` itself when neither
-        moves anything at k. Never writes to `picture`; what it returns must not be written
-        to either (it may be returned again for the next frame)."""
+    def _state(self, k: int) -> tuple[float, Motion | None, int]:
+        """Frame k's eye closure, its motion (None when nothing moves) and its pose's frame."""
         closure = self.closure(k)
         motion = None
         pose_frame = -1
@@ -134,15 +143,92 @@ class Life:
             motion = self.signals.at(t)
             if t < FADE_IN_S:
                 motion = motion.scaled(t / FADE_IN_S)
-        moving = motion is not None and not motion.still
-        if closure <= 0 and not moving:
+        return closure, None if motion is None or motion.still else motion, pose_frame
+
+    def apply(self, k: int, picture: np.ndarray) -> np.ndarray:
+        """The picture of frame k with its blink and motion; `picture` itself when neither
+        moves anything at k. Never writes to `picture`; what it returns must not be written
+        to either (it may be returned again for the next frame)."""
+        closure, motion, pose_frame = self._state(k)
+        if closure <= 0 and motion is None:
             return picture
         last = self._last
         if last is not None and last[0] is picture and last[1] == closure and last[2] == pose_frame:
             return self._last_out  # type: ignore[return-value]
-        out = self._draw(k, picture, closure, motion if moving else None)
+        out = self._draw(k, picture, closure, motion)
         self._last, self._last_out = (picture, closure, pose_frame), out
         return out
+
+    def apply_patched(self, k: int, body: np.ndarray, patch: FacePatch, weight: float = 1.0) -> np.ndarray:
+        """`apply(k, paste(body, patch, weight))`, pixel for pixel, for a talking frame: the
+        living body frame (what `apply(k, body)` draws, held with the pose between updates) with
+        only the pixels the patch can reach through the motion drawn anew. A fresh array, or
+        the pasted picture when nothing moves at k; never writes to `body` or `patch`."""
+        closure, motion, _ = self._state(k)
+        px, py = patch.x, patch.y
+        rect = (px, py, px + patch.width, py + patch.height)
+        if closure <= 0 and motion is None:
+            return paste(body, patch, weight)
+        mouth = _blend(body, patch, weight)  # the patch rectangle as the compositor pastes it
+        eyes = self._eyes[self._frame_number(k) % len(self._eyes)] if closure > 0 else ()
+        if any(_changes(body, mouth, rect, _rect(e)) for e in eyes):
+            return self.apply(k, paste(body, patch, weight))  # the lid closes over the mouth's pixels
+        # The living body is drawn once per pose and held: copy it. A body unlike the last one
+        # here (a video avatar's next frame) is drawn now for this frame alone: write into it,
+        # unless it is the held output of the frame before (already on its way to air).
+        reuse, self._patched_body = body is self._patched_body, body
+        held = self._last_out
+        out = self.apply(k, body)
+        if reuse or out is held:
+            out = out.copy()
+        else:
+            self._last = self._last_out = None
+        out[py : rect[3], px : rect[2]] = mouth  # as pasted; inside the region it is redrawn below
+        redrawn = None if motion is None else self._move_mouth(k, body, out, mouth, rect, closure, eyes, motion)
+        for eye in eyes:  # an eye the motion does not move is closed last, over what was pasted
+            moved = motion is not None and _contains(self.field.roi, eye)  # type: ignore[union-attr]
+            if not moved and (overlaps(rect, _rect(eye)) or (redrawn is not None and overlaps(redrawn, _rect(eye)))):
+                self._close(k, eye, closure, body, out, 0, 0)
+        return out
+
+    def _move_mouth(self, k: int, body: np.ndarray, out: np.ndarray, mouth: np.ndarray, rect: Box, closure: float,
+                    eyes: Sequence[EyeWarp], motion: Motion) -> Box | None:  # fmt: skip
+        """Redraw into `out` the pixels of the motion region that sample the mouth pasted at
+        `rect`, through frame k's motion; returns the box redrawn (None: the mouth is outside)."""
+        assert self.field is not None
+        roi = self.field.roi
+        inside = clip(rect, roi)
+        if inside is None:
+            return None
+        if self._map_motion != motion:  # the body came from the cache of another picture's draw
+            self.field.update(motion)
+            self._map_motion = motion
+        # output pixels within `reach` (+1 for the bilinear neighbour, +1 spare) of the mouth can
+        # sample it; they in turn sample the source window around them
+        reach = math.ceil(self.field.reach) + 2
+        box = grow(inside, reach, roi)
+        window = grow(box, reach, roi)
+        closing = [e for e in eyes if _contains(roi, e) and overlaps(window, _rect(e))]
+        for eye in closing:  # closed in the source first, as _draw does: it must lie whole in it
+            window = union(window, _rect(eye))
+        wx0, wy0, wx1, wy1 = window
+        source = body[wy0:wy1, wx0:wx1].copy()
+        part = clip(rect, window)
+        if part is not None:
+            source[part[1] - wy0 : part[3] - wy0, part[0] - wx0 : part[2] - wx0] = mouth[
+                part[1] - rect[1] : part[3] - rect[1], part[0] - rect[0] : part[2] - rect[0]
+            ]
+        for eye in closing:
+            self._close(k, eye, closure, body, source, wx0, wy0)
+        x0, y0 = roi[0], roi[1]
+        bx0, by0, bx1, by1 = box
+        # the map in the window's coordinates: shifting float32 coordinates by whole pixels is
+        # exact (cv2.subtract: numpy's broadcast over the 2-channel map is 15x slower)
+        block = self.field.map[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0]
+        mapping = cv2.subtract(block, (float(wx0 - x0), float(wy0 - y0), 0.0, 0.0))
+        cv2.remap(source, mapping, None, cv2.INTER_LINEAR, dst=out[by0:by1, bx0:bx1],
+                  borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        return box
 
     def _draw(self, k: int, picture: np.ndarray, closure: float, motion: Motion | None) -> np.ndarray:
         moving = motion is not None
@@ -161,6 +247,7 @@ class Life:
             for eye in inside:
                 self._close(k, eye, closure, picture, source, x0, y0)
         out = picture.copy()  # one plain copy beats copying around the region (strided)
+        self._map_motion = motion
         cv2.remap(source, self.field.update(motion), None, cv2.INTER_LINEAR, dst=out[y0:y1, x0:x1],
                   borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         for eye in eyes:
@@ -182,6 +269,36 @@ class Life:
         src = picture[y : y + eye.height, x : x + eye.width]
         dst = out[y - oy : y - oy + eye.height, x - ox : x - ox + eye.width]
         cv2.remap(src, maps[0], maps[1], cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _rect(eye: EyeWarp) -> Box:
+    return eye.x, eye.y, eye.x + eye.width, eye.y + eye.height
+
+
+def _changes(picture: np.ndarray, pixels: np.ndarray, rect: Box, box: Box) -> bool:
+    """Whether `pixels`, pasted at `rect`, change any pixel of `picture` inside `box` (a
+    MuseTalk patch's feathered edge is the body's own pixels, and may reach an eye's box)."""
+    part = clip(rect, box)
+    if part is None:
+        return False
+    x0, y0, x1, y1 = part
+    return not np.array_equal(pixels[y0 - rect[1] : y1 - rect[1], x0 - rect[0] : x1 - rect[0]], picture[y0:y1, x0:x1])
+
+
+def _blend(picture: np.ndarray, patch: FacePatch, weight: float) -> np.ndarray:
+    """The patch's rectangle of `picture` with the patch pasted at `weight`: the same call on the
+    same pixels as the compositor's paste, so the same values."""
+    if weight >= 1.0:
+        return patch.pixels
+    y, x, h, w = patch.y, patch.x, patch.height, patch.width
+    return cv2.addWeighted(patch.pixels, weight, picture[y : y + h, x : x + w], 1.0 - weight, 0.0)
+
+
+def paste(picture: np.ndarray, patch: FacePatch, weight: float = 1.0) -> np.ndarray:
+    """A copy of `picture` with the patch pasted at `weight` (blended over it below 1)."""
+    out = picture.copy()
+    out[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = _blend(picture, patch, weight)
+    return out
 
 
 def _contains(roi: tuple[int, int, int, int], eye: EyeWarp) -> bool:

@@ -119,6 +119,7 @@ class MotionField:
         self._coarse = np.empty_like(self._base)
         self._full = np.empty((self._padded[1], self._padded[0], 2), np.float32)
         self.map = self._full[GRID : GRID + self.height, GRID : GRID + self.width]  # a view, filled per frame
+        self.reach = 0.0  # the largest displacement (px, either axis) in the map last filled
 
     def update(self, m: Motion) -> np.ndarray:
         """Fill and return the ROI's map (HxWx2 float32, source x,y per pixel, ROI coordinates)
@@ -129,6 +130,9 @@ class MotionField:
         np.multiply(self._head, -m.dy, out=c[..., 1])
         c[..., 1] += m.lift * self._breath  # content up = sample from below
         c[..., 1] -= m.roll * self._roll_y
+        # the per-pixel map is a bilinear mix of these samples, so no pixel moves further than
+        # the furthest sample (Life.apply_patched redraws only what a mouth box can reach)
+        self.reach = float(np.abs(c).max())
         c += self._base
         cv2.resize(c, self._padded, dst=self._full, interpolation=cv2.INTER_LINEAR)
         return self.map
