@@ -19,7 +19,8 @@ import pytest
 from poc.face.avatar import Avatar, load_avatar
 from poc.face.base import SpeechSlot
 from poc.face.landmarks import detect_landmarks
-from poc.face.loop import FADE_RANGE, fade_frames
+from poc.face.loop import FADE_RANGE, build_cycle, describe, fade_frames, find_loop, min_segment, plan_cycle
+from poc.face.loop_cycle import longest_cycle
 from poc.face.warp import WarpEngine
 from poc.paths import DEFAULT_AVATAR
 from support.sway_clip import write_sway_clip
@@ -45,14 +46,18 @@ def change(a: np.ndarray, b: np.ndarray) -> float:
                         - cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.int16)).mean())  # fmt: skip
 
 
-def joint_positions(avatar: Avatar) -> list[int]:
-    """Cycle positions whose picture is a cross-fade, plus the first frame after each fade."""
+def joints_at(avatar: Avatar) -> list[list[int]]:
+    """Per joint: the cycle positions whose picture is its cross-fade, then the first frame after."""
     plan = avatar.cycle.plan
     out, position = [], 0
     for start, stop in plan.segments:
         position += stop - start
-        out += list(range(position - plan.fade, position + 1))
-    return [p % avatar.cycle_length for p in out]
+        out.append([p % avatar.cycle_length for p in range(position - plan.fade, position + 1)])
+    return out
+
+
+def joint_positions(avatar: Avatar) -> list[int]:
+    return [p for joint in joints_at(avatar) for p in joint]
 
 
 @pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
@@ -91,18 +96,20 @@ def test_the_cross_fade_lasts_200_to_400_ms() -> None:
 def test_a_cross_faded_frame_draws_on_the_nearer_source_frame(avatar: Avatar) -> None:
     """The engines' landmarks (of frame_number's frame) sit on the face actually shown."""
     plan = avatar.cycle.plan
-    for p in joint_positions(avatar)[:-1]:  # the cross-faded ones
-        shown = detect_landmarks(avatar.frame_at(p))
-        number = avatar.frame_number(p)
-        drawn_on = detect_landmarks(avatar.frames[number])
-        width = float(np.linalg.norm(shown[16] - shown[0]))
-        assert np.linalg.norm(shown - drawn_on, axis=1).mean() <= 0.03 * width, p
-    numbers = [avatar.frame_number(p) for p in joint_positions(avatar)[:-1]]
     half = (plan.fade + 1) // 2
-    # The first half draws on the outgoing frames, the rest on the incoming ones.
-    after, to = plan.joints[0].after, plan.joints[0].to
-    assert numbers[: half - 1] == list(range(after - plan.fade + 1, after - plan.fade + half))
-    assert numbers[-1] == to - 1
+    for joint, positions in zip(plan.joints, joints_at(avatar)):
+        faded = positions[:-1]
+        for p in faded:
+            shown = detect_landmarks(avatar.frame_at(p))
+            number = avatar.frame_number(p)
+            drawn_on = detect_landmarks(avatar.frames[number])
+            width = float(np.linalg.norm(shown[16] - shown[0]))
+            assert np.linalg.norm(shown - drawn_on, axis=1).mean() <= 0.03 * width, p
+        numbers = [avatar.frame_number(p) for p in faded]
+        # The first half draws on the outgoing frames, the rest on the incoming ones.
+        after, to = joint.after, joint.to
+        assert numbers[: half - 1] == list(range(after - plan.fade + 1, after - plan.fade + half))
+        assert numbers[-1] == to - 1
 
 
 def test_the_warp_mouth_lands_on_the_cross_faded_body(avatar: Avatar) -> None:
@@ -111,7 +118,7 @@ def test_the_warp_mouth_lands_on_the_cross_faded_body(avatar: Avatar) -> None:
     try:
         t = np.arange(RATE // FPS) / RATE
         loud = np.round(8000 * np.sin(2 * np.pi * 180.0 * t)).astype(np.int16)
-        fade = joint_positions(avatar)[:-1]
+        fade = joints_at(avatar)[0][:-1]
         first = fade[0] - 4  # a few slots before, so the mouth is open across the fade
         slots = [SpeechSlot(first + k, loud, "a") for k in range(len(fade) + 8)]
         utterance = engine.start_utterance()
@@ -238,3 +245,149 @@ def test_600_frames_at_720p_are_planned_quickly_and_cached(tmp_path: Path) -> No
     assert not cycle.plan.ping_pong and again.plan == cycle.plan
     assert searched < 6.0, searched  # ~1.4 s here on 2 shared cores
     assert cached < 1.0, cached  # ~0.05 s: the plan is a few numbers, the fades a few blends
+
+
+# --- Loops of several segments, on a clip whose alike moments are known by construction -------
+#
+# A camera glides 1 px a frame over a blurred noise texture. Where its path runs over the same
+# stretch twice, the two moments look alike (the very same pictures); elsewhere no two do. The
+# path (x to the right, frames by number):
+#   0..11    along the shared stretch S, from S(0) to S(11)
+#   12..79   a loop above S, from S(12) back to S(-10)
+#   80..101  along S again, S(-10)..S(11): frames 90..101 are frames 0..11
+#   102..179 a loop below S, from S(12) back to S(-10)        (the clip with two alike stretches)
+#   180..191 along S a third time, S(-10)..S(1): frames 180..191 are frames 80..91
+# so the alike pairs are (10, 100) and (90, 190) and their neighbours, as in docs/idle-loop.md.
+# With one alike stretch the clip leaves S at frame 102 for good, in a straight line.
+
+
+def _arc(p0: np.ndarray, p1: np.ndarray, steps: int, side: int) -> np.ndarray:
+    """`steps` points 1 px apart along a circular arc from p0 towards p1 (p1 excluded), bulging
+    to `side` (-1 up, +1 down)."""
+    chord = float(np.linalg.norm(p1 - p0))
+    lo, hi = np.pi, 2 * np.pi - 1e-9  # the major arc `steps` px long: bisect its angle
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 2 * steps * np.sin(mid / 2) / mid > chord else (lo, mid)
+    angle = (lo + hi) / 2
+    radius = steps / angle
+    along = (p1 - p0) / chord
+    normal = side * np.array([-along[1], along[0]])
+    centre = (p0 + p1) / 2 + normal * radius * np.cos(angle / 2)
+    start = np.arctan2(p0[1] - centre[1], p0[0] - centre[0])
+    out = p0 - centre
+    turning = -1 if out[0] * normal[1] - out[1] * normal[0] > 0 else 1
+    a = start + turning * angle * np.arange(steps) / steps
+    return centre + radius * np.stack([np.cos(a), np.sin(a)], axis=1)
+
+
+def glide_path(stretches: int) -> np.ndarray:
+    """(N, 2) camera positions of the clip described above; stretches: 0, 1 or 2 alike pairs."""
+    on_s = lambda u: np.array([130.0 + u, 130.0])  # noqa: E731
+    path = [on_s(u) for u in range(12)]
+    if stretches == 0:
+        return np.array(path + [on_s(12) + k * np.array([0.6, 0.8]) for k in range(180)])
+    path += list(_arc(on_s(12), on_s(-10), 68, -1)) + [on_s(t - 90) for t in range(80, 102)]
+    if stretches == 1:
+        return np.array(path + [on_s(12) + k * np.array([0.6, 0.8]) for k in range(90)])
+    return np.array(path + list(_arc(on_s(12), on_s(-10), 78, +1)) + [on_s(t - 190) for t in range(180, 192)])
+
+
+def glide_frames(path: np.ndarray) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (300, 300)).astype(np.float32), (0, 0), 4.0)
+    texture = cv2.normalize(texture, None, 0, 255, cv2.NORM_MINMAX)
+    crops = [cv2.getRectSubPix(texture, (64, 48), (float(x), float(y))) for x, y in path]
+    return [cv2.cvtColor(np.clip(c, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2BGR) for c in crops]
+
+
+def one_joint_plan(frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch):
+    """The plan the same search makes when it may use one joint only (the search before cycles)."""
+    import poc.face.loop as loop
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "longest_cycle", lambda s, e, c, shortest, gain=0: longest_cycle(s, e, c, shortest, 10**9))
+        return find_loop(frames, FPS)
+
+
+def assert_forward_with_jumps_at_alike_pairs(cycle, path: np.ndarray) -> None:
+    """Every step of the cycle's frame numbers is +1 except one jump per joint (mid-fade), and
+    each jump shows a place less than one cross-fade's motion (1 px a frame) from the place
+    forward play would have shown: the joint's two moments look alike."""
+    numbers = list(cycle.numbers) + [cycle.numbers[0]]
+    jumps = [(a, b) for a, b in zip(numbers, numbers[1:]) if b != a + 1]
+    assert len(jumps) == len(cycle.plan.joints), jumps
+    for (a, b), joint in zip(jumps, cycle.plan.joints):
+        assert b - (a + 1) == joint.to - (joint.after + 1)  # the jump is this joint's
+        assert np.linalg.norm(path[a + 1] - path[b]) < cycle.plan.fade, (a, b)
+    assert set(cycle.numbers) == set(range(min(cycle.numbers), max(cycle.numbers) + 1))
+
+
+def test_overlapping_alike_pairs_make_a_loop_of_several_forward_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = glide_path(stretches=2)
+    assert np.allclose(np.linalg.norm(np.diff(path, axis=0), axis=1), 1.0, atol=0.01)  # 1 px a frame
+    frames = glide_frames(path)
+    plan = find_loop(frames, FPS)
+    cycle = build_cycle(frames, plan)
+    assert len(plan.segments) >= 2, describe(plan)
+    assert all(stop - start > plan.fade for start, stop in plan.segments)  # room for each fade
+    assert_forward_with_jumps_at_alike_pairs(cycle, path)
+    # More distinct frames than one segment can play, by more than a second.
+    (start, stop), *_ = one_joint_plan(frames, monkeypatch).segments
+    assert len(set(cycle.numbers)) >= stop - start + min_segment(FPS), (describe(plan), start, stop)
+
+
+def test_one_alike_stretch_keeps_one_forward_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two joints from the same alike stretch would chain for a few frames more: one is kept."""
+    path = glide_path(stretches=1)
+    frames = glide_frames(path)
+    plan = find_loop(frames, FPS)
+    assert len(plan.segments) == 1, describe(plan)
+    assert plan == one_joint_plan(frames, monkeypatch)
+    cycle = build_cycle(frames, plan)
+    (start, stop), fade = plan.segments[0], plan.fade
+    assert list(cycle.numbers[: stop - start - fade]) == list(range(start, stop - fade))
+    assert_forward_with_jumps_at_alike_pairs(cycle, path)
+
+
+def test_a_clip_that_never_comes_back_ping_pongs() -> None:
+    frames = glide_frames(glide_path(stretches=0))
+    plan = find_loop(frames, FPS)
+    assert plan.ping_pong and "alike" in plan.reason, describe(plan)
+    assert build_cycle(frames, plan).numbers == tuple(range(len(frames))) + tuple(range(len(frames) - 2, 0, -1))
+
+
+def test_the_cycle_search_chains_the_doc_example_and_prefers_one_joint() -> None:
+    # Alike pairs (10, 100) and (90, 190): 10..189 then 90..99, 180 frames where either gives 100.
+    order = longest_cycle([90, 10], [190, 100], [0.5, 0.5], shortest=10)
+    assert order == [1, 0]  # landing lowest first: (10, 100), whose segment runs to 190
+    # Segments under 10 frames are too short for their cross-fade: then one joint only, and a
+    # cheaper way back that would play 90..94 only is not taken.
+    assert longest_cycle([92, 10], [192, 100], [0.5, 0.5], shortest=10) in ([0], [1])
+    assert longest_cycle([90, 10, 10], [190, 100, 95], [0.5, 0.9, 0.1], shortest=10) == [1, 0]
+    # Two joints 3 frames apart gain 4 frames: not worth a second cross-fade at least_gain 30.
+    assert longest_cycle([12, 9], [107, 103], [0.2, 0.1], shortest=10, least_gain=30) == [0]
+    assert len(longest_cycle([12, 9], [107, 103], [0.2, 0.1], shortest=10)) == 2
+    # Equal spans: the fewest joints, then the least change (10..299 then 150..199, rather than
+    # 150..179, 100..139 by two joints that change less).
+    assert longest_cycle([10, 10, 90], [190, 100, 190], [0.9, 0.1, 0.1], shortest=10) == [0]
+    assert longest_cycle([10, 10, 100, 150], [200, 140, 180, 300], [0.9, 0.0, 0.0, 0.5], shortest=10) == [0, 3]
+    assert longest_cycle([10, 10, 150], [200, 170, 300], [0.9, 0.1, 0.5], shortest=10) == [1, 2]
+    assert longest_cycle([], [], [], shortest=10) is None
+
+
+def test_a_plan_cached_by_the_one_joint_search_is_searched_again(tmp_path: Path) -> None:
+    """Format 1 plans (one segment, before the cycle search) are not reused: the clip may loop longer."""
+    frames = glide_frames(glide_path(stretches=2))
+    first = plan_cycle(frames, FPS, "e" * 64, "glide", tmp_path)
+    (cached,) = tmp_path.glob("*-loop.json")
+    body = json.loads(cached.read_text())
+    body.update(format=1, segments=[[90, 190]], joints=[[189, 90, 0.5]])
+    cached.write_text(json.dumps(body))
+    again = plan_cycle(frames, FPS, "e" * 64, "glide", tmp_path)
+    assert again.plan == first.plan and len(again.plan.segments) >= 2
+    # Joints that do not chain the segments do not fit the clip either.
+    body = json.loads(cached.read_text())
+    body["joints"] = body["joints"][::-1]
+    cached.write_text(json.dumps(body))
+    assert plan_cycle(frames, FPS, "e" * 64, "glide", tmp_path).plan == first.plan

@@ -7,15 +7,23 @@ other, over and over. At each joint the last `fade` frames of the ending segment
 with the `fade` frames that lead into the next segment's first frame, so both streams keep moving
 forward while the picture slides from one to the other (200-400 ms, `fade_frames`).
 
-Search. Every candidate (segment start i, segment end j) is first ranked cheaply by the mean
-thumbnail distance along its fade window (cumulative sums along the diagonals of the distance
-matrix: one best start per loop length). The shortlist is then checked exactly: the thumbnails of
-the cross-faded frames are built and the largest frame-to-frame change across the joint must not
-exceed the 99th percentile of the clip's own frame-to-frame change. Last, for the most alike
-few, the face landmarks of the two frames blended half and half must agree within
-`LANDMARK_TOLERANCE` of the face width, so the cross-fade never shows a ghost of a second face.
-Of the joints that pass all three, the longest loop wins (it repeats least). A clip with no such
-joint falls back to ping-pong, and says so in the log once.
+Search. Every candidate joint (after frame j-1 play frame i, i < j: a jump back of at least a
+second) is first ranked cheaply by the mean thumbnail distance along its fade window (frames
+j-fade..j-1 against i-fade..i-1: sums along the diagonals of the distance matrix). Those within 4x
+the clip's 99th-percentile frame-to-frame change are then checked exactly, all at once: the
+largest frame-to-frame change of the cross-faded thumbnails across the joint must not exceed that
+99th percentile (computed from the thumbnails' dot products, no picture built). The joints that
+pass are chained into the cycle that plays the most distinct frames (`loop_cycle`): one joint
+(j -> i) plays frames i..j-1; several overlapping ones play more, e.g. alike pairs (10, 100) and
+(90, 190) make 10..189 then 90..99 (180 frames, where either alone gives 100). Several joints
+are taken only when they play at least a second more than the best single one; ties go to the
+fewest joints, then the least change. Last, the face landmarks of the two frames blended half
+and half at each chosen joint must agree within `LANDMARK_TOLERANCE` of the face width, so the
+cross-fade never shows a ghost of a second face: the `LANDMARK_SEEDS` most alike joints are
+checked first, then the chosen cycle's; a joint failing is dropped (with its neighbours within
+half a fade) and the cycle searched again, `LANDMARK_CHECKS` joints at most, then only joints
+that passed are used. A clip with no such joint falls back to ping-pong, and says so in the log
+once.
 
 Engines draw the mouth on body frames by source frame number (`Cycle.numbers`). A cross-faded
 frame is a blend of two source frames: its number is the NEARER one (the one with the larger
@@ -23,9 +31,10 @@ weight; the incoming frame at exactly half), whose landmarks are within the tole
 the blend's, and the engines paint on the blended picture itself (`Cycle.pictures`), so the
 patch border matches the body the viewer sees.
 
-Cost: the plan for 600 frames at 1280x720 takes about a second (thumbnails dominate, plus a few
-landmark detections) and is cached as a small JSON file keyed by the source's digest, the output
-size and the frame rate; the blended pictures (fade frames per joint) are rebuilt at load.
+Cost: the plan for 600 frames at 1280x720 takes one to two seconds (thumbnails, landmark
+detections, then the exact checks of ~90,000 joints at ~0.1 s; each cycle search a few ms) and is
+cached as a small JSON file keyed by the source's digest, the output size and the frame rate;
+the blended pictures (fade frames per joint) are rebuilt at load.
 """
 
 from __future__ import annotations
@@ -42,16 +51,21 @@ import attrs
 import cv2
 import numpy as np
 
+from poc.face.loop_cycle import longest_cycle
+
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the cached plan's meaning changes
+FORMAT = 2  # bump when the cached plan's meaning changes (2: several segments per loop)
 FADE_SECONDS = 0.3  # cross-fade at each joint; always kept within FADE_RANGE
 FADE_RANGE = (0.2, 0.4)
 THUMB_SIZE = (64, 36)  # (w, h) of the grey thumbnails the pixel distances are measured on
-MIN_SEGMENT_SECONDS = 1.0  # a shorter loop repeats too visibly to be worth it
+MIN_SEGMENT_SECONDS = 1.0  # a shorter loop repeats too visibly to be worth it; also the least jump back
 LANDMARK_TOLERANCE = 0.02  # mean landmark distance at a joint, as a fraction of the face width
 # (2.6 px for a 130-px face at 720p: dlib's own jitter is about a pixel)
-LANDMARK_CHECKS = 8  # candidates checked for landmarks before giving up (each ~50-250 ms)
+LANDMARK_SEEDS = 8  # the most alike joints, checked first (the one-joint search checked just these)
+LANDMARK_CHECKS = 32  # joints checked for landmarks before using only those that passed
+# (each at most two detections inside the face's box: 4 ms at 360p, 10 ms at 720p; the first
+# whole-frame search costs 0.2-0.5 s once)
 
 
 @attrs.frozen
@@ -99,7 +113,8 @@ def fade_frames(fps: int) -> int:
 
 
 def min_segment(fps: int) -> int:
-    """The shortest forward segment worth a loop: a second, and room for its fade and more."""
+    """The shortest loop worth it, and the least jump back a joint makes: a second, and room
+    for its fade and more. (One segment of a loop of several may be as short as fade + 1.)"""
     return max(round(MIN_SEGMENT_SECONDS * fps), 3 * fade_frames(fps))
 
 
@@ -148,42 +163,58 @@ def thumbnails(frames: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def distances(thumbs: np.ndarray) -> np.ndarray:
-    """(N, N) RMS pixel difference between every two thumbnails."""
+def gram(thumbs: np.ndarray) -> np.ndarray:
+    """(N, N) dot products between every two thumbnails (float64: differences of them stay exact)."""
     x = thumbs.astype(np.float64)
-    sq = (x * x).sum(axis=1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    return np.sqrt(np.maximum(d2, 0.0) / x.shape[1])
+    return x @ x.T
 
 
-def _rms_steps(seq: np.ndarray) -> np.ndarray:
-    diff = np.diff(seq, axis=0)
-    return np.sqrt((diff * diff).mean(axis=1))
+def distances(products: np.ndarray, pixels: int) -> np.ndarray:
+    """(N, N) RMS pixel difference between every two thumbnails, from their `gram`."""
+    sq = np.diagonal(products)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * products
+    return np.sqrt(np.maximum(d2, 0.0) / pixels)
 
 
-def joint_change(thumbs: np.ndarray, after: int, to: int, fade: int) -> float:
-    """Largest RMS change between consecutive shown thumbnails from the frame before the
-    fade, through the cross-fade from `after` into `to`, to frame `to` itself."""
-    a = thumbs[after - fade : after + 1]  # the frame before the fade, then the fading-out ones
-    b = thumbs[to - fade : to + 1]  # the fading-in ones, then the next segment's first frame
-    w = (np.arange(1, fade + 1, dtype=np.float32) / (fade + 1))[:, None]
-    seq = np.concatenate([a[:1], (1.0 - w) * a[1:] + w * b[:-1], b[-1:]])
-    return float(_rms_steps(seq).max())
+def joint_changes(products: np.ndarray, pixels: int, after: np.ndarray, to: np.ndarray, fade: int) -> np.ndarray:
+    """Per joint, the largest RMS change between consecutive shown thumbnails from the frame
+    before the fade, through the cross-fade from `after` into `to`, to frame `to` itself.
+
+    Shown picture m (0..fade+1) is (1 - w) * frame[after - fade + m] + w * frame[to - fade - 1 + m]
+    with w = m / (fade + 1), so the change from picture m to m + 1 is a sum of four thumbnails
+    and its squared length a sum of their dot products: no picture is built."""
+    n = len(products)
+    m = np.arange(fade + 1)
+    w0, w1 = m / (fade + 1), (m + 1) / (fade + 1)
+    # Outgoing frame a, incoming frame b of picture m, per (joint, m). Only a + 1 (= N at the
+    # last step) and b (= -1 at the first) can leave the clip, and only where their weight is 0.
+    a = after[:, None] - fade + m
+    b = to[:, None] - fade - 1 + m
+    a1, b0 = np.minimum(a + 1, n - 1), np.maximum(b, 0)
+    own, next_ = np.diagonal(products), np.diagonal(products, offset=1)  # x_k.x_k, x_k.x_(k+1)
+    sq = (
+        (1 - w1) ** 2 * own[a1] + (1 - w0) ** 2 * own[a] - 2 * (1 - w1) * (1 - w0) * next_[np.minimum(a, n - 2)]
+        + w1**2 * own[b + 1] + w0**2 * own[b0] - 2 * w1 * w0 * next_[b0]
+        + 2 * ((1 - w1) * w1 * products[a1, b + 1] - (1 - w1) * w0 * products[a1, b0]
+               - (1 - w0) * w1 * products[a, b + 1] + (1 - w0) * w0 * products[a, b0])
+    )  # fmt: skip
+    return np.sqrt(np.maximum(sq, 0.0) / pixels).max(axis=1)
 
 
-def _shortlist(dist: np.ndarray, fade: int, shortest: int) -> list[tuple[float, int, int]]:
-    """(window cost, start i, end j) per loop length j - i: the start whose fade window
-    (frames j-fade..j-1 against i-fade..i-1) differs least, i >= fade, j <= N."""
+def _alike_pairs(
+    dist: np.ndarray, fade: int, shortest: int, ceiling: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every joint (start i, end j, window cost) whose fade windows (frames j-fade..j-1 against
+    i-fade..i-1) differ by at most `ceiling` on average, fade <= i, i + shortest <= j <= N."""
     n = len(dist)
-    out = []
-    for length in range(shortest, n - fade + 1):
-        diag = np.diagonal(dist, offset=-length)  # diag[k] = dist[k + length, k]
-        sums = np.concatenate([[0.0], np.cumsum(diag)])
-        starts = np.arange(fade, n - length + 1)  # i; the window is diag[i - fade : i]
-        cost = (sums[starts] - sums[starts - fade]) / fade
-        best = int(np.argmin(cost))
-        out.append((float(cost[best]), int(starts[best]), int(starts[best]) + length))
-    return out
+    size = n + 1 - fade  # i and j run over fade..N
+    window = np.zeros((size, size))
+    for u in range(fade):  # window[i - fade, j - fade] sums dist[i - fade + u, j - fade + u]
+        window += dist[u : u + size, u : u + size]
+    window /= fade
+    rows, cols = np.indices(window.shape)
+    i, j = np.nonzero((cols - rows >= shortest) & (window <= ceiling))
+    return i + fade, j + fade, window[i, j]
 
 
 class _Landmarks:
@@ -234,38 +265,88 @@ def find_loop(frames: Sequence[np.ndarray], fps: int) -> LoopPlan:
     if n < shortest + fade:
         return LoopPlan(segments=(), fade=fade, reason=f"{n} frames are too few: a loop needs {shortest + fade}")
     thumbs = thumbnails(frames)
-    dist = distances(thumbs)
+    products, pixels = gram(thumbs), thumbs.shape[1]
+    dist = distances(products, pixels)
     steps = np.diagonal(dist, offset=1)
-    limit = float(np.percentile(steps, 99))
-    candidates = [c for c in _shortlist(dist, fade, shortest) if c[0] <= 4.0 * max(limit, 1e-3)]
-    passing = []  # (window cost, change, i, j), most alike first
-    for cost, i, j in sorted(candidates):
-        change = joint_change(thumbs, j - 1, i, fade)
-        if change <= limit:
-            passing.append((cost, change, i, j))
-    if not passing:
+    # The clip's own 99th-percentile change; 1e-3 grey levels at least, so that a clip of one
+    # picture repeated loops (its changes are 0 but for the rounding of the dot products).
+    limit = max(float(np.percentile(steps, 99)), 1e-3)
+    starts, ends, alike = _alike_pairs(dist, fade, shortest, 4.0 * limit)
+    changes = np.concatenate(  # in chunks: a still clip passes most of N^2/2 pairs to here
+        [joint_changes(products, pixels, ends[k : k + 50_000] - 1, starts[k : k + 50_000], fade)
+         for k in range(0, len(starts), 50_000)] or [np.zeros(0)]
+    )  # fmt: skip
+    keep = changes <= limit
+    starts, ends, alike, costs = starts[keep], ends[keep], alike[keep], changes[keep] / limit
+    if not len(starts):
         return LoopPlan(segments=(), fade=fade, reason="no pair of frames alike enough to join")
-    landmarks = _Landmarks(frames)
-    chosen, closest = [], math.inf
-    for _, change, i, j in passing[:LANDMARK_CHECKS]:
-        half = fade // 2  # the frames blended most evenly: where a ghost would show
-        la, lb = landmarks(j - fade + half), landmarks(i - fade + half)
-        if la is not None and lb is not None:
-            offset = landmark_offset(la, lb)
-            closest = min(closest, offset)
-            if offset > LANDMARK_TOLERANCE:
-                continue
-        chosen.append((j - i, -change, i, j))
-    if not chosen:
+    # Several joints only for a second or more of extra frames (MIN_SEGMENT_SECONDS again):
+    # each repeats part of the clip within the cycle, and two from one alike stretch gain little.
+    order, closest = _checked_cycle(frames, fade, shortest, starts, ends, costs, alike)
+    if order is None:
         return LoopPlan(
             segments=(), fade=fade,
-            reason=f"the faces at the most alike frames are {closest:.1%} of the face width apart "
+            reason=f"the faces at the best joints are {closest:.1%} of the face width apart "
             f"(at most {LANDMARK_TOLERANCE:.1%})",
         )  # fmt: skip
-    # Every joint kept is invisible by the two tests above: the longest loop repeats least.
-    _, change, i, j = max(chosen)
-    joint = Joint(after=j - 1, to=i, change=round(-change / max(limit, 1e-9), 4))
-    return LoopPlan(segments=((i, j),), fade=fade, joints=(joint,))
+    # Playing order: from each joint's landing forward to the next joint's leaving point.
+    landings = [int(starts[k]) for k in order]
+    leavings = [int(ends[k]) for k in order[1:] + order[:1]]
+    segments = tuple(zip(landings, leavings))
+    taken = order[1:] + order[:1]  # the joint at the end of each segment
+    joints = tuple(Joint(after=int(ends[k]) - 1, to=int(starts[k]), change=round(float(costs[k]), 4)) for k in taken)
+    return LoopPlan(segments=segments, fade=fade, joints=joints)
+
+
+def _checked_cycle(
+    frames: Sequence[np.ndarray], fade: int, gain: int,
+    starts: np.ndarray, ends: np.ndarray, costs: np.ndarray, alike: np.ndarray,
+) -> tuple[list[int] | None, float]:
+    """The longest cycle (loop_cycle.longest_cycle) of joints whose faces also agree. The
+    LANDMARK_SEEDS most alike joints (by `alike`, the window cost) are checked first, so the
+    answer is never worse than a loop among them. Then the joints of the best cycle are checked,
+    one failing is dropped with its near neighbours and the cycle searched again; after
+    LANDMARK_CHECKS checks in all, only joints that passed are used. Returns the joints in
+    playing order (None: none left) and the smallest landmark offset seen among failures."""
+    landmarks = _Landmarks(frames)
+    alive = np.ones(len(starts), bool)
+    passed: set[int] = set()
+    checks, closest = 0, math.inf
+    half = fade // 2  # the frames blended most evenly: where a ghost would show
+
+    def check(k: int) -> bool:
+        nonlocal checks, closest
+        checks += 1
+        la, lb = landmarks(int(ends[k]) - fade + half), landmarks(int(starts[k]) - fade + half)
+        offset = landmark_offset(la, lb) if la is not None and lb is not None else 0.0
+        if offset <= LANDMARK_TOLERANCE:
+            passed.add(k)
+            return True
+        closest = min(closest, offset)
+        # Its neighbours (landing and leaving within half a fade) show nearly the same two
+        # faces: drop them unchecked, or one bad pair of moments eats every check.
+        alive[(np.abs(starts - starts[k]) <= half) & (np.abs(ends - ends[k]) <= half)] = False
+        alive[list(passed)] = True
+        return False
+
+    for k in np.argsort(alike, kind="stable")[:LANDMARK_SEEDS]:
+        if alive[k]:
+            check(int(k))
+    while True:
+        alive_idx = np.flatnonzero(alive)
+        found = longest_cycle(starts[alive_idx], ends[alive_idx], costs[alive_idx], fade + 1, gain)
+        if found is None:
+            return None, closest
+        order = [int(alive_idx[k]) for k in found]
+        unchecked = sorted((k for k in order if k not in passed), key=lambda k: -costs[k])
+        if not unchecked:
+            return order, closest
+        if checks >= LANDMARK_CHECKS:  # out of checks: what is already known to pass
+            alive &= np.isin(np.arange(len(starts)), list(passed))
+            continue
+        for k in unchecked:  # the least alike first: the likeliest to fail
+            if not check(k) or checks >= LANDMARK_CHECKS:
+                break
 
 
 def plan_cycle(
@@ -342,8 +423,12 @@ def _load(path: Path, meta: dict) -> LoopPlan | None:
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("avatar loop plan in %s is unreadable (%s); searching again", path, e)
         return None
-    n = meta["frames"]
-    if plan.fade != fade_frames(meta["fps"]) or not all(
+    n, count = meta["frames"], len(plan.segments)
+    # Each joint leaves at the end of its segment and lands on the start of the next one.
+    chained = [(j.after, j.to) for j in plan.joints] == [
+        (stop - 1, plan.segments[(k + 1) % count][0]) for k, (_, stop) in enumerate(plan.segments)
+    ]
+    if plan.fade != fade_frames(meta["fps"]) or not chained or not all(
         plan.fade <= a and a + plan.fade < b <= n for a, b in plan.segments
     ):
         log.warning("avatar loop plan in %s does not fit the clip; searching again", path)
