@@ -35,6 +35,7 @@ from starlette.types import Receive, Scope, Send
 from poc.app import Service
 from poc.config import ConfigError, Settings
 from poc.errors import StartupError, find_startup_error
+from poc.ops.batch_metrics import BatcherSource, export_batches, loaded_models_batchers
 from poc.ops.http import serve
 from poc.ops.memory import release_freed_memory
 from poc.stations.current import CURRENT_STATION
@@ -92,6 +93,7 @@ class Host:
     def __init__(self, settings: Settings, reload: Callable[[], Sequence[object]] | None = None) -> None:
         self.settings = settings  # the process's: HTTP port, studio token, log level
         self.reload = reload  # re-reads the stations file; None for the single stream
+        self.batchers: BatcherSource = loaded_models_batchers  # whose counters /metrics shows
         self.on_air: dict[str, _OnAir] = {}
         self._tg: TaskGroup | None = None
         self._starting = anyio.CancelScope()  # start-up, cancelled by a signal that arrives during it
@@ -149,11 +151,11 @@ class Host:
         if not settings.http_port:
             return
         if single is not None:
-            app = _SingleStationApp(settings, lambda: self._current(single))
+            app = _SingleStationApp(settings, lambda: self._current(single), self.batchers)
         else:
             from poc.ops.stations_http import stations_app
 
-            app = stations_app(settings, self.views)
+            app = stations_app(settings, self.views, batchers=self.batchers)
         try:
             await tg.start(serve, app, settings.http_host, settings.http_port)
         except OSError as error:  # address in use, a host that is not ours
@@ -337,9 +339,10 @@ class _SingleStationApp:
     The old app's open responses (the studio's event stream) end at the switch; a browser's
     EventSource reconnects to the new one."""
 
-    def __init__(self, settings: Settings, current: Callable[[], Service]) -> None:
+    def __init__(self, settings: Settings, current: Callable[[], Service], batchers: BatcherSource) -> None:
         self.settings = settings
         self.current = current
+        self.batchers = batchers
         self.state = self  # serve() ends open responses at shutdown through app.state.open_responses
         self.open_responses = self
         self._built_for: Service | None = None
@@ -348,12 +351,11 @@ class _SingleStationApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.current()
         if service is not self._built_for:  # built on the event loop: the studio's chart listener needs it
-            from poc.ops.batch_metrics import export_batches
             from poc.ops.operator import operator_app
 
             self.close()
             # the process's batcher series, served once: this station's registry is the only one
-            export_batches(service.metrics.registry)
+            export_batches(service.metrics.registry, source=self.batchers)
             self._app = operator_app(self.settings, service.status, service.metrics, service.pipeline.chart)
             self._built_for = service
         assert self._app is not None

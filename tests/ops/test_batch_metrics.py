@@ -23,6 +23,7 @@ from support.polling import wait_until
 
 from poc.face.musetalk.batcher import CrossStationBatcher
 from poc.host import Host
+from poc.ops.batch_metrics import BatcherSource
 from poc.ops.stations_http import StationView, stations_app
 
 pytestmark = pytest.mark.anyio
@@ -116,10 +117,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def scrape_single_stream() -> str:
+def loaded(*batchers: CrossStationBatcher) -> BatcherSource:
+    """What the process's table of loaded models would list: these batchers until closed."""
+    return lambda: [batcher for batcher in batchers if not batcher.closed]
+
+
+async def scrape_single_stream(batchers: BatcherSource) -> str:
     """GET /metrics from the operator's port as the host serves it for one stream."""
     port = free_port()
     host = Host(make_settings(HTTP_PORT=str(port)))
+    host.batchers = batchers
     service = StandInService(host.settings)
     single: Any = SimpleNamespace(status=service.status, metrics=service.metrics,
                                   pipeline=SimpleNamespace(chart=service.chart))  # fmt: skip
@@ -132,30 +139,30 @@ async def scrape_single_stream() -> str:
     return response.text
 
 
-def stations_port(*names: str) -> Any:
+def stations_port(*names: str, batchers: BatcherSource) -> Any:
     views = {}
     for name in names:
         service = StandInService(make_settings())
         views[name] = StationView(name=name, settings=service.settings, status=service.status,
                                   metrics=service.metrics, chart=service.chart)  # fmt: skip
-    return serving(stations_app(make_settings(), lambda: views))
+    return serving(stations_app(make_settings(), lambda: views, batchers=batchers))
 
 
 async def test_one_stream_shows_the_batchers_counts_and_loses_them_with_the_model():
     batcher = run_two_stations()
     try:
-        found = samples(await scrape_single_stream())
+        found = samples(await scrape_single_stream(loaded(batcher)))
         assert_batches_shown(found)
         assert one(found, "poc_face_batch_rows_total") == sum(ROWS.values())  # one stream: no station label
     finally:
         assert batcher.close(WAIT_S)
-    assert samples(await scrape_single_stream()) == []  # its model released: no batcher, no series
+    assert samples(await scrape_single_stream(loaded(batcher))) == []  # its model released: no batcher, no series
 
 
 async def test_many_stations_show_the_process_series_once_and_rows_by_station():
     batcher = run_two_stations()
     try:
-        async with stations_port("north", "south") as port:
+        async with stations_port("north", "south", batchers=loaded(batcher)) as port:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
                 merged = (await http.get("/metrics")).text
                 openmetrics = (await http.get("/metrics", headers={"accept": "application/openmetrics-text"})).text
@@ -173,8 +180,8 @@ async def test_many_stations_show_the_process_series_once_and_rows_by_station():
 
 async def test_without_a_musetalk_model_the_series_are_absent():
     # the warp engine has no batcher: nothing to show, in either mode
-    assert samples(await scrape_single_stream()) == []
-    async with stations_port("north") as port:
+    assert samples(await scrape_single_stream(loaded())) == []
+    async with stations_port("north", batchers=loaded()) as port:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             text = (await http.get("/metrics")).text
     assert samples(text) == [] and 'poc_frames_total{station="north"}' in text

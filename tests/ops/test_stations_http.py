@@ -74,7 +74,8 @@ class Port:
         return service
 
     def serve(self, publisher_for=None):
-        app = stations_app(self.settings, lambda: self.current, publisher_for=publisher_for or self.publishers)
+        app = stations_app(self.settings, lambda: self.current, publisher_for=publisher_for or self.publishers,
+                           batchers=lambda: [])  # stand-ins on the warp engine: no MuseTalk model
         return serving(app)
 
 

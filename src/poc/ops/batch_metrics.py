@@ -25,12 +25,12 @@ starts from zero, which Prometheus's rate() reads as a counter reset.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from typing import Hashable, Iterable, Iterator, Mapping, TypeVar
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from poc.face.musetalk.batcher import BatchCounters, live_batchers
+from poc.face.musetalk.batcher import BatchCounters, CrossStationBatcher
 
 STATION_LABEL = "station"  # as poc.ops.station_metrics labels the stations' own series
 # A batch holds rows of at most as many stations as its size (8-16 on a GPU).
@@ -43,22 +43,36 @@ class BatchesCollector:
     """prometheus-client collector over the live batchers' counters (see the module docstring).
     per_station: label real rows by station (the stations' /metrics) or sum them (one stream)."""
 
-    def __init__(self, per_station: bool) -> None:
+    def __init__(self, per_station: bool, source: "BatcherSource") -> None:
         self.per_station = per_station
+        self.source = source
 
     def describe(self) -> list[Metric]:
         # Names only, so that registering this twice on one registry fails at once.
         return list(_families(BatchCounters(), self.per_station))
 
     def collect(self) -> Iterator[Metric]:
-        counters = [batcher.counters() for batcher in live_batchers()]
+        counters = [batcher.counters() for batcher in self.source()]
         if counters:
             yield from _families(_summed(counters), self.per_station)
 
 
-def export_batches(registry: CollectorRegistry, per_station: bool = False) -> None:
-    """Serve the process's batcher series from `registry` (one registry per process: see above)."""
-    registry.register(BatchesCollector(per_station))
+BatcherSource = Callable[[], Iterable[CrossStationBatcher]]
+
+
+def loaded_models_batchers() -> list[CrossStationBatcher]:
+    """The batchers of the MuseTalk models this process has loaded (poc.face.musetalk.shared)."""
+    from poc.face.musetalk.shared import SHARED_MODELS
+
+    return SHARED_MODELS.batchers()
+
+
+def export_batches(
+    registry: CollectorRegistry, per_station: bool = False, source: BatcherSource = loaded_models_batchers
+) -> None:
+    """Serve the process's batcher series from `registry` (one registry per process: see above).
+    `source` lists the batchers to read at each scrape (tests hand in their own)."""
+    registry.register(BatchesCollector(per_station, source))
 
 
 def _families(counters: BatchCounters, per_station: bool) -> Iterator[Metric]:

@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.types import Receive, Scope, Send
 
 from poc.metrics import Metrics
-from poc.ops.batch_metrics import export_batches
+from poc.ops.batch_metrics import BatcherSource, export_batches, loaded_models_batchers
 from poc.ops.health import set_moment_gauges
 from poc.ops.status import StatusSource
 
@@ -83,10 +83,12 @@ class StationsMetricsApp:
     A class (not the function make_asgi_app returns), so that Starlette routes to it as an ASGI
     app, not as an endpoint."""
 
-    def __init__(self, stations: Callable[[], Mapping[str, MeteredStation]]) -> None:
+    def __init__(
+        self, stations: Callable[[], Mapping[str, MeteredStation]], batchers: BatcherSource = loaded_models_batchers
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StationsCollector(stations))
-        export_batches(self.registry, per_station=True)
+        export_batches(self.registry, per_station=True, source=batchers)
         self.app = make_asgi_app(self.registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from poc.config import Settings
 from poc.metrics import Metrics
 from poc.ops.auth import StudioTokenGuard
+from poc.ops.batch_metrics import BatcherSource, loaded_models_batchers
 from poc.ops.health import OPEN_PATHS, health_report, health_routes
 from poc.ops.http import OpenResponses, build_app, json_error
 from poc.ops.station_metrics import StationsMetricsApp
@@ -78,15 +79,20 @@ StationsSource = Callable[[], Mapping[str, StationView]]
 
 
 def stations_app(
-    settings: Settings, stations: StationsSource, *, publisher_for: Callable[[StationView], Publisher] | None = None
+    settings: Settings,
+    stations: StationsSource,
+    *,
+    publisher_for: Callable[[StationView], Publisher] | None = None,
+    batchers: BatcherSource = loaded_models_batchers,
 ) -> Starlette:
     """The operator's app for many stations. `settings` is the process's (HTTP_HOST/PORT,
     STUDIO_TOKEN); `stations()` is asked per request, on the event loop. `publisher_for` gives a
-    station's studio its publisher (for tests; default: RabbitMQ under that station's settings)."""
+    station's studio its publisher (for tests; default: RabbitMQ under that station's settings);
+    `batchers` lists the MuseTalk batchers whose counters /metrics shows (default: the process's)."""
     studios = _Studios(stations, publisher_for)
     routes = [
         Route("/healthz", _overall_health(studios.current), methods=["GET"]),
-        Route("/metrics", StationsMetricsApp(studios.current), methods=["GET"]),
+        Route("/metrics", StationsMetricsApp(studios.current, batchers), methods=["GET"]),
         Route("/", _file_handler("stations.html", "text/html; charset=utf-8"), methods=["GET"]),
         *(Route(f"/static/{name}", _file_handler(name, kind), methods=["GET"]) for name, kind in LIST_FILES.items()),
         Route("/api/stations", _station_list(studios.current), methods=["GET"]),

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import weakref
 from collections import deque
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Protocol, Sequence, TypeVar
@@ -233,8 +232,6 @@ class CrossStationBatcher:
         self._batch_limit: int | None = None  # the limit of the batch running (runner thread only)
         self._runner = threading.Thread(target=self._serve, name=name, daemon=True)
         self._runner.start()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
 
     def join(self, station: str, batch_size: int | None) -> Seat:
         if batch_size is not None and batch_size < 1:
@@ -377,19 +374,6 @@ class CrossStationBatcher:
         if len(outputs) != len(padded):
             raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(padded)} rows")
         return outputs[: len(payloads)]
-
-
-# Every batcher made in the process, for /metrics (poc.ops.batch_metrics) to find without being
-# handed one; weak, so that a batcher nobody holds any more is not kept alive by being listed.
-_LIVE: "weakref.WeakSet[CrossStationBatcher]" = weakref.WeakSet()
-_LIVE_LOCK = threading.Lock()  # batchers are made on worker threads while a scrape lists them
-
-
-def live_batchers() -> list[CrossStationBatcher]:
-    """The batchers of this process not closed yet (one per loaded MuseTalk model)."""
-    with _LIVE_LOCK:
-        made = list(_LIVE)
-    return [batcher for batcher in made if not batcher.closed]
 
 
 def _stations(batch: Sequence[_Row]) -> tuple[tuple[str, int], ...]:

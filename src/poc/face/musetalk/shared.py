@@ -121,6 +121,11 @@ class SharedModels:
             raise
         return ModelLease(self, key, shared)
 
+    def batchers(self) -> list[CrossStationBatcher]:
+        """The batchers of the models loaded now (for /metrics)."""
+        with self._lock:
+            return [shared.batcher for shared in self._table.values() if shared.batcher is not None]
+
     def held(self) -> list[ModelKey]:
         """The keys of the models loaded now."""
         with self._lock:
