@@ -35,6 +35,7 @@ from poc.face.avatar import Avatar
 from poc.face.base import EngineError, FacePatch, RenderedFrame, SpeechSlot
 from poc.face.musetalk import _deps
 from poc.face.musetalk.batcher import BatchCounters, batch_shapes
+from poc.face.musetalk.features import StreamedFeatures
 from poc.face.musetalk.parsing import load_parser
 from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
 from poc.face.musetalk.render import FrameRenderer, is_silent
@@ -201,11 +202,18 @@ class MuseTalkUtterance:
         self._renderer = renderer
         self._fps = fps
         self._resampler = StreamResampler(sample_rate, ENCODER_RATE)
+        self._features = StreamedFeatures(renderer.model)  # counts this utterance's Whisper passes
         self._pending: list[SpeechSlot] = []  # fed but not yet rendered
         self._done = 0  # frames of this utterance already returned
         self._spoken = False  # a voiced frame has been seen: later frames are inside speech
         self._finished = False
         self.failures = 0  # batches that raised and were replaced by the idle face
+
+    @property
+    def encoder_passes(self) -> int:
+        """Whisper encoder passes this utterance has run (at most one per feed or finish that
+        brings frames to render, when its new audio fits the encoder's window)."""
+        return self._features.passes
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self._finished:
@@ -250,7 +258,9 @@ class MuseTalkUtterance:
         # the batch size, and other stations' rows can fill batches alongside them.
         if modelled:
             try:
-                rendered = self._renderer.render_rows([frames[k] for k in modelled], self._resampler.output)
+                rendered = self._renderer.render_rows(
+                    [frames[k] for k in modelled], self._resampler.output, self._features
+                )
                 for k, patch in zip(modelled, rendered.patches):
                     patches[k] = patch
                 errors = rendered.errors

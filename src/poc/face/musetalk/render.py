@@ -4,8 +4,8 @@ Given an utterance's 16 kHz audio so far and a batch of frames (their number wit
 utterance, which fixes their audio window, and their counter value, which fixes the body frame),
 it returns one patch per frame. Which frames are worth the model is the caller's choice: the
 utterance (engine.py) skips silence outside speech with `is_silent`, and renders everything from
-its first voiced frame on, as upstream renders every frame. All frames of a batch share one
-Whisper pass over the widest window that fits.
+its first voiced frame on, as upstream renders every frame. A call's frames share one Whisper
+pass (poc.face.musetalk.features), however many batches the batcher cuts them into.
 
 Features and the blend are per station (each has its own audio and avatar); the UNet step and the
 VAE decode go through a batcher seat (poc.face.musetalk.batcher) shared by every station on the
@@ -24,16 +24,11 @@ from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
 from poc.face.musetalk.batcher import BatchFailed, Seat
 from poc.face.musetalk.deadlines import StationClock
+from poc.face.musetalk.features import StreamedFeatures
 from poc.face.musetalk.geometry import blend_face
-from poc.face.musetalk.model import AUDIO_WIDTH, MuseTalkModel
+from poc.face.musetalk.model import MuseTalkModel
 from poc.face.musetalk.prepare import PreparedAvatar
-from poc.face.musetalk.timing import (
-    LAYERS,
-    SAMPLES_PER_STEP,
-    audio_steps_for_frame,
-    encoder_window,
-    steps_in_samples,
-)
+from poc.face.musetalk.timing import SAMPLES_PER_STEP, audio_steps_for_frame
 
 if TYPE_CHECKING:
     import torch
@@ -126,26 +121,33 @@ class FrameRenderer:
         self._latents = torch.from_numpy(prepared.latents).to(model.device, model.dtype)
         self.timer: StageTimer | None = None
 
-    def render(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> list[FacePatch | None]:
+    def render(
+        self, frames: Sequence[tuple[int, int]], audio: np.ndarray, features: StreamedFeatures | None = None
+    ) -> list[FacePatch | None]:
         """Patches for frames given as (number in the utterance, counter value), every one
         through the model; raises the first error if any batch failed.
 
         Every encoder step a frame needs must already be in `audio`, except past the end of a
         finished utterance, where missing steps are zero padding (as upstream pads clip ends).
+        features: the utterance's (it counts the encoder passes); without them, this call's own.
         """
-        rendered = self.render_rows(frames, audio)
+        rendered = self.render_rows(frames, audio, features)
         if rendered.errors:
             raise rendered.errors[0]
         return rendered.patches
 
-    def render_rows(self, frames: Sequence[tuple[int, int]], audio: np.ndarray) -> Rendered:
+    def render_rows(
+        self, frames: Sequence[tuple[int, int]], audio: np.ndarray, features: StreamedFeatures | None = None
+    ) -> Rendered:
         """As render(), but a batch that fails leaves only its own rows without a patch."""
         patches: list[FacePatch | None] = [None] * len(frames)
         if not frames:
             return Rendered(patches, [])
         windows = [audio_steps_for_frame(n, self.fps) for n, _ in frames]
         with self.model.torch.inference_mode():
-            rows = self._rows(list(frames), windows, audio)
+            if features is None:
+                features = StreamedFeatures(self.model)
+            rows = self._rows(list(frames), windows, audio, features)
         counters = [counter for _, counter in frames]
         faces = self._faces(rows, counters)
 
@@ -172,27 +174,13 @@ class FrameRenderer:
         except Exception as error:
             return [BatchFailed(error)] * len(rows)
 
-    def _rows(self, frames: list[tuple[int, int]], windows: list[range], audio: np.ndarray) -> list[FaceRow]:
+    def _rows(
+        self, frames: list[tuple[int, int]], windows: list[range], audio: np.ndarray, features: StreamedFeatures
+    ) -> list[FaceRow]:
         """Audio tokens and reference latents per frame."""
         torch = self.model.torch
-        limit = steps_in_samples(audio.size)
-        first = max(0, min(w.start for w in windows))
-        stop = max(first, min(limit, max(w.stop for w in windows)))
-        if stop - first > self.model.window_steps:  # wider than Whisper's window: split it
-            half = len(frames) // 2
-            return self._rows(frames[:half], windows[:half], audio) + self._rows(frames[half:], windows[half:], audio)
         t0 = time.perf_counter()
-        w0, w1 = encoder_window(first, stop, limit, self.model.window_steps)
-        if w1 > w0:
-            features = self.model.encode_audio(audio[w0 * SAMPLES_PER_STEP : w1 * SAMPLES_PER_STEP])[: w1 - w0]
-        else:  # nothing but padding in reach (sound only in a trailing part-step)
-            features = torch.zeros(0, LAYERS, AUDIO_WIDTH, device=self.model.device, dtype=self.model.dtype)
-        pad_row = features.shape[0]  # index of the all-zero row used for padding steps
-        features = torch.cat([features, features.new_zeros(1, LAYERS, AUDIO_WIDTH)])
-        steps = np.array([list(w) for w in windows])  # (B, 10)
-        valid = (steps >= w0) & (steps < w1) & (steps < limit)
-        index = torch.from_numpy(np.where(valid, steps - w0, pad_row)).to(features.device)
-        tokens = self.model.audio_tokens(features[index])
+        tokens = self.model.audio_tokens(features.windows(windows, audio))
         numbers = [self.avatar.frame_number(counter) for _, counter in frames]
         latents = self._latents[torch.tensor(numbers, device=self._latents.device)]
         self._lap("features", t0)
