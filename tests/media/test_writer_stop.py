@@ -112,11 +112,11 @@ def test_start_runs_a_new_ffmpeg_at_once_and_close_works_while_stopped(writer: F
     took = time.monotonic() - started
     assert not writer.stopped
     assert took < 1.0, took  # the supervisor polls every 50 ms; no back-off applies
-    feed(writer, 20)
+    feed(writer, 40)  # tiny frames: more than ffmpeg and the pipe take before connecting (the writer calls that up)
     wait_for(lambda: writer.up)
     writer.start_output()  # on air already: nothing happens
     writer.stop_output()
-    assert video_frames(out) == 20
+    assert video_frames(out) == 40
     assert writer.restarts == 0 and writer.dropped == 0
 
     started = time.monotonic()

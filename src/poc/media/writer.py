@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from poc.metrics import Metrics
@@ -59,7 +60,7 @@ def ffmpeg_command(
     raw_input = ["-probesize", "32", "-analyzeduration", "0", "-thread_queue_size", "64"]
     return [
         ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning",
-        *raw_input, "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+        *raw_input, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
         "-r", str(fps), "-i", "pipe:0",
         *raw_input, "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", f"pipe:{audio_fd}",
         "-map", "0:v", "-map", "1:a",
@@ -118,10 +119,19 @@ class _Session:
 
     def _feed_video(self) -> None:
         fd = self.process.stdin.fileno()  # type: ignore[union-attr]
+        last_picture: np.ndarray | None = None
+        planes = np.empty(0, np.uint8)
         try:
             while (picture := self.video_queue.get()) is not _STOP:
+                # The encoder's own format, converted here rather than by ffmpeg: half the bytes
+                # through the pipe, a faster conversion than ffmpeg 5.1's from bgr24, and none at
+                # all for a picture offered again (a held idle frame is the same array; pictures
+                # are never written to once offered).
+                if picture is not last_picture:
+                    planes = cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420)
+                    last_picture = picture
                 self.write_started = time.monotonic()
-                _write_all(fd, memoryview(picture).cast("B"))
+                _write_all(fd, memoryview(planes).cast("B"))
                 self.write_started = None
                 self.frames_written += 1
                 self.last_write = time.monotonic()
@@ -229,7 +239,7 @@ class FfmpegWriter:
             ffmpeg, url, width, height, fps, sample_rate, fd, video_bitrate, audio_bitrate,
             keyframe_seconds, channels,
         )  # fmt: skip
-        self._frame_bytes = width * height * 3
+        self._frame_bytes = width * height * 3 // 2  # yuv420p
         self._session: _Session | None = None
         self._outage_started: float | None = None
         self._been_on_air = False  # the first "on air" is said as such, whatever came before
