@@ -4,15 +4,14 @@ determinism, and the compositor still putting exactly one frame and its samples 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from support.portrait import avatar, landmarks  # noqa: F401 - fixtures
 from poc.face.avatar import Avatar, load_avatar
 from poc.face.base import FacePatch
-from poc.face.landmarks import detect_landmarks
 from poc.face.life import Life, LifeOptions, content_rect
 from poc.face.life.blink import CLOSING_S, MAX_CLOSED_S, MAX_INTERVAL_S, MIN_CLOSED_S, MIN_INTERVAL_S, BlinkSchedule
 from poc.jobs import Job
@@ -23,17 +22,6 @@ from poc.statechart import StreamChart
 
 FPS, RATE = 30, 44100
 SPF = RATE // FPS
-AVATAR = Path(__file__).resolve().parents[2] / "assets" / "avatar.png"
-
-
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return load_avatar(AVATAR, 1280, 720)
-
-
-@pytest.fixture(scope="module")
-def landmarks(avatar: Avatar) -> np.ndarray:
-    return detect_landmarks(avatar.frames[0])[None]
 
 
 def life_of(avatar: Avatar, landmarks: np.ndarray, **options) -> Life:

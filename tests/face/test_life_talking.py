@@ -11,14 +11,13 @@ float32 at these magnitudes."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from poc.face.avatar import Avatar, load_avatar
+from support.portrait import avatar, landmarks  # noqa: F401 - fixtures
+from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
-from poc.face.landmarks import detect_landmarks
 from poc.face.life import Life, LifeOptions, paste
 from poc.face.mouth import MouthPose, MouthRig
 from poc.face.musetalk.geometry import blend_face, frame_geometry
@@ -30,18 +29,7 @@ from poc.statechart import StreamChart
 
 FPS, RATE = 30, 44100
 SPF = RATE // FPS
-AVATAR = Path(__file__).resolve().parents[2] / "assets" / "avatar.png"
 WEIGHTS = (0.25, 0.75, 1.0)  # mid mouth blend and talking
-
-
-@pytest.fixture(scope="module")
-def avatar() -> Avatar:
-    return load_avatar(AVATAR, 1280, 720)
-
-
-@pytest.fixture(scope="module")
-def landmarks(avatar: Avatar) -> np.ndarray:
-    return detect_landmarks(avatar.frames[0])[None]
 
 
 def life_of(avatar: Avatar, landmarks: np.ndarray, seed: int = 2) -> Life:
