@@ -233,7 +233,7 @@ def test_the_compositor_draws_life_on_idle_and_talking_frames_alike(avatar, land
     # while talking: the picture is the living idle picture with the mouth on it, so the switch
     # shows no jump anywhere but the mouth, and the blink comes while the avatar speaks
     k = peaks[1]
-    expected = life.apply(k, compositor._paste(avatar.frames[0], mouth, 1.0))
+    expected = life.apply(k, mouth.pasted_on(avatar.frames[0]))
     assert np.array_equal(pictures[k], expected)
     outside = np.ones(expected.shape[:2], bool)
     outside[200:250, 550:640] = False
@@ -256,4 +256,4 @@ def test_a_different_talking_avatar_gets_its_own_life_in_a_cross_fade(avatar, la
         picture, audio = compositor.render(k)
         assert len(audio) == SPF and picture.shape == (720, 1280, 3)
         if compositor.talking_weight == 1.0:
-            assert np.array_equal(picture, talking_life.apply(k, compositor._paste(talking.frames[0], mouth, 1.0)))
+            assert np.array_equal(picture, talking_life.apply(k, mouth.pasted_on(talking.frames[0])))

@@ -18,7 +18,7 @@ import pytest
 from support.portrait import avatar, landmarks  # noqa: F401 - fixtures
 from poc.face.avatar import Avatar
 from poc.face.base import FacePatch
-from poc.face.life import Life, LifeOptions, paste
+from poc.face.life import Life, LifeOptions
 from poc.face.mouth import MouthPose, MouthRig
 from poc.face.musetalk.geometry import blend_face, frame_geometry
 from poc.jobs import Job
@@ -68,7 +68,7 @@ def assert_same_as_full_path(life: Life, reference: Life, frames: list[int], bod
         for weight in WEIGHTS:
             picture = body(k)
             got = life.apply_patched(k, picture, patch, weight)
-            expected = reference.apply(k, paste(picture, patch, weight))
+            expected = reference.apply(k, patch.pasted_on(picture, weight))
             diff = np.abs(got.astype(np.int16) - expected).max()
             assert diff == 0, f"frame {k}, weight {weight}: {diff} levels off"
 
@@ -145,7 +145,7 @@ def test_a_body_that_changes_every_frame_is_drawn_once_and_nothing_on_air_is_ove
     expected = []
     for k in frames:
         expected.append(reference.apply(k, body(k)).copy())
-        expected.append(reference.apply(k, paste(body(k + 1), patch)))
+        expected.append(reference.apply(k, patch.pasted_on(body(k + 1))))
     assert all(np.array_equal(a, b) for a, b in zip(given, expected))
     assert all(b.tobytes() == np.roll(avatar.frames[0], 2 * i, axis=1).tobytes() for i, b in enumerate(bodies))
 
@@ -173,5 +173,5 @@ def test_the_compositor_mouth_blend_is_the_full_path_picture(avatar, landmarks, 
     assert {w for _, w, _ in shown} >= {0.0, 0.25, 0.5, 0.75, 1.0}
     idle = avatar.frames[0]
     for k, weight, picture in shown:
-        expected = reference.apply(k, idle if weight == 0 else paste(idle, mouth, weight))
+        expected = reference.apply(k, idle if weight == 0 else mouth.pasted_on(idle, weight))
         assert np.array_equal(picture, expected), f"frame {k} at weight {weight}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Protocol, Sequence
 
 import attrs
+import cv2
 import numpy as np
 
 from poc.errors import StartupError
@@ -40,6 +41,20 @@ class FacePatch:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+    def blended_over(self, picture: np.ndarray, weight: float = 1.0) -> np.ndarray:
+        """This rectangle of `picture` with the patch over it at `weight` (the pixels themselves
+        at 1; below, cv2.addWeighted: one call, so every paste of a patch gives the same values)."""
+        if weight >= 1.0:
+            return self.pixels
+        y, x, h, w = self.y, self.x, self.height, self.width
+        return cv2.addWeighted(self.pixels, weight, picture[y : y + h, x : x + w], 1.0 - weight, 0.0)
+
+    def pasted_on(self, picture: np.ndarray, weight: float = 1.0) -> np.ndarray:
+        """A copy of `picture` with the patch pasted at `weight`."""
+        out = picture.copy()
+        out[self.y : self.y + self.height, self.x : self.x + self.width] = self.blended_over(picture, weight)
+        return out
 
 
 @attrs.frozen

@@ -163,7 +163,7 @@ class Compositor:
             if weight >= 1.0:
                 return talking
         elif weight >= 1.0:
-            return self._paste(talking, rectangle, 1.0)
+            return rectangle.pasted_on(talking)
         # One output array per frame and no temporaries: the talking frame and then the patch
         # rectangle are each mixed with the idle frame straight into it (the mix is per pixel,
         # so the rectangle can be redone on its own over the body's mix).
@@ -278,17 +278,6 @@ class Compositor:
         if head is None or not head.playing or not head.complete:
             return None
         return max(0, head.end - self.frame) / self.fps
-
-    @staticmethod
-    def _paste(picture: np.ndarray, patch: FacePatch, weight: float) -> np.ndarray:
-        out = picture.copy()
-        y, x, h, w = patch.y, patch.x, patch.height, patch.width
-        region = out[y : y + h, x : x + w]
-        if weight >= 1.0:
-            region[...] = patch.pixels
-        else:
-            cv2.addWeighted(patch.pixels, weight, region, 1.0 - weight, 0.0, dst=region)
-        return out
 
 
 def _fits(patch: FacePatch, shape: tuple[int, ...]) -> bool:

@@ -160,7 +160,7 @@ class Life:
         return out
 
     def apply_patched(self, k: int, body: np.ndarray, patch: FacePatch, weight: float = 1.0) -> np.ndarray:
-        """`apply(k, paste(body, patch, weight))`, pixel for pixel, for a talking frame: the
+        """`apply(k, patch.pasted_on(body, weight))`, pixel for pixel, for a talking frame: the
         living body frame (what `apply(k, body)` draws, held with the pose between updates) with
         only the pixels the patch can reach through the motion drawn anew. A fresh array, or
         the pasted picture when nothing moves at k; never writes to `body` or `patch`."""
@@ -168,11 +168,11 @@ class Life:
         px, py = patch.x, patch.y
         rect = (px, py, px + patch.width, py + patch.height)
         if closure <= 0 and motion is None:
-            return paste(body, patch, weight)
-        mouth = _blend(body, patch, weight)  # the patch rectangle as the compositor pastes it
+            return patch.pasted_on(body, weight)
+        mouth = patch.blended_over(body, weight)  # the patch rectangle as the compositor pastes it
         eyes = self._eyes[self._frame_number(k) % len(self._eyes)] if closure > 0 else ()
         if any(_changes(body, mouth, rect, _rect(e)) for e in eyes):
-            return self.apply(k, paste(body, patch, weight))  # the lid closes over the mouth's pixels
+            return self.apply(k, patch.pasted_on(body, weight))  # the lid closes over the mouth's pixels
         # The living body is drawn once per pose and held: copy it. A body unlike the last one
         # here (a video avatar's next frame) is drawn now for this frame alone: write into it,
         # unless it is the held output of the frame before (already on its way to air).
@@ -283,22 +283,6 @@ def _changes(picture: np.ndarray, pixels: np.ndarray, rect: Box, box: Box) -> bo
         return False
     x0, y0, x1, y1 = part
     return not np.array_equal(pixels[y0 - rect[1] : y1 - rect[1], x0 - rect[0] : x1 - rect[0]], picture[y0:y1, x0:x1])
-
-
-def _blend(picture: np.ndarray, patch: FacePatch, weight: float) -> np.ndarray:
-    """The patch's rectangle of `picture` with the patch pasted at `weight`: the same call on the
-    same pixels as the compositor's paste, so the same values."""
-    if weight >= 1.0:
-        return patch.pixels
-    y, x, h, w = patch.y, patch.x, patch.height, patch.width
-    return cv2.addWeighted(patch.pixels, weight, picture[y : y + h, x : x + w], 1.0 - weight, 0.0)
-
-
-def paste(picture: np.ndarray, patch: FacePatch, weight: float = 1.0) -> np.ndarray:
-    """A copy of `picture` with the patch pasted at `weight` (blended over it below 1)."""
-    out = picture.copy()
-    out[patch.y : patch.y + patch.height, patch.x : patch.x + patch.width] = _blend(picture, patch, weight)
-    return out
 
 
 def _contains(roi: tuple[int, int, int, int], eye: EyeWarp) -> bool:
