@@ -121,3 +121,49 @@ def test_a_restarted_process_reads_the_answer_from_disk_and_a_damaged_file_is_fo
     third = run()
     assert third["searched"] == 1 and third["points"] == first["points"]
     assert np.load(stored).shape == (68, 2)
+
+
+def test_the_disk_cache_keys_by_the_published_predictor_file():
+    """A machine without dlib's predictor (the GPU machine) keys its cache as if it had the
+    published file: this pins that size to the file actually installed."""
+    from poc.face import landmarks
+
+    assert landmarks.predictor_path().stat().st_size == landmarks.PUBLISHED_PREDICTOR_BYTES
+    assert landmarks.predictor_bytes() == landmarks.PUBLISHED_PREDICTOR_BYTES
+
+
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
+def test_answers_carried_to_a_machine_without_dlib_are_found_there(tmp_path):
+    """The cache folder filled where dlib and its predictor exist answers, unchanged, in a
+    process where neither can be imported; a face it has never seen fails clearly there."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        from pathlib import Path
+        import cv2, numpy as np, skimage.data
+        if sys.argv[1] == "without":  # neither dlib nor the predictor's package can be found
+            sys.modules.update(dict.fromkeys(("dlib", "_dlib_pybind11", "face_recognition_models")))
+        from poc.face import landmark_cache, landmarks
+        landmark_cache.CACHE_DIR = Path({str(tmp_path)!r})
+        face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+        out = {{"points": landmarks.detect_landmarks(face).tolist()}}
+        if sys.argv[1] == "without":  # a face the first process never looked at
+            try:
+                landmarks.detect_landmarks(face[::2, ::2].copy())
+                out["unseen"] = "found"
+            except Exception as e:
+                out["unseen"] = type(e).__name__
+        print(json.dumps(out))
+        """
+    )
+
+    def run(mode: str) -> dict:
+        result = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, timeout=120,
+                                env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"})  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout)
+
+    with_dlib = run("with")
+    without = run("without")
+    assert without["points"] == with_dlib["points"]
+    assert without["unseen"] in ("NoFaceFound", "ModuleNotFoundError")

@@ -31,6 +31,8 @@ _DLIB_LOCK = threading.Lock()
 # Landmarks already found, by image content (see detect_landmarks); a video avatar's frames are
 # looked at one by one when its loop is planned, so this holds a few hundred small arrays.
 MAX_REMEMBERED = 1024
+# shape_predictor_68_face_landmarks.dat as face-recognition-models 0.3 ships it
+PUBLISHED_PREDICTOR_BYTES = 99_693_937
 _FOUND: OrderedDict[tuple[bytes, tuple[int, ...], int], np.ndarray | NoFaceFound] = OrderedDict()
 
 
@@ -80,7 +82,7 @@ def _from_disk_or_dlib(digest: bytes, image_bgr: np.ndarray, upsample: int) -> n
     """(caller holds _DLIB_LOCK)"""
     from poc.face import landmark_cache
 
-    key = landmark_cache.file_key(digest, image_bgr.shape, upsample, predictor_path().stat().st_size)
+    key = landmark_cache.file_key(digest, image_bgr.shape, upsample, predictor_bytes())
     stored = landmark_cache.load(key)
     if stored is False:
         return NoFaceFound("no face found in the avatar image")
@@ -89,6 +91,17 @@ def _from_disk_or_dlib(digest: bytes, image_bgr: np.ndarray, upsample: int) -> n
     found = _detect(image_bgr, upsample)
     landmark_cache.store(key, None if isinstance(found, NoFaceFound) else found)
     return found
+
+
+def predictor_bytes() -> int:
+    """The predictor's size, which stands for its version in the disk cache's keys. Without the
+    package (a GPU machine with no network, say) it is the published file's size, so answers
+    found elsewhere with that file and carried in the cache folder are still found; looking for
+    a new face there fails as before."""
+    try:
+        return predictor_path().stat().st_size
+    except (NoFaceFound, OSError):
+        return PUBLISHED_PREDICTOR_BYTES
 
 
 def _detect(image_bgr: np.ndarray, upsample: int) -> np.ndarray | NoFaceFound:
