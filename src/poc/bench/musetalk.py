@@ -6,6 +6,12 @@ default avatar's geometry at the output size, and renders batches of voiced fram
 engine's own batch path. Each stage is timed with the GPU drained at its end: features (Whisper
 over the batch's audio window), UNet, VAE decode (including the copy to the host), and blend
 (resize + feathered paste). Prints one markdown table row per batch size.
+
+The last two columns put the same batches through a CrossStationBatcher, as the service runs
+them: one deep (UNet + decode + copy to the host, then the next batch) and two deep (the next
+batch queued on the device while the host copies and blends the last: batcher.py). Each is one
+render call of several batches, so it runs one Whisper pass for all of them, as the engine does,
+where the serial columns run one per batch; compare the two batcher columns with each other.
 """
 
 from __future__ import annotations
@@ -95,9 +101,11 @@ def _run(args: argparse.Namespace) -> int:
     print(f"device: {_describe(torch, device)}; dtype {_dtype_label(model.dtype, args.dtype)}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up")
     print()
     names = {"features": "features", "unet": "UNet", "vae": "VAE decode", "blend": "blend"}
+    calls = max(2, repeats)  # batches per render call through the batcher: at least two to overlap
     header = ["batch", *(f"{names[s]} ms/frame" for s in STAGES), "total ms/frame", "end-to-end fps", f"real time at {args.fps} fps"]
     if gpu:
         header.append("peak GPU MiB")
+    header += [f"batcher fps, one deep ({calls} batches/call)", "batcher fps, two deep"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for b in batches:
@@ -118,8 +126,31 @@ def _run(args: argparse.Namespace) -> int:
                "yes" if fps >= args.fps else "no"]
         if gpu:
             row.append(f"{torch.cuda.max_memory_allocated() / 2**20:.0f}")
+        row += [f"{_batcher_fps(renderer, audio, b, calls, pipelined):.2f}" for pipelined in (False, True)]
         print("| " + " | ".join(row) + " |", flush=True)
     return 0
+
+
+def _batcher_fps(serial, audio: np.ndarray, batch: int, calls: int, pipelined: bool) -> float:
+    """Frames/s of one render call of `calls` batches of `batch` frames (the serial bench's
+    audio windows, repeated) through a batcher of its own: two deep with the model split into
+    launch and collect (render.ModelStages), one deep with the whole batch as one function."""
+    from functools import partial
+
+    from poc.face.musetalk.batcher import CrossStationBatcher
+    from poc.face.musetalk.render import FrameRenderer, ModelStages, unet_and_decode
+
+    model = serial.model
+    batcher = CrossStationBatcher(ModelStages(model) if pipelined else partial(unet_and_decode, model))
+    try:
+        renderer = FrameRenderer(model, serial.prepared, serial.avatar, serial.fps, seat=batcher.join("bench", batch))
+        renderer.render([(n, n) for n in range(batch)], audio)  # warm-up on the batcher's thread
+        frames = [(k % batch, k) for k in range(batch * calls)]
+        start = time.perf_counter()
+        renderer.render(frames, audio)
+        return len(frames) / (time.perf_counter() - start)
+    finally:
+        batcher.close()
 
 
 def _bench_avatar(size: tuple[int, int], landmarks_file: Path | None = None):

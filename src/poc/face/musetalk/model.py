@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
 from poc.face.base import EngineError
@@ -100,6 +102,7 @@ class VaeCodec:
         self.device = device
         self.dtype = resolve_dtype(device, dtype)
         self._warned_non_finite = False
+        self._host_buffers = HostBufferPool(torch)
         self.vae = vae.to(device=device, dtype=self.dtype).eval()
         self.scaling = float(getattr(vae.config, "scaling_factor", None) or DEFAULT_SCALING)
 
@@ -127,28 +130,75 @@ class VaeCodec:
         return np.concatenate(out) if out else np.zeros((0, 8, LATENT, LATENT), np.float32)
 
     def decode(self, latents: "torch.Tensor") -> np.ndarray:
-        """(B, 4, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR faces on the host.
+        """(B, 4, 32, 32) latents -> (B, 256, 256, 3) uint8 BGR faces on the host; blocks.
 
         NaN or inf from the UNet or the decoder (float16 overflow) raises NonFiniteError: clamp
         passes NaN through and casting NaN to uint8 gives arbitrary pixels, so without the check
         a broken face would reach the stream silently. Failing the batch instead lets the
-        utterance count it and show the idle face, which is at least a face. (The checks cost
-        two small reductions; the copy to the host waits for the GPU anyway.)
+        utterance count it and show the idle face, which is at least a face.
         """
+        return self.collect(self.launch_decode(latents))
+
+    def launch_decode(self, latents: "torch.Tensor") -> "DecodedFaces":
+        """Queue the decode of (B, 4, 32, 32) latents, its uint8 conversion, the finiteness
+        checks and the copy to the host, without waiting for the device; collect() gives the
+        faces. On a CPU the work is done by the time this returns (same code, no CUDA calls).
+
+        Why split: a copy to the host waits for the device, and so does `bool(tensor)`; done at
+        the end of each batch they leave the GPU idle while the host copies, delivers and asks
+        for the next batch. Split, the caller can queue the next batch before waiting for this
+        one (poc.face.musetalk.batcher keeps two in flight). The NaN/inf checks are reduced on
+        the device and travel back with the faces, so they cost no wait of their own. All on
+        the current stream: the copy has to wait for its own batch's decode anyway, and the
+        next batch queued behind it waits only for the copy, about 1.5 MB for 8 faces (well
+        under a millisecond into pinned memory), so a stream of its own would buy nothing."""
         torch = self.torch
         with torch.inference_mode():
             latents = latents.to(self.dtype)
-            self._check_finite(latents, "the UNet")
             img = self.vae.decode(latents / self.scaling).sample
-            self._check_finite(img, "VAE decode")
+            # one flag per stage, UNet first: NaN from the UNet makes the decode NaN as well
+            finite = torch.stack([torch.isfinite(latents).all(), torch.isfinite(img).all()])
             img = ((img / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-            return img.permute(0, 2, 3, 1).flip(-1).contiguous().cpu().numpy()
+            faces = img.permute(0, 2, 3, 1).flip(-1).contiguous()
+            if faces.device.type != "cuda":  # computed already: .cpu() is a no-op on the CPU
+                return DecodedFaces(faces.cpu(), finite.cpu())
+            buffers = self._host_buffers.take(faces.shape, finite.shape)
+            buffers.faces.copy_(faces, non_blocking=True)
+            buffers.finite.copy_(finite, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(faces.device))
+            return DecodedFaces(buffers.faces, buffers.finite, done=done, buffers=buffers)
+
+    def collect(self, launched: "DecodedFaces") -> np.ndarray:
+        """Wait for a launched decode and give its faces as a host array of their own; raise
+        NonFiniteError if a stage gave NaN or inf (see decode)."""
+        try:
+            launched.wait()
+            unet_ok, vae_ok = (bool(flag) for flag in launched.finite.tolist())
+            if not unet_ok:
+                self._non_finite("the UNet")
+            if not vae_ok:
+                self._non_finite("VAE decode")
+            faces = launched.faces.numpy()
+            # a pinned buffer is reused by a later batch: the caller gets a copy
+            return faces.copy() if launched.buffers is not None else faces
+        finally:
+            if launched.buffers is not None:
+                self._host_buffers.give_back(launched.buffers)
+                launched.buffers = None
+
+    def ready(self, launched: "DecodedFaces") -> bool:
+        """Whether collect() would return without waiting for the device."""
+        return launched.done is None or launched.done.query()
 
     def _check_finite(self, x: "torch.Tensor", stage: str) -> None:
-        """Raise NonFiniteError when x holds NaN or inf; the first time, also log a warning
-        with the remedy (the per-batch errors that follow are logged by the caller)."""
-        if bool(self.torch.isfinite(x).all()):
-            return
+        """Raise NonFiniteError when x holds NaN or inf (this waits for the device)."""
+        if not bool(self.torch.isfinite(x).all()):
+            self._non_finite(stage)
+
+    def _non_finite(self, stage: str) -> None:
+        """Raise NonFiniteError for this stage; the first time, also log a warning with the
+        remedy (the per-batch errors that follow are logged by the caller)."""
         message = f"{stage} gave NaN or inf values in {self.dtype} on {self.device}"
         if not self._warned_non_finite:
             self._warned_non_finite = True
@@ -157,6 +207,58 @@ class VaeCodec:
                 hint = " (float16 overflow? try TALKING_FACE_DTYPE=bfloat16 or float32)"
             log.warning("MuseTalk: %s; such batches show the idle face%s", message, hint)
         raise NonFiniteError(message)
+
+
+@attrs.define(eq=False)
+class _HostBuffers:
+    """Page-locked host memory for one batch's faces and flags: a copy from the GPU into
+    pinned memory can run asynchronously (into pageable memory it cannot)."""
+
+    faces: "torch.Tensor"
+    finite: "torch.Tensor"
+
+
+class HostBufferPool:
+    """Pinned buffers per batch shape, reused: allocating pinned memory is slow (a driver
+    call) and pins RAM for good, so each shape keeps as many as were ever in flight at once
+    (two with the batcher's two-deep pipeline). Thread-safe."""
+
+    def __init__(self, torch: Any) -> None:
+        self._torch = torch
+        self._free: dict[tuple[tuple[int, ...], tuple[int, ...]], list[_HostBuffers]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, faces_shape: "torch.Size", finite_shape: "torch.Size") -> _HostBuffers:
+        key = (tuple(faces_shape), tuple(finite_shape))
+        with self._lock:
+            free = self._free.setdefault(key, [])
+            if free:
+                return free.pop()
+        torch = self._torch
+        return _HostBuffers(
+            faces=torch.empty(key[0], dtype=torch.uint8, pin_memory=True),
+            finite=torch.empty(key[1], dtype=torch.bool, pin_memory=True),
+        )
+
+    def give_back(self, buffers: _HostBuffers) -> None:
+        key = (tuple(buffers.faces.shape), tuple(buffers.finite.shape))
+        with self._lock:
+            self._free.setdefault(key, []).append(buffers)
+
+
+@attrs.define(eq=False)
+class DecodedFaces:
+    """A launched decode (VaeCodec.launch_decode): faces (B, 256, 256, 3) uint8 BGR and the
+    per-stage finite flags, on the host once `done` has passed (no event: already there)."""
+
+    faces: "torch.Tensor"
+    finite: "torch.Tensor"
+    done: Any = None  # torch.cuda.Event
+    buffers: _HostBuffers | None = None  # pinned buffers to hand back at collect
+
+    def wait(self) -> None:
+        if self.done is not None:
+            self.done.synchronize()
 
 
 class MuseTalkModel:

@@ -9,7 +9,10 @@ pass (poc.face.musetalk.features), however many batches the batcher cuts them in
 
 Features and the blend are per station (each has its own audio and avatar); the UNet step and the
 VAE decode go through a batcher seat (poc.face.musetalk.batcher) shared by every station on the
-same model, or run in place when the renderer has none (the bench).
+same model, or run in place when the renderer has none (the bench). Through a seat, the faces of
+each batch are blended as soon as that batch comes back, on the station's thread, while the
+batcher already has the device on the next batch (ModelStages splits a batch into launch and
+collect for that); the patches are the same as blending them all at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from poc.face.musetalk.batcher import BatchFailed, Seat
 from poc.face.musetalk.deadlines import StationClock
 from poc.face.musetalk.features import StreamedFeatures
 from poc.face.musetalk.geometry import blend_face
-from poc.face.musetalk.model import MuseTalkModel
+from poc.face.musetalk.model import DecodedFaces, MuseTalkModel
 from poc.face.musetalk.prepare import PreparedAvatar
 from poc.face.musetalk.timing import SAMPLES_PER_STEP, audio_steps_for_frame
 
@@ -92,6 +95,28 @@ def unet_and_decode(
     return list(faces)
 
 
+class ModelStages:
+    """UNet + VAE decode of a batch split for the batcher's pipeline (batcher.Stages): launch
+    queues the batch on the device, collect waits for its faces. On a CPU launch does the work
+    and the batch is ready at once."""
+
+    def __init__(self, model: MuseTalkModel) -> None:
+        self.model = model
+
+    def launch(self, rows: Sequence[FaceRow]) -> DecodedFaces:
+        torch = self.model.torch
+        with torch.inference_mode():
+            latents = torch.stack([row.latents for row in rows])
+            tokens = torch.stack([row.tokens for row in rows])
+            return self.model.codec.launch_decode(self.model.unet_step(latents, tokens))
+
+    def ready(self, launched: DecodedFaces) -> bool:
+        return self.model.codec.ready(launched)
+
+    def collect(self, launched: DecodedFaces) -> list[np.ndarray]:
+        return list(self.model.codec.collect(launched))
+
+
 class FrameRenderer:
     """Renders batches for one avatar with one model at one frame rate.
 
@@ -149,26 +174,33 @@ class FrameRenderer:
                 features = StreamedFeatures(self.model)
             rows = self._rows(list(frames), windows, audio, features)
         counters = [counter for _, counter in frames]
-        faces = self._faces(rows, counters)
+        failures: list[BatchFailed | None] = [None] * len(frames)
 
-        t3 = time.perf_counter()
+        def blend(positions: list[int], faces: list[np.ndarray | BatchFailed]) -> None:
+            t3 = time.perf_counter()
+            for k, face in zip(positions, faces):
+                if isinstance(face, BatchFailed):
+                    failures[k] = face
+                    continue
+                number = self.avatar.frame_number(counters[k])
+                x, y, pixels = blend_face(self.avatar.frame_at(counters[k]), face, self.prepared.geometry[number])
+                patches[k] = FacePatch(x=x, y=y, pixels=pixels)
+            self._lap("blend", t3)
+
+        if self.seat is not None:  # blend each batch as it comes back
+            self.seat.submit(rows, [self.clock.deadline(c) for c in counters], on_batch=blend)
+        else:
+            blend(list(range(len(rows))), self._faces_here(rows))
         errors: list[Exception] = []
-        for k, (counter, face) in enumerate(zip(counters, faces)):
-            if isinstance(face, BatchFailed):
-                if not any(e is face.error for e in errors):
-                    errors.append(face.error)
-                continue
-            number = self.avatar.frame_number(counter)
-            x, y, pixels = blend_face(self.avatar.frame_at(counter), face, self.prepared.geometry[number])
-            patches[k] = FacePatch(x=x, y=y, pixels=pixels)
-        self._lap("blend", t3)
+        for failure in failures:  # in row order, each failed batch's error once
+            if failure is not None and not any(e is failure.error for e in errors):
+                errors.append(failure.error)
         if self.timer is not None:
             self.timer.frames += len(frames)
         return Rendered(patches, errors)
 
-    def _faces(self, rows: list[FaceRow], counters: list[int]) -> list[np.ndarray | BatchFailed]:
-        if self.seat is not None:
-            return self.seat.submit(rows, [self.clock.deadline(c) for c in counters])
+    def _faces_here(self, rows: list[FaceRow]) -> list[np.ndarray | BatchFailed]:
+        """UNet + decode on this thread, one batch, timed for the bench."""
         try:
             return list(unet_and_decode(self.model, rows, self._lap))
         except Exception as error:

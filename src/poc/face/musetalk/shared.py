@@ -5,7 +5,8 @@ belongs to a station: avatars are prepared per engine, audio features and blendi
 utterance. So engines acquire a lease on a shared model: the first acquirer loads it, later ones
 get the same object, and the last release drops it. Each shared model comes with its batcher
 (poc.face.musetalk.batcher) and that batcher's thread, so renders from all its stations are
-batched together; the last release also stops the thread.
+batched together (two batches in flight on a GPU: see the batcher); the last release also stops
+the thread.
 
 Thread-safety: engines are built in worker threads, possibly at the same moment. A lock guards
 the table; a second lock per model makes a concurrent acquirer of the same key wait for the load
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +25,7 @@ import attrs
 
 from poc.face.musetalk.batcher import CrossStationBatcher
 from poc.face.musetalk.model import MuseTalkModel, load_model, resolve_device, resolve_dtype
-from poc.face.musetalk.render import unet_and_decode
+from poc.face.musetalk.render import ModelStages
 from poc.face.musetalk.weights import require_weights
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class SharedModels:
             with shared.loading:
                 if shared.model is None:
                     model = self._load(key.models_dir, key.device, key.dtype)
-                    shared.batcher = CrossStationBatcher(partial(unet_and_decode, model))
+                    shared.batcher = CrossStationBatcher(ModelStages(model))
                     shared.model = model
                     with self._lock:
                         self.loads += 1
