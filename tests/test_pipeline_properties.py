@@ -77,6 +77,9 @@ class FakeUtterance:
         self.engine = engine
         self.failures = 0
 
+    def hear(self, slots: Sequence[SpeechSlot]) -> None:
+        pass  # draws each frame from its own slot: nothing to take ahead
+
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self.engine.delay:
             time.sleep(self.engine.delay * len(slots))

@@ -89,6 +89,13 @@ class Utterance(Protocol):
 
     failures: int
 
+    def hear(self, slots: Sequence[SpeechSlot]) -> None:
+        """These slots will be fed next, in order, perhaps in several pieces: an engine that
+        looks ahead may take their audio now, so the frames fed before them see it (MuseTalk:
+        the whole stretch as look-ahead, one Whisper pass). Returns no frames; a no-op for
+        engines that need no future audio."""
+        ...
+
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]: ...
 
     def finish(self) -> list[RenderedFrame]: ...

@@ -187,6 +187,9 @@ class WarpUtterance:
         self._finished = False
         self.failures = 0  # a warp fault raises: the pipeline catches and counts it
 
+    def hear(self, slots: Sequence[SpeechSlot]) -> None:
+        """A no-op: the mouth track looks only LOOKAHEAD slots ahead, within what is fed."""
+
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self._finished:
             raise RuntimeError("warp utterance: feed() after finish()")

@@ -129,14 +129,18 @@ class FaceStage:
 
     async def lay_and_render(self, state: InFlight, slots: Sequence[SpeechSlot], finish: bool = False) -> None:
         """Lay the slots' audio onto the clock, then render their faces batch by batch
-        (`finish`: the utterance's held-back frames too)."""
+        (`finish`: the utterance's held-back frames too). The engine hears all the slots before
+        the first batch: every frame then has the whole chunk as look-ahead (MuseTalk encodes
+        the chunk's audio once instead of once per batch), and batches still come back one by
+        one, so the first faces are not held up by the last."""
         state.segment.add_slots(slots)  # audio first: it must never wait for the picture
         self._metrics.queued_speech.set(self.queued_seconds())
         for begin in range(0, max(1, len(slots)), self.batch):
             batch = slots[begin : begin + self.batch]
             last = finish and begin + self.batch >= len(slots)
+            ahead = slots if begin == 0 else ()
             frames = await anyio.to_thread.run_sync(
-                self._render, state.utterance, batch, last,
+                self._render, state.utterance, ahead, batch, last,
                 limiter=self.limiter, abandon_on_cancel=True,
             )  # fmt: skip
             state.segment.add_rendered(frames)
@@ -151,12 +155,17 @@ class FaceStage:
             return self._quick_lead_frames
         return self.lead_frames
 
-    def _render(self, utterance: Utterance, slots: Sequence[SpeechSlot], last: bool) -> list[RenderedFrame]:
-        """Faces for these slots. If the engine fails, the idle face stands in: the words
-        still play (a message is never lost to a lip-sync fault), and the fault is logged."""
+    def _render(
+        self, utterance: Utterance, ahead: Sequence[SpeechSlot], slots: Sequence[SpeechSlot], last: bool
+    ) -> list[RenderedFrame]:
+        """Faces for these slots, after hearing `ahead` (these slots and the ones fed next). If
+        the engine fails, the idle face stands in: the words still play (a message is never
+        lost to a lip-sync fault), and the fault is logged."""
         with self._engine_lock:
             recovered = utterance.failures
             try:
+                if ahead:
+                    utterance.hear(ahead)
                 frames = utterance.feed(slots) if slots else []
                 if last:
                     frames += utterance.finish()

@@ -3,7 +3,9 @@
 Slots arrive with exactly their frame's audio at the stream rate. The utterance resamples the
 audio to 16 kHz as it comes and renders a frame once the audio its window reaches (120 ms past
 the frame's start) is in, so `feed` may return fewer frames than it was given and `finish`
-returns the rest (past the end the window is padded, as upstream pads clip ends). Ready frames
+returns the rest (past the end the window is padded, as upstream pads clip ends). The pipeline
+`hear`s each arriving chunk of speech whole before feeding it in batch-size pieces, so every frame
+of the chunk is encoded with all of the chunk as look-ahead, in one Whisper pass. Ready frames
 go through the model in batches of at most `batch_size`; feed/finish return only once their
 frames are done (the UNet and VAE run on the shared batcher's thread meanwhile, the rest on the
 caller's worker thread), so dropping an utterance leaves nothing running on its behalf.
@@ -26,6 +28,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+from collections import deque
 from pathlib import Path
 from typing import Sequence
 
@@ -203,6 +206,7 @@ class MuseTalkUtterance:
         self._fps = fps
         self._resampler = StreamResampler(sample_rate, ENCODER_RATE)
         self._features = StreamedFeatures(renderer.model)  # counts this utterance's Whisper passes
+        self._heard: deque[int] = deque()  # indices of slots heard ahead but not fed yet
         self._pending: list[SpeechSlot] = []  # fed but not yet rendered
         self._done = 0  # frames of this utterance already returned
         self._spoken = False  # a voiced frame has been seen: later frames are inside speech
@@ -211,18 +215,31 @@ class MuseTalkUtterance:
 
     @property
     def encoder_passes(self) -> int:
-        """Whisper encoder passes this utterance has run (at most one per feed or finish that
-        brings frames to render, when its new audio fits the encoder's window)."""
+        """Whisper encoder passes this utterance has run: at most one per stretch of audio that
+        arrives (a hear, or a feed of slots not heard) while frames wait for it, when the
+        stretch fits the encoder's window (poc.face.musetalk.features)."""
         return self._features.passes
+
+    def hear(self, slots: Sequence[SpeechSlot]) -> None:
+        """Take the audio of slots that will be fed next, now: the frames fed before them are
+        then encoded with all of it as look-ahead, in one Whisper pass for the whole stretch
+        however many pieces it is fed in. Feed the same slots afterwards, in order."""
+        if self._finished:
+            raise RuntimeError("hear() after finish()")
+        for slot in slots:
+            self._resampler.push(_mono(slot))
+            self._heard.append(slot.index)
 
     def feed(self, slots: Sequence[SpeechSlot]) -> list[RenderedFrame]:
         if self._finished:
             raise RuntimeError("feed() after finish()")
         for slot in slots:
-            audio = np.asarray(slot.audio)
-            if audio.ndim != 1:
-                raise ValueError(f"slot {slot.index}: audio must be mono 1-D samples, got shape {audio.shape}")
-            self._resampler.push(audio)
+            if self._heard:  # heard ahead: its audio is in already
+                expected = self._heard.popleft()
+                if slot.index != expected:
+                    raise ValueError(f"slot {slot.index} fed where the heard slot {expected} comes next")
+            else:
+                self._resampler.push(_mono(slot))
             self._pending.append(slot)
         if slots:
             self._renderer.clock.observe(slots[0].index)  # fed now: anchors the station's deadlines
@@ -231,6 +248,8 @@ class MuseTalkUtterance:
     def finish(self) -> list[RenderedFrame]:
         if self._finished:
             return []
+        if self._heard:
+            raise RuntimeError(f"finish() before feeding the {len(self._heard)} slots heard ahead")
         self._finished = True
         self._resampler.flush()
         return self._render(final=True)
@@ -289,6 +308,13 @@ class MuseTalkUtterance:
             if self._spoken and k < end:
                 chosen.append(k)
         return chosen
+
+
+def _mono(slot: SpeechSlot) -> np.ndarray:
+    audio = np.asarray(slot.audio)
+    if audio.ndim != 1:
+        raise ValueError(f"slot {slot.index}: audio must be mono 1-D samples, got shape {audio.shape}")
+    return audio
 
 
 def _voiced_audio(n: int) -> np.ndarray:
