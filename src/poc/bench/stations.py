@@ -13,6 +13,9 @@ station's start counts against N, so starting N together must be gap-free.
 the last count while the count is clean (0 underruns, 0 dropped frames and 0 restarts since
 start, and every station's clock making at least 99 % of its frames in the measured window). Prints one
 JSON object: per count, the figures, and per added station the CPU and memory over N=1.
+
+`--engine musetalk --face-only` measures MuseTalk's faces alone, in this process, with no
+service, broker, nginx or encoders (for a lent GPU machine): poc.bench.musetalk_stations.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--talking", type=float, default=0.0, help="share of the time each station talks (0-1)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds on air before measuring")
+    from poc.bench import musetalk_stations  # imported here: it imports this module's LINE_SECONDS
+
+    musetalk_stations.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -192,6 +198,10 @@ def _delete_queues(queues: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from poc.bench import musetalk_stations
+
+    if args.face_only or musetalk_stations.face_only_problem(args):
+        return musetalk_stations.run(args)  # it reports the options it cannot take
     counts = [int(c) for c in str(args.counts).split(",") if c.strip()]
     if not counts or min(counts) < 1 or not 0 <= args.talking <= 1:
         print("poc bench stations: --counts must be positive integers and --talking between 0 and 1")

@@ -1,16 +1,12 @@
 """Tiny random MuseTalk weights in the real file layout, and small avatars.
 
-The files are written exactly as the real ones are (raw `torch.save` state dict for the UNet,
-diffusers `save_pretrained` for the VAE, transformers `save_pretrained` of a
-WhisperForConditionalGeneration for Whisper, so its tensors carry the real `model.` prefix), from
-the real configs shrunk: UNet widths (32, 64, 64, 64), an 8/16-channel VAE, a Whisper encoder of
-the real width (384) and depth (4 layers -> 5 states) with a 3-s window instead of 30 s. So they
-load through the same code as the real weights, at a fraction of the cost.
+The weights come from poc.face.musetalk.random_weights (the benches write the same layout at full
+size): the real file formats from the real configs shrunk, so they load through the same code as
+the real weights, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -28,53 +24,15 @@ transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
 
 from poc.face.avatar import Avatar, load_avatar  # noqa: E402
-from poc.face.musetalk import configs  # noqa: E402
+from poc.face.musetalk.random_weights import write_random_weights  # noqa: E402
 from poc.paths import DEFAULT_AVATAR  # noqa: E402
 
 SIZE = (320, 180)
-TINY_UNET = {**configs.UNET, "block_out_channels": [32, 64, 64, 64], "layers_per_block": 1, "sample_size": 32}
-TINY_VAE = {**configs.VAE, "block_out_channels": [8, 8, 16, 16], "layers_per_block": 1, "norm_num_groups": 4}
-TINY_WHISPER = {
-    **configs.WHISPER,
-    "encoder_ffn_dim": 64,
-    "decoder_layers": 1,
-    "decoder_ffn_dim": 64,
-    "vocab_size": 64,
-    "max_source_positions": 150,  # a 3-s window: 150 steps of 20 ms
-    "max_target_positions": 16,
-    "pad_token_id": 0,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "decoder_start_token_id": 1,
-}
-TINY_CHUNK_SECONDS = 3
 
 
 def write_tiny_weights(models_dir: Path, vae_format: str = "safetensors", whisper_format: str = "safetensors") -> Path:
-    """Write the v1.5 layout with tiny random weights; formats 'safetensors' or 'bin'."""
-    torch.manual_seed(0)
-    unet_dir = models_dir / "musetalkV15"
-    unet_dir.mkdir(parents=True, exist_ok=True)
-    (unet_dir / "musetalk.json").write_text(json.dumps(TINY_UNET, indent=2))
-    unet = diffusers.UNet2DConditionModel.from_config(TINY_UNET)
-    torch.save(unet.state_dict(), unet_dir / "unet.pth")
-
-    vae_dir = models_dir / "sd-vae"
-    vae = diffusers.AutoencoderKL.from_config(TINY_VAE)
-    vae.save_pretrained(vae_dir)
-    if vae_format == "bin":
-        (vae_dir / "diffusion_pytorch_model.safetensors").unlink()
-        torch.save(vae.state_dict(), vae_dir / "diffusion_pytorch_model.bin")
-
-    whisper_dir = models_dir / "whisper"
-    config = transformers.WhisperConfig(**{k: v for k, v in TINY_WHISPER.items() if k != "model_type"})
-    whisper = transformers.WhisperForConditionalGeneration(config)
-    whisper.save_pretrained(whisper_dir)
-    if whisper_format == "bin":
-        (whisper_dir / "model.safetensors").unlink()
-        torch.save({k: v.contiguous() for k, v in whisper.state_dict().items()}, whisper_dir / "pytorch_model.bin")
-    transformers.WhisperFeatureExtractor(feature_size=80, chunk_length=TINY_CHUNK_SECONDS).save_pretrained(whisper_dir)
-    return models_dir
+    """Write the v1.5 layout with tiny random weights (seed 0); formats 'safetensors' or 'bin'."""
+    return write_random_weights(models_dir, tiny=True, vae_format=vae_format, whisper_format=whisper_format)
 
 
 @pytest.fixture(scope="session")
