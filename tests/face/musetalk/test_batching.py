@@ -27,6 +27,7 @@ from poc.face.musetalk.render import FaceRow, unet_and_decode
 from poc.face.musetalk.shared import SharedModels
 
 from .conftest import voiced
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ LATENT_TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def model(tiny_models: Path) -> MuseTalkModel:
-    return load_model(tiny_models, "cpu")
+    return load_model(tiny_models, DEVICE)
 
 
 def rows(model: MuseTalkModel, n: int, seed: int) -> list[FaceRow]:
@@ -95,8 +96,8 @@ def test_two_stations_talking_at_once_share_batches_and_keep_their_own_faces(
     tiny_models: Path, avatar_still: Avatar, avatar_video: Avatar, tmp_path: Path
 ) -> None:
     models = SharedModels()
-    north = MuseTalkEngine(avatar_video, tiny_models, "cpu", BATCH, FPS, RATE, cache_dir=tmp_path, models=models, station="north")
-    south = MuseTalkEngine(avatar_still, tiny_models, "cpu", BATCH, FPS, RATE, cache_dir=tmp_path, models=models, station="south")
+    north = MuseTalkEngine(avatar_video, tiny_models, DEVICE, BATCH, FPS, RATE, cache_dir=tmp_path, models=models, station="north")
+    south = MuseTalkEngine(avatar_still, tiny_models, DEVICE, BATCH, FPS, RATE, cache_dir=tmp_path, models=models, station="south")
     try:
         # alone: one station after the other, so no batch holds both
         alone = {"north": speak(north, 0), "south": speak(south, 5000)}

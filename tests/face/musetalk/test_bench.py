@@ -6,6 +6,7 @@ import argparse
 import pytest
 
 from poc.bench import musetalk as bench
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_tiny_bench_prints_a_markdown_row_per_batch_size(capsys: pytest.CaptureFixture) -> None:
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["musetalk", "--tiny", "--device", "cpu", "--batch-sizes", "1,3", "--repeats", "1", "--size", "640x360"])
+    args = parser.parse_args(["musetalk", "--tiny", "--device", DEVICE, "--batch-sizes", "1,3", "--repeats", "1", "--size", "640x360"])
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("device: ") and "; dtype float32 (auto);" in line for line in lines)

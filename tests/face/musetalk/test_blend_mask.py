@@ -134,7 +134,11 @@ def test_landmark_mask_covers_what_the_rule_cuts_from_a_parse(face, name: str) -
         frame, lm = frame[::shrink, ::shrink], change(lm)
     else:
         frame = FACES[name](frame)
-        lm = detect_landmarks(frame)
+        try:
+            lm = detect_landmarks(frame)
+        except ModuleNotFoundError as missing:  # a GPU machine: dlib's answers travel in a cache,
+            # keyed by the frame's pixels, and another OpenCV may turn the frame differently
+            pytest.skip(f"{missing.name} is not installed and this frame's landmarks were not carried")
     size = (frame.shape[1], frame.shape[0])
     box = face_box(lm, *size)
     parsed, _ = our_alpha(lm, parsed_region(frame, box, label_map(lm, parsing_square(box))), size)

@@ -10,6 +10,7 @@ from poc.face.musetalk.commands import add_avatar_parser, add_models_parser
 from poc.paths import DEFAULT_AVATAR
 
 from .conftest import write_parser_weights
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -84,7 +85,7 @@ def test_models_check_lists_each_missing_file(tmp_path: Path, capsys: pytest.Cap
 
 def test_avatar_prepare_builds_then_loads_from_cache(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     argv = ["avatar", "prepare", str(DEFAULT_AVATAR), "--size", "320x180", "--models-dir", str(tiny_models),
-            "--device", "cpu", "--cache-dir", str(tmp_path)]
+            "--device", DEVICE, "--cache-dir", str(tmp_path)]
     args = parse(argv)
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -111,14 +112,14 @@ def test_avatar_prepare_uses_the_parser_when_its_weights_exist(
     tiny_models_with_parser: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     args = parse(["avatar", "prepare", str(DEFAULT_AVATAR), "--size", "320x180", "--models-dir",
-                  str(tiny_models_with_parser), "--device", "cpu", "--cache-dir", str(tmp_path)])
+                  str(tiny_models_with_parser), "--device", DEVICE, "--cache-dir", str(tmp_path)])
     assert args.func(args) == 0
     # random parser weights see no skin: every frame falls back to the landmarks, and it says so
     assert "landmark masks" in capsys.readouterr().out
 
 
 def test_avatar_prepare_refuses_an_unknown_precision_in_one_line(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    args = parse(["avatar", "prepare", str(DEFAULT_AVATAR), "--models-dir", str(tiny_models), "--device", "cpu",
+    args = parse(["avatar", "prepare", str(DEFAULT_AVATAR), "--models-dir", str(tiny_models), "--device", DEVICE,
                   "--dtype", "int8", "--cache-dir", str(tmp_path)])
     assert args.func(args) == 2
     err = capsys.readouterr().err

@@ -19,6 +19,7 @@ from poc.face.musetalk.model import MuseTalkModel, NonFiniteError, load_model, r
 from poc.face.musetalk.render import FrameRenderer
 
 from .conftest import voiced
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -41,12 +42,12 @@ LATENT_TOLERANCE = {"float16": 0.01, "bfloat16": 0.05}
 @pytest.fixture(scope="module")
 def reference(tiny_models: Path, avatar_video: Avatar, tmp_path_factory: pytest.TempPathFactory) -> MuseTalkEngine:
     """A float32 engine: its prepared avatar feeds every dtype, so only the model's dtype differs."""
-    return MuseTalkEngine(avatar_video, tiny_models, "cpu", 8, FPS, RATE, cache_dir=tmp_path_factory.mktemp("cache"), dtype="float32")
+    return MuseTalkEngine(avatar_video, tiny_models, DEVICE, 8, FPS, RATE, cache_dir=tmp_path_factory.mktemp("cache"), dtype="float32")
 
 
 @pytest.fixture(scope="module", params=HALF)
 def half(request: pytest.FixtureRequest, tiny_models: Path) -> MuseTalkModel:
-    return load_model(tiny_models, "cpu", request.param)
+    return load_model(tiny_models, DEVICE, request.param)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +93,7 @@ def test_an_unknown_dtype_is_an_engine_error(tiny_models: Path) -> None:
     with pytest.raises(EngineError, match="unknown dtype 'int8'"):
         resolve_dtype("cpu", "int8")
     with pytest.raises(EngineError, match="unknown dtype 'half'"):
-        load_model(tiny_models, "cpu", "half")  # before any weights are read
+        load_model(tiny_models, DEVICE, "half")  # before any weights are read
 
 
 def test_every_network_and_the_position_code_use_the_chosen_dtype(half: MuseTalkModel) -> None:
@@ -132,8 +133,8 @@ def test_half_precision_reference_latents_are_close_to_float32(half: MuseTalkMod
 def test_float16_overflow_in_decode_is_an_error_not_garbage(tiny_models: Path, caplog: pytest.LogCaptureFixture) -> None:
     """3e4 / 0.18215 is past float16's largest value (65504): the decoder sees inf."""
     latents = torch.full((1, 4, 32, 32), 3e4)
-    assert load_model(tiny_models, "cpu", "float32").codec.decode(latents).shape == (1, 256, 256, 3)
-    codec = load_model(tiny_models, "cpu", "float16").codec
+    assert load_model(tiny_models, DEVICE, "float32").codec.decode(latents).shape == (1, 256, 256, 3)
+    codec = load_model(tiny_models, DEVICE, "float16").codec
     with caplog.at_level(logging.WARNING, logger="poc.face.musetalk.model"):
         for _ in range(2):
             with pytest.raises(NonFiniteError, match="VAE decode gave NaN or inf values in torch.float16"):
@@ -148,7 +149,7 @@ def test_a_float16_engine_renders_and_counts_overflowing_batches_as_failures(
     tiny_models: Path, avatar_still: Avatar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="poc.face.musetalk.model"):
-        engine = MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, FPS, RATE, cache_dir=tmp_path, dtype="float16")
+        engine = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, dtype="float16")
     assert any(m.startswith("MuseTalk v1.5 loaded") and "on cpu (torch.float16)" in m for m in caplog.messages)
     model = engine._renderer.model
     assert model.dtype == torch.float16 and engine.prepared.latents.dtype == np.float32

@@ -14,6 +14,7 @@ from poc.face.base import EngineError, RenderedFrame, SpeechSlot
 from poc.face.musetalk.engine import MuseTalkEngine
 
 from .conftest import voiced
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ RATE = 48000
 
 @pytest.fixture(scope="module")
 def engine(tiny_models: Path, avatar_video: Avatar, tmp_path_factory: pytest.TempPathFactory) -> MuseTalkEngine:
-    return MuseTalkEngine(avatar_video, tiny_models, "cpu", 6, 25, RATE, cache_dir=tmp_path_factory.mktemp("cache"))
+    return MuseTalkEngine(avatar_video, tiny_models, DEVICE, 6, 25, RATE, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 def slots_for(audio: np.ndarray, fps: int, rate: int, first_index: int) -> list[SpeechSlot]:
@@ -132,7 +133,7 @@ def test_trailing_silence_held_at_finish_shows_the_idle_face(engine: MuseTalkEng
 
 
 def test_30fps_at_44100_hz_gives_one_frame_per_slot(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
-    e30 = MuseTalkEngine(avatar_still, tiny_models, "cpu", 8, 30, 44100, cache_dir=tmp_path)
+    e30 = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 8, 30, 44100, cache_dir=tmp_path)
     slots = slots_for(voiced(44100 * 2 // 3, 44100), 30, 44100, first_index=5)  # 20 frames
     assert {len(s.audio) for s in slots} == {1470}
     frames, _ = feed_in_pieces(e30.start_utterance(), slots, [4, 9])
@@ -178,7 +179,7 @@ def test_warm_up_measures_and_sets_the_lead(engine: MuseTalkEngine, caplog: pyte
 
 
 def test_a_closed_engine_starts_nothing(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
-    e = MuseTalkEngine(avatar_still, tiny_models, "cpu", 2, 25, RATE, cache_dir=tmp_path)
+    e = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 2, 25, RATE, cache_dir=tmp_path)
     assert e.lead_seconds == pytest.approx(2 / 25 + 0.12, abs=0.01)  # before warm-up: a batch of real time
     assert (tmp_path / e.prepared.key / "meta.json").is_file()
     e.close()
@@ -188,9 +189,9 @@ def test_a_closed_engine_starts_nothing(tiny_models: Path, avatar_still: Avatar,
 
 def test_bad_engine_arguments_are_start_up_errors(tiny_models: Path, avatar_still: Avatar) -> None:
     with pytest.raises(EngineError, match="batch size"):
-        MuseTalkEngine(avatar_still, tiny_models, "cpu", 0, 25, RATE)
+        MuseTalkEngine(avatar_still, tiny_models, DEVICE, 0, 25, RATE)
     with pytest.raises(EngineError, match="fps"):
-        MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, 0, RATE)
+        MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, 0, RATE)
 
 
 def test_window_steps_outside_the_utterance_are_zero_padding(engine: MuseTalkEngine, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ from poc.face.musetalk import configs, manifest
 from poc.face.musetalk.weights import check_weights, load_state_dict
 
 from .conftest import write_tiny_weights
+from .on_device import DEVICE
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -179,6 +180,6 @@ def test_a_safetensors_vae_under_the_old_names_loads(tmp_path: Path) -> None:
     assert {n.split(".")[-2] for n in old if ".mid_block.attentions.0." in n} == {"group_norm", *OLD_ATTENTION}
     save_file(old, str(path))
     assert check_weights(models, ("vae",)) == []
-    loaded = load_vae(models, "cpu").vae.state_dict()
+    loaded = load_vae(models, DEVICE).vae.state_dict()
     for name in ("encoder.mid_block.attentions.0.to_q.weight", "decoder.mid_block.attentions.0.to_out.0.bias"):
         assert torch.equal(loaded[name], state[name])

@@ -14,6 +14,7 @@ from poc.face.musetalk.engine import MuseTalkEngine
 from poc.face.musetalk.model import MuseTalkModel, load_model, positional_encoding, resolve_device
 
 from .conftest import voiced
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -21,12 +22,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def model(tiny_models: Path) -> MuseTalkModel:
-    return load_model(tiny_models, "cpu")
+    return load_model(tiny_models, DEVICE)
 
 
-def test_weights_load_on_cpu_in_float32(model: MuseTalkModel) -> None:
-    assert model.device == "cpu" and model.dtype == torch.float32
-    assert next(model.unet.parameters()).dtype == torch.float32
+def test_weights_load_on_the_device_in_its_default_dtype(model: MuseTalkModel) -> None:
+    """float32 on the CPU, float16 on a GPU ('auto')."""
+    expected = torch.float16 if DEVICE.startswith("cuda") else torch.float32
+    assert model.device == DEVICE and model.dtype == expected
+    assert next(model.unet.parameters()).dtype == expected
     assert model.unet.config.cross_attention_dim == 384 and model.unet.config.in_channels == 8
 
 
@@ -86,7 +89,7 @@ def test_a_missing_torch_is_a_start_up_error_with_the_install_hint(
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     with pytest.raises(EngineError, match=r"needs the musetalk extra: pip install 'poc\[musetalk\]'"):
-        MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, 25, 48000)
+        MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, 25, 48000)
 
 
 def test_importing_poc_and_the_package_does_not_import_torch() -> None:

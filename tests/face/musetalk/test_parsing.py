@@ -39,6 +39,7 @@ from poc.face.musetalk.prepare import prepare_avatar
 from poc.face.musetalk.weights import check_weights, optional_notes
 
 from .conftest import write_parser_weights
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -70,7 +71,7 @@ class DrawnParser(FaceParser):
 
 @pytest.fixture(scope="module")
 def codec(tiny_models: Path) -> VaeCodec:
-    return load_vae(tiny_models, "cpu")
+    return load_vae(tiny_models, DEVICE)
 
 
 def test_the_jaw_kernel_grows_skin_16_px_up_and_a_6_px_point_down() -> None:
@@ -127,7 +128,7 @@ def test_the_parsed_region_covers_the_box_below_its_centre_only(avatar_still: Av
 
 def test_random_weights_in_the_published_layout_load_and_parse(tiny_models_with_parser: Path, avatar_still: Avatar) -> None:
     assert check_weights(tiny_models_with_parser) == [] and optional_notes(tiny_models_with_parser) == []
-    parser = load_parser(tiny_models_with_parser, "cpu")
+    parser = load_parser(tiny_models_with_parser, DEVICE)
     assert parser is not None
     state = torch.load(tiny_models_with_parser / "face-parse-bisent/79999_iter.pth", weights_only=True)
     loaded = parser.net.state_dict()
@@ -144,7 +145,7 @@ def test_random_weights_in_the_published_layout_load_and_parse(tiny_models_with_
 def test_a_checkpoint_without_batch_norm_step_counters_loads(tmp_path: Path) -> None:
     write_parser_weights(tmp_path, drop_step_counters=True)
     assert check_weights(tmp_path, ("parser",)) == []
-    parser = load_parser(tmp_path, "cpu")
+    parser = load_parser(tmp_path, DEVICE)
     assert parser is not None and not any(b.is_meta for b in parser.net.buffers())
 
 
@@ -154,7 +155,7 @@ def test_a_truncated_parser_file_is_corrupt_and_refused(tmp_path: Path) -> None:
     (line,) = check_weights(tmp_path, ("parser",))
     assert line.startswith(f"corrupt {path}") and "vivym/face-parsing-bisenet" in line and "\n" not in line
     with pytest.raises(EngineError, match="corrupt .*79999_iter.pth"):
-        load_parser(tmp_path, "cpu")
+        load_parser(tmp_path, DEVICE)
 
 
 def test_a_checkpoint_of_another_network_is_corrupt(tmp_path: Path) -> None:
@@ -169,7 +170,7 @@ def test_a_checkpoint_of_another_network_is_corrupt(tmp_path: Path) -> None:
 
 def test_without_the_parser_weights_the_layout_is_complete_with_a_note(tiny_models: Path) -> None:
     assert check_weights(tiny_models) == []
-    assert load_parser(tiny_models, "cpu") is None
+    assert load_parser(tiny_models, DEVICE) is None
     (note,) = optional_notes(tiny_models)
     assert note.startswith("optional: ") and "face-parse-bisent/79999_iter.pth" in note and "landmarks" in note
 
@@ -213,7 +214,7 @@ def test_a_parse_without_skin_falls_back_to_the_landmark_mask(
 def test_the_engine_prepares_with_the_parser_when_its_weights_exist(
     tiny_models_with_parser: Path, avatar_still: Avatar, tmp_path: Path
 ) -> None:
-    engine = MuseTalkEngine(avatar_still, tiny_models_with_parser, "cpu", 4, 25, 48000, cache_dir=tmp_path)
+    engine = MuseTalkEngine(avatar_still, tiny_models_with_parser, DEVICE, 4, 25, 48000, cache_dir=tmp_path)
     meta = json.loads((tmp_path / engine.prepared.key / "meta.json").read_text())
     assert meta["mask"].startswith("parsed:")
     engine.close()

@@ -14,6 +14,7 @@ from poc.face.musetalk.prepare import prepare_avatar, vae_fingerprint
 from poc.paths import DEFAULT_AVATAR
 
 from .conftest import SIZE
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ class CountingEncoder:
 
 @pytest.fixture(scope="module")
 def codec(tiny_models: Path) -> VaeCodec:
-    return load_vae(tiny_models, "cpu")
+    return load_vae(tiny_models, DEVICE)
 
 
 def test_a_still_is_prepared_then_reused_from_the_cache(codec: VaeCodec, avatar_still: Avatar, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from .conftest import voiced
 from .test_batcher import wait_until
 from .test_batching import LATENT_TOLERANCE, rows, unet
 from .test_engine import feed_in_pieces, slots_for
+from .on_device import DEVICE
 
 WAIT_S = 10.0  # upper bound for anything a test waits on
 
@@ -116,7 +117,7 @@ def test_a_warming_seat_runs_each_submission_whole_in_its_own_shapes_and_only_th
 
 @pytest.mark.slow
 def test_pad_rows_do_not_change_the_real_rows(tiny_models: Path) -> None:
-    model = load_model(tiny_models, "cpu")
+    model = load_model(tiny_models, DEVICE)
     real = rows(model, 5, seed=3)
     shapes: list[int] = []
 
@@ -150,7 +151,7 @@ def test_after_warm_up_odd_ready_counts_run_only_in_warmed_shapes(
     tiny_models: Path, avatar_still: Avatar, tmp_path: Path
 ) -> None:
     rate, fps, batch = 48000, 25, 8
-    engine = MuseTalkEngine(avatar_still, tiny_models, "cpu", batch, fps, rate, cache_dir=tmp_path, models=SharedModels(), station="s")
+    engine = MuseTalkEngine(avatar_still, tiny_models, DEVICE, batch, fps, rate, cache_dir=tmp_path, models=SharedModels(), station="s")
     try:
         engine.warm_up()  # through the batcher, so on its runner thread (test_batcher.py)
         warmed = engine.batching

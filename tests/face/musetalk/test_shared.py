@@ -16,9 +16,13 @@ import pytest
 from poc.face.avatar import Avatar
 from poc.face.base import EngineError, SpeechSlot
 from poc.face.musetalk.engine import MuseTalkEngine
+from poc.face.musetalk.model import resolve_dtype
 from poc.face.musetalk.shared import SHARED_MODELS, ModelKey, SharedModels
 
 from .conftest import voiced
+from .on_device import DEVICE
+
+AUTO_DTYPE = str(resolve_dtype(DEVICE)).removeprefix("torch.")  # what "auto" means on DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -39,14 +43,15 @@ def test_two_engines_share_one_load_and_the_last_close_frees_it(
 ) -> None:
     models = SharedModels()
     monkeypatch.chdir(tiny_models.parent)
-    first = MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, FPS, RATE, cache_dir=tmp_path, models=models, station="one")
-    # the same folder spelled relatively, and "auto" for the dtype it resolves to on the CPU
+    first = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, models=models, station="one")
+    # the same folder spelled relatively, "auto" for the device (the only one here), and the
+    # dtype that "auto" resolves to on it named outright
     second = MuseTalkEngine(
-        avatar_video, Path(os.path.relpath(tiny_models)), "auto", 4, FPS, RATE, cache_dir=tmp_path, dtype="float32", models=models
+        avatar_video, Path(os.path.relpath(tiny_models)), "auto", 4, FPS, RATE, cache_dir=tmp_path, dtype=AUTO_DTYPE, models=models
     )
     model = first._renderer.model
     assert second._renderer.model is model and models.loads == 1
-    assert models.held() == [ModelKey(tiny_models.resolve(), "cpu", "float32")]
+    assert models.held() == [ModelKey(tiny_models.resolve(), DEVICE, AUTO_DTYPE)]
     assert first.prepared.key != second.prepared.key  # avatars stay per engine
     gone = weakref.ref(model)
     del model
@@ -62,7 +67,7 @@ def test_two_engines_share_one_load_and_the_last_close_frees_it(
     second.close()
     gc.collect()
     assert models.held() == [] and gone() is None  # the weights are freed
-    third = MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, FPS, RATE, cache_dir=tmp_path, models=models)
+    third = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, models=models)
     assert models.loads == 2  # loaded afresh once nobody held it
     third.close()
 
@@ -75,7 +80,7 @@ def test_engines_built_at_the_same_moment_load_once(tiny_models: Path) -> None:
     def acquire() -> None:
         start.wait()
         try:
-            leases.append(models.acquire(tiny_models, "cpu"))
+            leases.append(models.acquire(tiny_models, DEVICE))
         except Exception as e:  # reported below rather than lost in the thread
             errors.append(e)
 
@@ -99,10 +104,10 @@ def test_a_failed_load_is_not_remembered(models_copy: Path, avatar_still: Avatar
     good = unet.read_bytes()
     unet.write_bytes(good[: len(good) // 2])
     with pytest.raises(EngineError):
-        MuseTalkEngine(avatar_still, models_copy, "cpu", 4, FPS, RATE, cache_dir=tmp_path, models=models)
+        MuseTalkEngine(avatar_still, models_copy, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, models=models)
     assert models.held() == [] and models.loads == 0
     unet.write_bytes(good)
-    engine = MuseTalkEngine(avatar_still, models_copy, "cpu", 4, FPS, RATE, cache_dir=tmp_path, models=models)
+    engine = MuseTalkEngine(avatar_still, models_copy, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, models=models)
     assert models.loads == 1
     engine.close()
 
@@ -110,16 +115,16 @@ def test_a_failed_load_is_not_remembered(models_copy: Path, avatar_still: Avatar
 def test_unusable_choices_fail_before_any_load(tiny_models: Path) -> None:
     models = SharedModels()
     with pytest.raises(EngineError, match="unknown dtype"):
-        models.acquire(tiny_models, "cpu", "int8")
+        models.acquire(tiny_models, DEVICE, "int8")
     assert models.loads == 0 and models.held() == []
 
 
 def test_engines_share_the_process_model_by_default(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
-    a = MuseTalkEngine(avatar_still, tiny_models, "cpu", 2, FPS, RATE, cache_dir=tmp_path)
-    b = MuseTalkEngine(avatar_still, tiny_models, "cpu", 2, FPS, RATE, cache_dir=tmp_path)
+    a = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 2, FPS, RATE, cache_dir=tmp_path)
+    b = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 2, FPS, RATE, cache_dir=tmp_path)
     try:
         assert a._renderer.model is b._renderer.model
-        assert ModelKey.of(tiny_models, "cpu") in SHARED_MODELS.held()
+        assert ModelKey.of(tiny_models, DEVICE) in SHARED_MODELS.held()
         assert a.station != b.station  # unnamed engines still count apart
     finally:
         a.close()
@@ -128,7 +133,7 @@ def test_engines_share_the_process_model_by_default(tiny_models: Path, avatar_st
 
 def test_a_closed_engine_keeps_its_last_counters(tiny_models: Path, avatar_still: Avatar, tmp_path: Path) -> None:
     models = SharedModels()
-    engine = MuseTalkEngine(avatar_still, tiny_models, "cpu", 4, FPS, RATE, cache_dir=tmp_path, models=models, station="s")
+    engine = MuseTalkEngine(avatar_still, tiny_models, DEVICE, 4, FPS, RATE, cache_dir=tmp_path, models=models, station="s")
     speak(engine, 4)
     engine.close()
     counters = engine.batching

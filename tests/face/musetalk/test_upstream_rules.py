@@ -36,6 +36,7 @@ from poc.face.musetalk.render import FrameRenderer
 from poc.paths import DEFAULT_AVATAR
 
 from .conftest import voiced
+from .on_device import DEVICE
 
 RATE = 16_000
 SAMPLES_PER_STEP = RATE // 50  # one encoder step per 20 ms
@@ -65,7 +66,7 @@ def upstream_box(lm: np.ndarray, width: int, height: int, bbox_shift: int = 0, m
 
 @pytest.fixture(scope="module")
 def model(tiny_models: Path) -> MuseTalkModel:
-    return load_model(tiny_models, "cpu")
+    return load_model(tiny_models, DEVICE)
 
 
 @pytest.fixture(scope="module")

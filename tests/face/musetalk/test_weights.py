@@ -15,6 +15,7 @@ from poc.face.musetalk.model import load_model, load_vae
 from poc.face.musetalk.weights import FILES, check_weights, fetch_weights, optional_notes
 
 from .conftest import write_tiny_weights
+from .on_device import DEVICE
 
 # Builds and runs MuseTalk's networks on the CPU: left out of the fast lane (README, Tests).
 pytestmark = pytest.mark.slow
@@ -28,7 +29,7 @@ def test_bin_checkpoints_are_accepted_and_load(tmp_path: Path) -> None:
     models = write_tiny_weights(tmp_path / "models", vae_format="bin", whisper_format="bin")
     assert not (models / "whisper/model.safetensors").exists()
     assert check_weights(models) == []
-    model = load_model(models, "cpu")
+    model = load_model(models, DEVICE)
     assert model.window_steps == 150
 
 
@@ -108,7 +109,7 @@ def test_old_vae_attention_names_are_accepted_and_loaded(tmp_path: Path) -> None
     assert any(".proj_attn." in k for k in old)
     torch.save(old, path)
     assert check_weights(models) == []
-    codec = load_vae(models, "cpu")
+    codec = load_vae(models, DEVICE)
     loaded = codec.vae.state_dict()
     key = next(k for k in state if ".to_out.0.weight" in k)
     assert torch.equal(loaded[key], state[key])
@@ -135,7 +136,7 @@ def test_fetch_with_nothing_missing_needs_no_network(tiny_models_with_parser: Pa
 def test_the_engine_refuses_to_start_on_a_missing_file(models_copy: Path, avatar_still: Avatar, tmp_path: Path) -> None:
     (models_copy / "whisper/preprocessor_config.json").unlink()
     with pytest.raises(EngineError, match="missing .*whisper/preprocessor_config.json"):
-        MuseTalkEngine(avatar_still, models_copy, "cpu", 4, 25, 48000, cache_dir=tmp_path / "cache")
+        MuseTalkEngine(avatar_still, models_copy, DEVICE, 4, 25, 48000, cache_dir=tmp_path / "cache")
 
 
 def test_fetch_puts_every_file_where_the_check_looks(
