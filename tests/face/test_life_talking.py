@@ -73,6 +73,7 @@ def assert_same_as_full_path(life: Life, reference: Life, frames: list[int], bod
             assert diff == 0, f"frame {k}, weight {weight}: {diff} levels off"
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 @pytest.mark.parametrize("engine", [warp_mouth, musetalk_mouth])
 def test_a_talking_frame_is_the_full_path_picture_through_fade_in_and_blinks(avatar, landmarks, engine) -> None:
     life, reference = life_of(avatar, landmarks), life_of(avatar, landmarks)
@@ -110,6 +111,7 @@ def edge_patches(life: Life, picture: np.ndarray) -> dict[str, FacePatch]:
     }
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 @pytest.mark.parametrize("where", EDGE_CASES)
 def test_mouth_boxes_at_the_region_edge_and_by_the_eyes(avatar, landmarks, where: str) -> None:
     life, reference = life_of(avatar, landmarks), life_of(avatar, landmarks)
@@ -130,6 +132,7 @@ def test_blinks_without_motion_by_the_eyes(avatar, landmarks, where: str) -> Non
     assert_same_as_full_path(life, reference, blinking + [blinking[-1] + 1], lambda k: picture, patch)
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_a_body_that_changes_every_frame_is_drawn_once_and_nothing_on_air_is_overwritten(avatar, landmarks) -> None:
     """A video avatar's body is a new picture each frame: it is drawn for that frame alone (and
     written into), never over an output already handed out, idle or talking."""

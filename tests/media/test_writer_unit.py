@@ -123,6 +123,7 @@ def test_offer_never_blocks_while_ffmpeg_stops_reading_and_drops_are_counted(han
         assert time.monotonic() - started < 5, "close waited on the stuck ffmpeg"
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 def test_an_ffmpeg_that_stops_reading_is_replaced_after_the_write_deadline(hanging_server, caplog) -> None:
     port, connections = hanging_server
     caplog.set_level(logging.WARNING, logger="poc.media.writer")
@@ -173,6 +174,7 @@ def refusing_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
 @pytest.mark.parametrize("size", [(64, 48), (320, 240)], ids=["frames-smaller-than-the-pipe", "larger"])
 def test_a_server_that_refuses_the_connection_is_never_reported_up(size: tuple[int, int]) -> None:
     # ffmpeg reads its probe frame (and the pipe takes a few small ones) before it connects, so

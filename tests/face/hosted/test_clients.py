@@ -55,6 +55,7 @@ def test_a_job_that_fails_raises_failed_naming_the_vendor(vendor: Vendor) -> Non
     assert vendor.name in str(caught.value) and "\n" not in str(caught.value)
 
 
+@pytest.mark.slow  # waits out a deadline: the full suite runs it, the fast lane does not
 def test_a_job_that_never_finishes_times_out_at_the_deadline(vendor: Vendor) -> None:
     vendor.sim.job_plan = "never"
     started = time.monotonic()
