@@ -2,7 +2,7 @@
 # The MuseTalk check on a lent GPU machine (one NVIDIA GPU, its own PyTorch, no network there).
 #
 #   bash scripts/gpu_check.sh prepare   # here: what must travel, into .gpu/ (git-ignored)
-#   bash scripts/gpu_check.sh run       # there (device tool, carry [".gpu"]): tests and benches
+#   bash scripts/gpu_check.sh run [STEP...]   # there (device tool, carry [".gpu"]): tests and benches
 #
 # `prepare` (here, with the project's .venv) downloads, for the GPU image's Python (3.12 unless
 # GPU_PYTHON says otherwise), the wheels of every package the MuseTalk tests and benches need that
@@ -14,14 +14,18 @@
 # without dlib (poc.face.landmarks.predictor_bytes), plus the default avatar's landmarks at
 # 1280x720 for the benches. About 15 MB in all.
 #
-# `run` (there) installs the wheels into /tmp/site and runs, each under its own timeout:
-#   1. the MuseTalk tests on cuda (POC_TEST_DEVICE=cuda; the broker/RTMP end-to-end test is left
-#      out: no RabbitMQ or nginx there), about a minute;
-#   2. `bench musetalk` in float16 and bfloat16 at batch 1,4,8,16,32, about a minute each;
-#   3. `bench stations --engine musetalk --face-only` in float16 at batch 32: how many talking
-#      stations one card serves with 0 late frames, about 3 minutes.
+# `run` (there) installs the wheels into /tmp/site and runs the steps named (default: all four),
+# each under its own timeout:
+#   tests     the MuseTalk tests on cuda (POC_TEST_DEVICE=cuda; the broker/RTMP end-to-end test is
+#             left out: no RabbitMQ or nginx there), at most 100 s;
+#   bench     `bench musetalk` in float16 and bfloat16 at batch 1,4,8,16,32, about a minute each;
+#   stations  `bench stations --engine musetalk --face-only` in float16 at batch 32: how many
+#             talking stations one card serves with 0 late frames, about 3 minutes;
+#   speed     `bench musetalk` with the speed options of MuseTalkModel.tune: channels-last at
+#             batch 16 and 32, then channels-last with a compiled VAE decoder at 32, 2-3 minutes.
 # It prints everything and writes it under $OUT (the device tool brings that folder back), else
-# ./gpu-check/. Each step has its own timeout; together at most 8 minutes (plus the install), planned for 6 on an H200.
+# ./gpu-check/. One device command may run 10 minutes: make it two, `run tests bench` (at most
+# 280 s) then `run stations speed` (at most 410 s), about 12 minutes of device time with the start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,18 +66,16 @@ EOF
     du -sh .gpu
     ;;
 run)
+    shift
+    steps="${*:-tests bench stations speed}"
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/*.whl
     export PYTHONPATH="/tmp/site:src" PYTHONUNBUFFERED=1
     mkdir -p run/landmarks && cp .gpu/landmarks/*.npy run/landmarks/
     out="${OUT:-gpu-check}"
     mkdir -p "$out"
     nvidia-smi -L | tee "$out/gpu.txt"
-    # 1. the MuseTalk tests on the GPU (tiny random weights in the real layout)
-    POC_TEST_DEVICE=cuda timeout 100 python3 -m pytest -p no:cacheprovider -q -n 4 --timeout 120 \
-        -m "not integration" tests/face/musetalk 2>&1 | tail -40 | tee "$out/tests-cuda.txt" || true
-    # 2. per stage and end to end, full size, random weights. poc's CLI is skipped on purpose so
-    # that the benches run even if a carried wheel were missing: they need only torch, diffusers,
-    # transformers, numpy and cv2.
+    # poc's CLI is skipped on purpose so that the benches run even if a carried wheel were
+    # missing: they need only torch, diffusers, transformers, numpy and cv2.
     bench() {
         python3 -c 'import argparse, sys
 import poc.bench.musetalk as musetalk, poc.bench.musetalk_stations as stations
@@ -84,17 +86,39 @@ stations.add_parser(subparsers)
 args = parser.parse_args(sys.argv[1:])
 sys.exit(args.func(args))' "$@"
     }
-    for dtype in float16 bfloat16; do
-        timeout 90 bash -c "$(declare -f bench); bench musetalk --device cuda --dtype $dtype --batch-sizes 1,4,8,16,32 \
-            --landmarks .gpu/landmarks-1280x720.npy" 2>&1 | tee "$out/bench-$dtype.txt" || true
+    for step in $steps; do
+        case "$step" in
+        tests)  # the MuseTalk tests on the GPU (tiny random weights in the real layout)
+            POC_TEST_DEVICE=cuda timeout 100 python3 -m pytest -p no:cacheprovider -q -n 4 --timeout 120 \
+                -m "not integration" tests/face/musetalk 2>&1 | tail -40 | tee "$out/tests-cuda.txt" || true
+            ;;
+        bench)  # per stage and end to end, full size, random weights
+            for dtype in float16 bfloat16; do
+                timeout 90 bash -c "$(declare -f bench); bench musetalk --device cuda --dtype $dtype \
+                    --batch-sizes 1,4,8,16,32 --landmarks .gpu/landmarks-1280x720.npy" 2>&1 \
+                    | tee "$out/bench-$dtype.txt" || true
+            done
+            ;;
+        stations)  # stations per card, all talking, at the batch size that gave the most frames/s
+            timeout 190 bash -c "$(declare -f bench); bench stations --engine musetalk --face-only --device cuda \
+                --dtype float16 --batch-size 32 --counts 4,6,8,10 --find-max --talking 1.0 --seconds 15 \
+                --landmarks .gpu/landmarks-1280x720.npy" 2>&1 | tee "$out/bench-stations.txt" || true
+            ;;
+        speed)  # what the next speed-ups buy (MuseTalkModel.tune): channels-last, then a compiled decoder
+            timeout 70 bash -c "$(declare -f bench); bench musetalk --device cuda --dtype float16 --batch-sizes 16,32 \
+                --channels-last --landmarks .gpu/landmarks-1280x720.npy" 2>&1 | tee "$out/bench-channels-last.txt" || true
+            timeout 150 bash -c "$(declare -f bench); bench musetalk --device cuda --dtype float16 --batch-sizes 32 \
+                --channels-last --compile --landmarks .gpu/landmarks-1280x720.npy" 2>&1 \
+                | tee "$out/bench-compiled.txt" || true
+            ;;
+        *)
+            echo "unknown step $step (tests, bench, stations, speed)" >&2
+            ;;
+        esac
     done
-    # 3. stations per card, all talking, at the batch size that gave the most frames/s
-    timeout 190 bash -c "$(declare -f bench); bench stations --engine musetalk --face-only --device cuda --dtype float16 \
-        --batch-size 32 --counts 4,6,8,10 --find-max --talking 1.0 --seconds 15 \
-        --landmarks .gpu/landmarks-1280x720.npy" 2>&1 | tee "$out/bench-stations.txt" || true
     ;;
 *)
-    echo "usage: bash scripts/gpu_check.sh prepare | run" >&2
+    echo "usage: bash scripts/gpu_check.sh prepare | run [tests] [bench] [stations] [speed]" >&2
     exit 2
     ;;
 esac

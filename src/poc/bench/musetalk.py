@@ -7,11 +7,15 @@ engine's own batch path. Each stage is timed with the GPU drained at its end: fe
 over the batch's audio window), UNet, VAE decode (including the copy to the host), and blend
 (resize + feathered paste). Prints one markdown table row per batch size.
 
-The last two columns put the same batches through a CrossStationBatcher, as the service runs
+The two batcher columns put the same batches through a CrossStationBatcher, as the service runs
 them: one deep (UNet + decode + copy to the host, then the next batch) and two deep (the next
 batch queued on the device while the host copies and blends the last: batcher.py). Each is one
 render call of several batches, so it runs one Whisper pass for all of them, as the engine does,
 where the serial columns run one per batch; compare the two batcher columns with each other.
+
+The last column is issue 11's latency goal, first frame: from a chunk of speech reaching a
+new utterance (heard, then its first batch fed, as the face stage does) to its first faces back:
+one Whisper pass, one batch through UNet and VAE, the blend (median of three).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_RATE_16K = 16000
+STREAM_RATE = 48000  # the stream's audio, which the engine resamples to 16 kHz itself
 GPU_BATCHES = [1, 4, 8, 16, 32]
 CPU_BATCHES = [1, 4]  # full size on a CPU is ~8 s/frame: keep the run to minutes
 
@@ -55,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help=f"comma-separated (default {','.join(map(str, GPU_BATCHES))} on a GPU, {','.join(map(str, CPU_BATCHES))} on a CPU)",
     )
     p.add_argument("--tiny", action="store_true", help="tiny stand-in networks instead of the full-size ones")
+    p.add_argument("--channels-last", action="store_true", help="UNet and VAE in NHWC (MuseTalkModel.tune)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the VAE decoder (MuseTalkModel.tune); each batch size compiles in its warm-up")
     p.add_argument("--repeats", type=int, default=None, help="timed batches per size (default 5 on a GPU, 1 on a CPU)")
     p.add_argument("--fps", type=int, default=30, help="stream frame rate to compare against (default 30)")
     p.add_argument("--size", type=parse_size, default=(1280, 720), help="output size WxH (default 1280x720)")
@@ -90,6 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     model = build_random(device, tiny=args.tiny, dtype=args.dtype)
+    model.tune(channels_last=args.channels_last, compile_decoder=args.compile)
     build_s = time.perf_counter() - t0
     avatar, prepared = _bench_avatar(args.size, args.landmarks)
     renderer = FrameRenderer(model, prepared, avatar, args.fps)
@@ -98,14 +106,14 @@ def _run(args: argparse.Namespace) -> int:
 
     params = sum(p.numel() for p in model.unet.parameters()) / 1e6
     print(f"MuseTalk v1.5 {'tiny stand-in' if args.tiny else 'full size'}, random weights (UNet {params:.0f} M params, built in {build_s:.1f} s)")
-    print(f"device: {_describe(torch, device)}; dtype {_dtype_label(model.dtype, args.dtype)}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up")
+    print(f"device: {_describe(torch, device)}; dtype {_dtype_label(model.dtype, args.dtype)}; torch {torch.__version__}; output {args.size[0]}x{args.size[1]}; {repeats} timed batch(es) per size after one warm-up{_tuning(args)}")
     print()
     names = {"features": "features", "unet": "UNet", "vae": "VAE decode", "blend": "blend"}
     calls = max(2, repeats)  # batches per render call through the batcher: at least two to overlap
     header = ["batch", *(f"{names[s]} ms/frame" for s in STAGES), "total ms/frame", "end-to-end fps", f"real time at {args.fps} fps"]
     if gpu:
         header.append("peak GPU MiB")
-    header += [f"batcher fps, one deep ({calls} batches/call)", "batcher fps, two deep"]
+    header += [f"batcher fps, one deep ({calls} batches/call)", "batcher fps, two deep", "first frame ms"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for b in batches:
@@ -127,8 +135,36 @@ def _run(args: argparse.Namespace) -> int:
         if gpu:
             row.append(f"{torch.cuda.max_memory_allocated() / 2**20:.0f}")
         row += [f"{_batcher_fps(renderer, audio, b, calls, pipelined):.2f}" for pipelined in (False, True)]
+        row.append(f"{1000 * _first_frame_seconds(renderer, args.fps, b):.0f}")
         print("| " + " | ".join(row) + " |", flush=True)
     return 0
+
+
+def _first_frame_seconds(renderer, fps: int, batch: int, runs: int = 3) -> float:
+    """Issue 11's latency goal, measured as the face stage meets it: seconds from a chunk of
+    speech reaching a new utterance (hear, then feed the first `batch` slots) to its first faces
+    coming back; the median of `runs`. That is one Whisper pass over the chunk, one batch through
+    the UNet and VAE, and the blend. The chunk reaches a second past the batch, so every frame of
+    the batch has its look-ahead and the batch runs whole, at a size already warmed up; the rest
+    is never fed (an utterance may be dropped), so no other batch size is tuned or compiled."""
+    from poc.face.base import SpeechSlot
+    from poc.face.musetalk.engine import MuseTalkUtterance
+
+    renderer.timer = None
+    per_frame = STREAM_RATE // fps
+    count = batch + fps
+    speech = (_voiced(count * per_frame, STREAM_RATE) * 32767).astype(np.int16)
+    slots = [SpeechSlot(index=k, audio=speech[k * per_frame : (k + 1) * per_frame]) for k in range(count)]
+    times = []
+    for _ in range(runs):
+        utterance = MuseTalkUtterance(renderer, fps, STREAM_RATE)
+        start = time.perf_counter()
+        utterance.hear(slots)
+        first = utterance.feed(slots[:batch])
+        times.append(time.perf_counter() - start)
+        if len(first) != batch or any(frame.patch is None for frame in first):
+            raise RuntimeError(f"the first batch gave {len(first)} frames, not {batch} faces")
+    return float(np.median(times))
 
 
 def _batcher_fps(serial, audio: np.ndarray, batch: int, calls: int, pipelined: bool) -> float:
@@ -173,9 +209,15 @@ def _bench_avatar(size: tuple[int, int], landmarks_file: Path | None = None):
     return avatar, PreparedAvatar(key="bench", geometry=(geometry,), latents=latents, landmarks=landmarks[None])
 
 
-def _voiced(n: int) -> np.ndarray:
-    t = np.arange(n) / SAMPLE_RATE_16K
+def _voiced(n: int, rate: int = SAMPLE_RATE_16K) -> np.ndarray:
+    t = np.arange(n) / rate
     return (0.2 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))).astype(np.float32)
+
+
+def _tuning(args: argparse.Namespace) -> str:
+    """'; channels-last; VAE decoder compiled' for the options given ('' for none)."""
+    chosen = [label for flag, label in ((args.channels_last, "channels-last"), (args.compile, "VAE decoder compiled")) if flag]
+    return "".join(f"; {label}" for label in chosen)
 
 
 def _dtype_label(dtype, asked: str) -> str:

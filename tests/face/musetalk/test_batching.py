@@ -44,8 +44,8 @@ def model(tiny_models: Path) -> MuseTalkModel:
 
 def rows(model: MuseTalkModel, n: int, seed: int) -> list[FaceRow]:
     g = torch.Generator().manual_seed(seed)
-    latents = torch.randn(n, 8, 32, 32, generator=g)
-    tokens = model.audio_tokens(torch.randn(n, 10, 5, 384, generator=g))
+    latents = torch.randn(n, 8, 32, 32, generator=g).to(model.device)
+    tokens = model.audio_tokens(torch.randn(n, 10, 5, 384, generator=g).to(model.device))
     return [FaceRow(latents=latents[k], tokens=tokens[k]) for k in range(n)]
 
 

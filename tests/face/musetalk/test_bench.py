@@ -18,15 +18,28 @@ def test_tiny_bench_prints_a_markdown_row_per_batch_size(capsys: pytest.CaptureF
     args = parser.parse_args(["musetalk", "--tiny", "--device", DEVICE, "--batch-sizes", "1,3", "--repeats", "1", "--size", "640x360"])
     assert args.func(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("device: ") and "; dtype float32 (auto);" in line for line in lines)
+    auto = "float16" if DEVICE.startswith("cuda") else "float32"
+    assert any(line.startswith("device: ") and f"; dtype {auto} (auto);" in line for line in lines)
     header = next(line for line in lines if line.startswith("| batch"))
     assert all(stage in header for stage in ("features", "UNet", "VAE decode", "blend", "end-to-end fps"))
+    assert header.split("|")[-2].strip() == "first frame ms"
     rows = [line.split("|")[1:-1] for line in lines if line.startswith("| 1 ") or line.startswith("| 3 ")]
     assert [r[0].strip() for r in rows] == ["1", "3"]
     for r in rows:
         stage_ms = [float(v) for v in r[1:5]]
         assert all(v >= 0 for v in stage_ms) and stage_ms[1] > 0  # the UNet always costs something
         assert float(r[6]) > 0
+        assert float(r[-1]) > 0  # first frame: a Whisper pass and a batch always cost something
+
+
+def test_the_speed_options_are_named_in_the_table_s_heading(capsys: pytest.CaptureFixture) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["musetalk", "--tiny", "--device", DEVICE, "--batch-sizes", "1", "--repeats", "1",
+                              "--size", "640x360", "--channels-last"])  # fmt: skip
+    assert args.func(args) == 0
+    heading = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("device: "))
+    assert heading.endswith("; channels-last") and "compiled" not in heading
 
 
 def test_batch_sizes_must_be_positive_integers() -> None:

@@ -132,7 +132,7 @@ def test_half_precision_reference_latents_are_close_to_float32(half: MuseTalkMod
 
 def test_float16_overflow_in_decode_is_an_error_not_garbage(tiny_models: Path, caplog: pytest.LogCaptureFixture) -> None:
     """3e4 / 0.18215 is past float16's largest value (65504): the decoder sees inf."""
-    latents = torch.full((1, 4, 32, 32), 3e4)
+    latents = torch.full((1, 4, 32, 32), 3e4, device=DEVICE)
     assert load_model(tiny_models, DEVICE, "float32").codec.decode(latents).shape == (1, 256, 256, 3)
     codec = load_model(tiny_models, DEVICE, "float16").codec
     with caplog.at_level(logging.WARNING, logger="poc.face.musetalk.model"):
@@ -142,7 +142,7 @@ def test_float16_overflow_in_decode_is_an_error_not_garbage(tiny_models: Path, c
     warnings = [r.getMessage() for r in caplog.records if "NaN or inf" in r.getMessage()]
     assert len(warnings) == 1 and "TALKING_FACE_DTYPE=bfloat16" in warnings[0]  # once, with the remedy
     with pytest.raises(NonFiniteError, match="the UNet gave NaN"):
-        codec.decode(torch.full((1, 4, 32, 32), float("nan")))
+        codec.decode(torch.full((1, 4, 32, 32), float("nan"), device=DEVICE))
 
 
 def test_a_float16_engine_renders_and_counts_overflowing_batches_as_failures(

@@ -214,7 +214,7 @@ def test_window_steps_outside_the_utterance_are_zero_padding(engine: MuseTalkEng
     real_rows = [sum(n for _, n in batch) for batch in batches]  # each run is padded past these
     assert len(seen) == len(real_rows) and sum(real_rows) == 10
     tokens = torch.cat([run[:n] for run, n in zip(seen, real_rows)])
-    pe = torch.from_numpy(positional_encoding(50, 384))
+    pe = torch.from_numpy(positional_encoding(50, 384)).to(tokens)  # the model's rounding, on its device
     padded = (tokens - pe).abs().amax(dim=2) == 0  # (frame, token): nothing but the position code
     for f in range(10):  # frame f's window is steps 2f-4 .. 2f+5; the audio has steps 0..19
         before, after = max(0, 4 - 2 * f), max(0, 2 * f + 6 - 20)

@@ -48,12 +48,12 @@ def test_audio_features_are_five_states_per_20ms_step(model: MuseTalkModel) -> N
 
 
 def test_tokens_are_time_major_with_the_position_code_added(model: MuseTalkModel) -> None:
-    windows = torch.randn(2, 10, 5, 384)
+    windows = torch.randn(2, 10, 5, 384, device=model.device)
     tokens = model.audio_tokens(windows)
     assert tuple(tokens.shape) == (2, 50, 384)
-    pe = torch.from_numpy(positional_encoding(50, 384))
+    pe = torch.from_numpy(positional_encoding(50, 384)).to(tokens)
     # token t*5 + l is step t, layer l
-    torch.testing.assert_close(tokens[1, 3 * 5 + 2], windows[1, 3, 2] + pe[17])
+    torch.testing.assert_close(tokens[1, 3 * 5 + 2], windows[1, 3, 2].to(tokens) + pe[17])
 
 
 def test_positional_encoding_is_the_sinusoid_table() -> None:
@@ -71,10 +71,25 @@ def test_reference_latents_unet_and_decode_shapes(model: MuseTalkModel) -> None:
     # masked half and full crop differ; the same crop always gives the same latent
     assert not np.allclose(latents[:, :4], latents[:, 4:])
     np.testing.assert_allclose(model.codec.encode_reference(crops[:1]), latents[:1], rtol=1e-4, atol=1e-5)
-    predicted = model.unet_step(torch.from_numpy(latents), model.audio_tokens(torch.randn(3, 10, 5, 384)))
+    tokens = model.audio_tokens(torch.randn(3, 10, 5, 384, device=model.device))
+    predicted = model.unet_step(torch.from_numpy(latents).to(model.device), tokens)
     assert tuple(predicted.shape) == (3, 4, 32, 32)
     faces = model.codec.decode(predicted)
     assert faces.shape == (3, 256, 256, 3) and faces.dtype == np.uint8
+
+
+def test_channels_last_gives_the_same_faces(tiny_models: Path) -> None:
+    """The layout is a speed option only (MuseTalkModel.tune): the faces stay the same, to the
+    kernels' rounding."""
+    plain, tuned = load_model(tiny_models, DEVICE, "float32"), load_model(tiny_models, DEVICE, "float32")
+    tuned.tune(channels_last=True)
+    generator = torch.Generator().manual_seed(3)
+    latents = torch.randn(2, 8, 32, 32, generator=generator).to(DEVICE)
+    windows = torch.randn(2, 10, 5, 384, generator=generator).to(DEVICE)
+    faces = [m.codec.decode(m.unet_step(latents, m.audio_tokens(windows))) for m in (plain, tuned)]
+    kernels = [w for m in (tuned.unet, tuned.codec.vae) for w in m.parameters() if w.dim() == 4]
+    assert kernels and all(w.is_contiguous(memory_format=torch.channels_last) for w in kernels)
+    assert np.abs(faces[0].astype(int) - faces[1].astype(int)).max() <= 1
 
 
 def test_device_choice() -> None:

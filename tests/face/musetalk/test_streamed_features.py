@@ -128,7 +128,7 @@ def offline_features(model: MuseTalkModel, audio16: np.ndarray, fps: int, frames
     steps, zeros outside the audio's whole steps."""
     limit = steps_in_samples(audio16.size)
     states = model.encode_audio(audio16)[:limit]
-    zero = torch.zeros(5, 384, dtype=states.dtype)
+    zero = states.new_zeros(5, 384)
     return torch.stack([
         torch.stack([states[s] if 0 <= s < limit else zero for s in audio_steps_for_frame(f, fps)]) for f in range(frames)
     ])  # fmt: skip

@@ -79,7 +79,7 @@ def encoder_states(model: MuseTalkModel, audio: np.ndarray) -> torch.Tensor:
     steps = audio.size // SAMPLES_PER_STEP
     mel = model.feature_extractor(audio[: steps * SAMPLES_PER_STEP], sampling_rate=RATE, return_tensors="pt").input_features
     with torch.inference_mode():
-        states = model.audio_encoder(mel, output_hidden_states=True).hidden_states
+        states = model.audio_encoder(mel.to(model.device, model.dtype), output_hidden_states=True).hidden_states
     assert len(states) == 5
     return torch.stack(states, dim=2)[0, :steps]
 
@@ -105,13 +105,13 @@ def test_each_frame_gets_its_10_step_window_of_5_stacked_states(
 
     ((latents, tokens),) = seen
     states = encoder_states(model, audio)
-    pe = sinusoid(50, 384)
+    pe = sinusoid(50, 384).to(tokens)  # in the model's dtype, on its device
     for row, f in enumerate(frames):
         start = f * 50 // fps - 4
-        window = torch.stack([states[s] if 0 <= s < len(states) else torch.zeros(5, 384) for s in range(start, start + 10)])
+        window = torch.stack([states[s] if 0 <= s < len(states) else states.new_zeros(5, 384) for s in range(start, start + 10)])
         torch.testing.assert_close(tokens[row], window.reshape(50, 384) + pe, msg=f"frame {f} at {fps} fps")
         # and the reference latent travels to the UNet as prepared, channel order intact
-        torch.testing.assert_close(latents[row], torch.from_numpy(prepared.latents[avatar_still.frame_number(f)]))
+        torch.testing.assert_close(latents[row], torch.from_numpy(prepared.latents[avatar_still.frame_number(f)]).to(latents))
 
 
 @pytest.mark.slow  # runs the tiny networks
@@ -125,11 +125,11 @@ def test_unet_input_is_the_masked_half_then_the_reference(model: MuseTalkModel, 
     seen: list[torch.Tensor] = []
     real = vae.encode
     monkeypatch.setattr(vae, "encode", lambda x: seen.append(x.clone()) or real(x))
-    latents = torch.from_numpy(model.codec.encode_reference(crop))
+    latents = torch.from_numpy(model.codec.encode_reference(crop)).to(model.device)
     monkeypatch.undo()
 
     # pixels: RGB in [-1, 1]; the masked copy is -1 from row 128 down and the crop above it
-    rgb = torch.from_numpy(crop[0, :, :, ::-1].copy()).permute(2, 0, 1).float() / 127.5 - 1
+    rgb = torch.from_numpy(crop[0, :, :, ::-1].copy()).permute(2, 0, 1).to(model.device, model.dtype) / 127.5 - 1
     masked = rgb.clone()
     masked[:, 128:] = -1.0
     (pixels,) = seen
@@ -139,7 +139,7 @@ def test_unet_input_is_the_masked_half_then_the_reference(model: MuseTalkModel, 
         """Posterior mode x scale of both images, the first's latent on channels 0-3."""
         with torch.inference_mode():
             z = vae.encode(torch.stack([first, second])).latent_dist.mode() * SCALE
-        return torch.cat([z[:1], z[1:]], dim=1)
+        return torch.cat([z[:1], z[1:]], dim=1).float()
 
     assert model.codec.scaling == SCALE
     expected = channels(masked, rgb)
@@ -157,7 +157,7 @@ def test_unet_input_is_the_masked_half_then_the_reference(model: MuseTalkModel, 
         assert (latents - wrong).abs().max() > 0.1 * size
 
     # and the UNet's answer depends on the order: swapped halves give another face latent
-    tokens = model.audio_tokens(torch.randn(1, 10, 5, 384, generator=torch.Generator().manual_seed(0)))
+    tokens = model.audio_tokens(torch.randn(1, 10, 5, 384, generator=torch.Generator().manual_seed(0)).to(model.device))
     right = model.unet_step(latents, tokens)
     crossed = model.unet_step(latents[:, [4, 5, 6, 7, 0, 1, 2, 3]], tokens)
     assert (right - crossed).abs().max() > 0.05 * right.abs().max()
