@@ -167,3 +167,16 @@ def test_answers_carried_to_a_machine_without_dlib_are_found_there(tmp_path):
     without = run("without")
     assert without["points"] == with_dlib["points"]
     assert without["unseen"] in ("NoFaceFound", "ModuleNotFoundError")
+
+
+def test_remembered_landmarks_stand_in_for_dlib() -> None:
+    """What a GPU machine without dlib's predictor does with the avatar's points carried as a .npy."""
+    from poc.face import landmarks
+
+    # a noise image has no face: dlib would say so, so these points can only be the remembered ones
+    image = np.random.default_rng(7).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    points = np.random.default_rng(8).uniform(0, 90, (68, 2)).astype(np.float32)
+    landmarks.remember_landmarks(image, points)
+    assert np.array_equal(landmarks.detect_landmarks(image), points)
+    with pytest.raises(ValueError, match="68"):
+        landmarks.remember_landmarks(image, points[:10])

@@ -36,7 +36,6 @@ runs where only torch, diffusers, transformers, numpy, cv2, attrs and anyio are 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -339,6 +338,7 @@ class FaceOnlyBench:
 
     def __init__(self, args: argparse.Namespace, work_dir: Path) -> None:
         from poc.face.avatar import load_avatar
+        from poc.face.landmarks import remember_landmarks
         from poc.face.musetalk import _deps
         from poc.face.musetalk.commands import parse_size
         from poc.face.musetalk.model import resolve_device
@@ -426,21 +426,6 @@ class FaceOnlyBench:
         if self.anchor is not None:
             self.anchor.release()
             self.anchor = None
-
-
-def remember_landmarks(image_bgr: np.ndarray, points: np.ndarray) -> None:
-    """Give poc.face.landmarks these 68 points for this image, as if dlib had found them, so that
-    avatar preparation runs unchanged on a machine without dlib's predictor (it does not travel
-    to the GPU machine). Uses the module's in-process table with its key (content digest, shape,
-    upsample 1), which detect_landmarks reads before anything else."""
-    from poc.face import landmarks
-
-    points = np.asarray(points, np.float32)
-    if points.shape != (68, 2):
-        raise ValueError(f"expected 68 (x, y) landmarks, got shape {points.shape}")
-    digest = hashlib.blake2b(np.ascontiguousarray(image_bgr).data, digest_size=16).digest()
-    with landmarks._DLIB_LOCK:
-        landmarks._FOUND[(digest, image_bgr.shape, 1)] = points
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,6 +78,19 @@ def detect_landmarks(image_bgr: np.ndarray, upsample: int = 1) -> np.ndarray:
     return found.copy()  # callers may shift it in place
 
 
+def remember_landmarks(image_bgr: np.ndarray, points: np.ndarray, upsample: int = 1) -> None:
+    """Take these 68 points as dlib's answer for this image in this process, as if it had found
+    them: a machine without dlib's predictor (the GPU machine: it does not travel) can then
+    prepare an avatar whose landmarks were found elsewhere and carried as a .npy."""
+    points = np.asarray(points, np.float32)
+    if points.shape != (68, 2):
+        raise ValueError(f"expected 68 (x, y) landmarks, got shape {points.shape}")
+    digest = hashlib.blake2b(np.ascontiguousarray(image_bgr).data, digest_size=16).digest()
+    with _DLIB_LOCK:
+        _FOUND[(digest, image_bgr.shape, upsample)] = points.copy()
+        _FOUND.move_to_end((digest, image_bgr.shape, upsample))
+
+
 def _from_disk_or_dlib(digest: bytes, image_bgr: np.ndarray, upsample: int) -> np.ndarray | NoFaceFound:
     """(caller holds _DLIB_LOCK)"""
     from poc.face import landmark_cache

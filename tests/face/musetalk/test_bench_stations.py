@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from poc.bench import musetalk_stations, stations
-from poc.bench.musetalk_stations import count_report, remember_landmarks, run_stations
+from poc.bench.musetalk_stations import count_report, run_stations
 from poc.face.avatar import Avatar
 from poc.face.landmarks import detect_landmarks
 from poc.face.musetalk.engine import MuseTalkEngine
@@ -96,16 +96,6 @@ def test_a_station_whose_frames_are_due_at_once_counts_underruns(engines: list[M
     assert report["frames_rendered"] == LINE_SECONDS * FPS
     assert report["underruns"] > 0 and report["clean"] is False
     assert report["worst_late_ms"] > 0
-
-
-def test_remembered_landmarks_stand_in_for_dlib() -> None:
-    # a noise image has no face: dlib would say so, so these points can only be the remembered ones
-    image = np.random.default_rng(7).integers(0, 256, (90, 160, 3), dtype=np.uint8)
-    points = np.random.default_rng(8).uniform(0, 90, (68, 2)).astype(np.float32)
-    remember_landmarks(image, points)
-    assert np.array_equal(detect_landmarks(image), points)
-    with pytest.raises(ValueError, match="68"):
-        remember_landmarks(image, points[:10])
 
 
 def parse(*argv: str) -> argparse.Namespace:
