@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from poc.face.musetalk import _deps
+    from poc.face.musetalk.engine import voiced_audio
     from poc.face.musetalk.model import build_random, resolve_device
     from poc.face.musetalk.render import STAGES, FrameRenderer, StageTimer
 
@@ -102,7 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     avatar, prepared = _bench_avatar(args.size, args.landmarks)
     renderer = FrameRenderer(model, prepared, avatar, args.fps)
     seconds = max(batches) / args.fps + 1.0
-    audio = _voiced(int(seconds * SAMPLE_RATE_16K))
+    audio = voiced_audio(int(seconds * SAMPLE_RATE_16K))
 
     params = sum(p.numel() for p in model.unet.parameters()) / 1e6
     print(f"MuseTalk v1.5 {'tiny stand-in' if args.tiny else 'full size'}, random weights (UNet {params:.0f} M params, built in {build_s:.1f} s)")
@@ -148,12 +149,12 @@ def _first_frame_seconds(renderer, fps: int, batch: int, runs: int = 3) -> float
     the batch has its look-ahead and the batch runs whole, at a size already warmed up; the rest
     is never fed (an utterance may be dropped), so no other batch size is tuned or compiled."""
     from poc.face.base import SpeechSlot
-    from poc.face.musetalk.engine import MuseTalkUtterance
+    from poc.face.musetalk.engine import MuseTalkUtterance, voiced_audio
 
     renderer.timer = None
     per_frame = STREAM_RATE // fps
     count = batch + fps
-    speech = (_voiced(count * per_frame, STREAM_RATE) * 32767).astype(np.int16)
+    speech = (voiced_audio(count * per_frame, STREAM_RATE) * 32767).astype(np.int16)
     slots = [SpeechSlot(index=k, audio=speech[k * per_frame : (k + 1) * per_frame]) for k in range(count)]
     times = []
     for _ in range(runs):
@@ -207,11 +208,6 @@ def _bench_avatar(size: tuple[int, int], landmarks_file: Path | None = None):
     geometry = frame_geometry(landmarks, *size)
     latents = np.random.default_rng(0).standard_normal((1, 8, 32, 32)).astype(np.float32)
     return avatar, PreparedAvatar(key="bench", geometry=(geometry,), latents=latents, landmarks=landmarks[None])
-
-
-def _voiced(n: int, rate: int = SAMPLE_RATE_16K) -> np.ndarray:
-    t = np.arange(n) / rate
-    return (0.2 * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))).astype(np.float32)
 
 
 def _tuning(args: argparse.Namespace) -> str:

@@ -50,21 +50,17 @@ import attrs
 import numpy as np
 
 from poc.bench.harness import process_tree_rss_mib
-from poc.bench.stations import LINE_SECONDS
+from poc.bench.stations import LINE_SECONDS, measure_counts, parse_counts
 
 if TYPE_CHECKING:
-    from poc.face.avatar import Avatar
     from poc.face.base import RenderedFrame
     from poc.face.musetalk.batcher import BatchCounters
     from poc.face.musetalk.engine import MuseTalkEngine
-    from poc.face.musetalk.shared import ModelLease, SharedModels
+    from poc.face.musetalk.shared import ModelLease
 
-# The service's defaults, written out because importing them would import its settings
-# (pydantic), which the GPU machine lacks: TTS_SAMPLE_RATE (poc.config), the pause between two
-# messages (PipelineOptions.gap_seconds) and the face stage's shortest lead (MIN_LEAD_FRAMES).
+# The service's TTS_SAMPLE_RATE default, written out because importing poc.config would import
+# its settings (pydantic), which the GPU machine lacks.
 SAMPLE_RATE = 44100
-GAP_SECONDS = 0.3
-MIN_LEAD_FRAMES = 2
 DEFAULT_BATCH_SIZE = 8
 WARM_FRAME = 10**9  # where each station thread's warm-up frames sit on its clock (warm_thread)
 
@@ -140,18 +136,11 @@ class StationTally:
 
 
 def voiced_line(seconds: float, sample_rate: int) -> np.ndarray:
-    """int16 vowel-like speech (harmonics of 140 Hz at a syllable-rate swell) that never falls to
-    MuseTalk's silence level, so every frame of the line goes through the model."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
-    level = 0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)
-    return np.clip(0.2 * 32767 * buzz * level / 2, -32768, 32767).astype(np.int16)
+    """int16 speech that never falls to MuseTalk's silence level (engine.voiced_audio), so every
+    frame of the line goes through the model."""
+    from poc.face.musetalk.engine import voiced_audio
 
-
-def lead_frames(engine: MuseTalkEngine, fps: int) -> int:
-    """Frames between the clock's current frame and a line's first, as the face stage sets it
-    from the engine (FaceStage.attach)."""
-    return max(MIN_LEAD_FRAMES, math.ceil(engine.lead_seconds * fps) + 1)
+    return (voiced_audio(int(seconds * sample_rate), sample_rate) * (32767 / 2)).astype(np.int16)
 
 
 def run_station(engine: MuseTalkEngine, plan: StationPlan, tally: StationTally, lead: int | None = None) -> None:
@@ -159,11 +148,13 @@ def run_station(engine: MuseTalkEngine, plan: StationPlan, tally: StationTally, 
     without the compositor); fills `tally`. lead: frames ahead of the clock a line starts
     (default: as the face stage sets it)."""
     from poc.media.timeline import SlotCutter
+    from poc.pipeline.face_stage import lead_frames_for
+    from poc.pipeline.options import PipelineOptions
     from poc.speech.base import SpeechChunk
 
     fps, rate = engine.fps, engine.sample_rate
-    lead = lead_frames(engine, fps) if lead is None else lead
-    gap = max(1, round(GAP_SECONDS * fps))
+    lead = lead_frames_for(engine, fps) if lead is None else lead
+    gap = max(1, round(PipelineOptions().gap_seconds * fps))
     audio = voiced_line(plan.line_seconds, rate)
     due, last_end = plan.first_line, None
     try:
@@ -398,13 +389,15 @@ class FaceOnlyBench:
         return self.engines[:count]
 
     def measure(self, count: int, seconds: float, talking: float) -> dict[str, Any]:
+        from poc.pipeline.face_stage import lead_frames_for
+
         engines = self.engines_for(count)
         if self.cuda:
             self.torch.cuda.reset_peak_memory_stats(self.device)
         tallies, before, after, wall = run_stations(engines, seconds, talking)
         report = count_report(tallies, before, after, seconds, self.fps, talking)
         report["wall_s"] = round(wall, 1)
-        report["lead_frames"] = max(lead_frames(e, self.fps) for e in engines)
+        report["lead_frames"] = max(lead_frames_for(e, self.fps) for e in engines)
         report["peak_gpu_mib"] = round(self.torch.cuda.max_memory_allocated(self.device) / 2**20) if self.cuda else None
         report["rss_mib"] = round(process_tree_rss_mib(os.getpid()), 1)
         return report
@@ -432,32 +425,26 @@ def run(args: argparse.Namespace) -> int:
     """`bench stations --face-only`: each count, then the summary (see the module docstring)."""
     from poc.face.base import EngineError
 
-    counts = [int(c) for c in str(args.counts).split(",") if c.strip()]
+    counts = parse_counts(args.counts)
     problem = face_only_problem(args)
     if problem or not counts or min(counts) < 1 or not 0 <= args.talking <= 1 or args.seconds <= 0:
         problem = problem or "--counts must be positive integers, --talking between 0 and 1, --seconds positive"
         print(f"poc bench stations: {problem}")
         return 2
-    results = []
     with tempfile.TemporaryDirectory(prefix="poc-bench-musetalk-stations-") as tmp:
         try:
             bench = FaceOnlyBench(args, Path(tmp))
         except (EngineError, argparse.ArgumentTypeError, OSError, ValueError) as e:  # settings, device, files, avatar
             print(f"poc bench stations: {e}", file=sys.stderr)
             return 2
+        def measure(count: int) -> dict[str, Any]:
+            try:
+                return bench.measure(count, args.seconds, args.talking)
+            except EngineError as e:  # a station that cannot start (out of GPU memory at warm-up)
+                return {"stations": count, "errors": [str(e)], "clean": False, "unserved": True}
+
         try:
-            queue = list(counts)
-            while queue:
-                count = queue.pop(0)
-                try:
-                    result = bench.measure(count, args.seconds, args.talking)
-                except EngineError as e:  # a station that cannot start (out of GPU memory at warm-up): not served
-                    result = {"stations": count, "errors": [str(e)], "clean": False}
-                    queue.clear()
-                results.append(result)
-                print(json.dumps(result), flush=True)
-                if args.find_max and not queue and result["clean"]:
-                    queue.append(count + 1)
+            results = measure_counts(counts, args.find_max, measure)
             described = bench.describe(args.tiny)
         finally:
             bench.close()

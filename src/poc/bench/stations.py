@@ -27,6 +27,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Callable
 
 from poc.bench.harness import (
     RtmpServer,
@@ -197,30 +198,43 @@ def _delete_queues(queues: list[str]) -> None:
         pass
 
 
+def parse_counts(text: str) -> list[int]:
+    """`--counts 1,2,4`; a value that is not an integer is a ValueError."""
+    return [int(c) for c in str(text).split(",") if c.strip()]
+
+
+def measure_counts(counts: list[int], find_max: bool, measure: Callable[[int], dict]) -> list[dict]:
+    """Each count in turn, its figures printed as a JSON line as they come; with find_max, then
+    one station more at a time after the last count while it is clean. A result marked
+    "unserved" (the count could not even start its stations) ends the run: more would fail too."""
+    results, queue = [], list(counts)
+    while queue:
+        result = measure(queue.pop(0))
+        results.append(result)
+        print(json.dumps(result), flush=True)
+        if result.get("unserved"):
+            break
+        if find_max and not queue and result["clean"]:
+            queue.append(result["stations"] + 1)
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     from poc.bench import musetalk_stations
 
     if args.face_only or musetalk_stations.face_only_problem(args):
         return musetalk_stations.run(args)  # it reports the options it cannot take
-    counts = [int(c) for c in str(args.counts).split(",") if c.strip()]
+    counts = parse_counts(args.counts)
     if not counts or min(counts) < 1 or not 0 <= args.talking <= 1:
         print("poc bench stations: --counts must be positive integers and --talking between 0 and 1")
         return 2
-    results = []
     with tempfile.TemporaryDirectory(prefix="poc-bench-stations-") as tmp:
         run_dir = Path(tmp)
         run_dir.chmod(0o755)
         server = RtmpServer(run_dir / "nginx")
         server.start()
         try:
-            queue = list(counts)
-            while queue:
-                count = queue.pop(0)
-                result = measure(count, args, server, run_dir)
-                results.append(result)
-                print(json.dumps(result), flush=True)
-                if args.find_max and not queue and result["clean"]:
-                    queue.append(count + 1)
+            results = measure_counts(counts, args.find_max, lambda count: measure(count, args, server, run_dir))
         finally:
             server.stop()
     base = next((r for r in results if r["stations"] == 1), None)

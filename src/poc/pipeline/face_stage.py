@@ -33,6 +33,12 @@ MIN_LEAD_FRAMES = 2  # a message starts two frames from now at the soonest
 MIN_BATCH = 2  # slots fed to the engine per call, at least
 
 
+def lead_frames_for(engine: FaceEngine, fps: int) -> int:
+    """Frames between the clock's frame and a message's first: the engine's lead, rounded up,
+    and one more for the frame the clock is in (also what `bench stations --face-only` places by)."""
+    return max(MIN_LEAD_FRAMES, math.ceil(engine.lead_seconds * fps) + 1)
+
+
 @attrs.define
 class InFlight:
     """A job whose speech is being laid out and rendered."""
@@ -67,7 +73,7 @@ class FaceStage:
         """Render with this engine from now on; its timing sets the lead and the batch."""
         self._engine = engine
         fps, rate = self._compositor.fps, self._compositor.sample_rate
-        self.lead_frames = max(MIN_LEAD_FRAMES, math.ceil(engine.lead_seconds * fps) + 1)
+        self.lead_frames = lead_frames_for(engine, fps)
         # A chunk that already holds about the audio the engine looks ahead to needs only the
         # render time: with the CPU engine it goes on air on the frame after next. (Vendors
         # stream faster than real time, so what the chunk lacks arrives within that frame.)

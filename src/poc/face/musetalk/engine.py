@@ -137,7 +137,7 @@ class MuseTalkEngine:
         an EngineError here, not mid-stream."""
         renderer = self._live_renderer()
         seconds = self.batch_size / self.fps + 2 * LOOKAHEAD_SECONDS
-        audio = _voiced_audio(int(seconds * ENCODER_RATE))
+        audio = voiced_audio(int(seconds * ENCODER_RATE))
         frames = [(n, n) for n in range(self.batch_size)]
         try:
             with self._seat.warming():  # each shape runs as asked, whoever else is talking
@@ -317,8 +317,10 @@ def _mono(slot: SpeechSlot) -> np.ndarray:
     return audio
 
 
-def _voiced_audio(n: int) -> np.ndarray:
-    """A loud vowel-like buzz (harmonics of 140 Hz, syllable-rate tremolo): never 'silent'."""
-    t = np.arange(n) / ENCODER_RATE
+def voiced_audio(n: int, rate: int = ENCODER_RATE) -> np.ndarray:
+    """n float samples at `rate` of a loud vowel-like buzz (harmonics of 140 Hz, syllable-rate
+    tremolo, peaks under 0.4): never 'silent', so every frame goes through the model (warm-up,
+    the benches)."""
+    t = np.arange(n) / rate
     buzz = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 12))
     return (0.2 * buzz * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)

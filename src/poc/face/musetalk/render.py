@@ -18,7 +18,7 @@ collect for that); the patches are the same as blending them all at the end.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import attrs
 import numpy as np
@@ -82,8 +82,7 @@ def unet_and_decode(
     the stages when given."""
     torch = model.torch
     with torch.inference_mode():
-        latents = torch.stack([row.latents for row in rows])
-        tokens = torch.stack([row.tokens for row in rows])
+        latents, tokens = _stacked(torch, rows)
         t1 = time.perf_counter()
         predicted = model.unet_step(latents, tokens)
         if lap is not None:
@@ -93,6 +92,11 @@ def unet_and_decode(
         if lap is not None:
             lap("vae", t2)
     return list(faces)
+
+
+def _stacked(torch: Any, rows: Sequence[FaceRow]) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """A batch's UNet inputs: (B, 8, 32, 32) latents and (B, 50, 384) tokens."""
+    return torch.stack([row.latents for row in rows]), torch.stack([row.tokens for row in rows])
 
 
 class ModelStages:
@@ -106,9 +110,7 @@ class ModelStages:
     def launch(self, rows: Sequence[FaceRow]) -> DecodedFaces:
         torch = self.model.torch
         with torch.inference_mode():
-            latents = torch.stack([row.latents for row in rows])
-            tokens = torch.stack([row.tokens for row in rows])
-            return self.model.codec.launch_decode(self.model.unet_step(latents, tokens))
+            return self.model.codec.launch_decode(self.model.unet_step(*_stacked(torch, rows)))
 
     def ready(self, launched: DecodedFaces) -> bool:
         return self.model.codec.ready(launched)
