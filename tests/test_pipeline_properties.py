@@ -95,6 +95,7 @@ class FakeEngine:
     name = "fake"
     lead_seconds = 0.05
     lookahead_seconds = 0.0
+    improves_with_later_audio = False
     batch_size = 4
 
     def __init__(self) -> None:
@@ -149,8 +150,11 @@ action = st.one_of(
 )  # fmt: skip
 
 
-async def scenario(actions) -> None:
+async def scenario(actions, late: bool = False) -> None:
+    """`late`: the engine's faces improve with later speech, so the face stage holds frames
+    back until they are due (as it does for MuseTalk)."""
     speech, engine = ResilientSpeech([FakeSpeech()], retries=1, sleep=lambda s: None), FakeEngine()
+    engine.improves_with_later_audio = late
     pipeline = build_pipeline(speech, engine)
     transitions: list[tuple[str, str]] = []
 
@@ -229,9 +233,9 @@ async def scenario(actions) -> None:
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(actions=st.lists(action, max_size=14))
-def test_every_message_ends_exactly_once_and_the_clock_never_stops(backend, actions):
-    anyio.run(scenario, actions, backend=backend)
+@given(actions=st.lists(action, max_size=14), late=st.booleans())
+def test_every_message_ends_exactly_once_and_the_clock_never_stops(backend, actions, late):
+    anyio.run(scenario, actions, late, backend=backend)
 
 
 class RecoveringUtterance(FakeUtterance):

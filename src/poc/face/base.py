@@ -119,6 +119,14 @@ class FaceEngine(Protocol):
         ...
 
     @property
+    def improves_with_later_audio(self) -> bool:
+        """True when a frame's face depends on speech well past its look-ahead (MuseTalk: the
+        Whisper encoder attends over its whole 30-s segment), so the pipeline renders each frame
+        as late as is safe, hearing the speech that arrives meanwhile
+        (PipelineOptions.render_ahead_seconds). False: frames render as soon as they can."""
+        ...
+
+    @property
     def batch_size(self) -> int:
         """Slots the pipeline feeds per call: the engine's efficient batch (MuseTalk renders
         this many frames at once on the GPU); the pipeline feeds at least two."""

@@ -141,6 +141,10 @@ class WarpEngine:
         return LOOKAHEAD / self.fps
 
     @property
+    def improves_with_later_audio(self) -> bool:
+        return False  # the mouth follows the loudness and phonemes within the look-ahead only
+
+    @property
     def batch_size(self) -> int:
         return BATCH_SIZE
 

@@ -5,6 +5,12 @@ after the previous message with room for its blend out); every part's audio is l
 numbers at once, so the audio is never late, then the engine renders faces for those frames in
 small batches in a worker thread and hands them to the compositor as they are ready. Speech
 that arrives after its frames were due leaves a silent pause (a natural one, not a cut word).
+
+An engine whose faces improve with later speech (MuseTalk: Whisper attends over its whole
+segment) hears each part as it comes but renders a frame only when it is due, about
+`render_ahead_seconds` before it is shown, or when the message's speech has all arrived, which
+with TTS faster than real time is usually long before. Every frame then sees all the speech
+there is by its render time; rendered on arrival, a sentence's frames would never see the next.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class InFlight:
     cutter: SlotCutter
     utterance: Utterance
     first_frame_seen: bool = False
+    waiting: list[SpeechSlot] = attrs.Factory(list)  # laid and heard, faces not rendered yet
 
 
 class FaceStage:
@@ -68,6 +75,8 @@ class FaceStage:
         self._quick_lead_frames = MIN_LEAD_FRAMES
         self._lookahead_samples = math.inf
         self.batch = MIN_BATCH
+        self.render_late = False  # the attached engine's faces improve with later speech
+        self.render_ahead_frames = 0  # how far ahead of the clock such an engine renders
 
     def attach(self, engine: FaceEngine) -> None:
         """Render with this engine from now on; its timing sets the lead and the batch."""
@@ -80,6 +89,10 @@ class FaceStage:
         self._quick_lead_frames = max(1, math.ceil((engine.lead_seconds - engine.lookahead_seconds) * fps))
         self._lookahead_samples = math.ceil(engine.lookahead_seconds * fps) * rate / fps
         self.batch = max(MIN_BATCH, engine.batch_size)
+        self.render_late = engine.improves_with_later_audio
+        # A batch is rendered when its first frame is this close to air: never closer than the
+        # lead time plus one batch, so a batch started on time is still on time.
+        self.render_ahead_frames = max(self.lead_frames + self.batch, round(self._options.render_ahead_seconds * fps))
 
     def queued_seconds(self) -> float:
         """Speech scheduled from the frame on air onwards, in seconds."""
@@ -89,11 +102,36 @@ class FaceStage:
         """Take the speech stage's items until it stops (or this is cancelled by a re-plan)."""
         in_flight: dict[Job, InFlight] = {}
         async with receive:
-            async for link in receive:
+            while True:
+                for job in [job for job in in_flight if job.is_settled]:
+                    del in_flight[job]  # interrupted or cleared: its waiting frames will never show
+                try:
+                    if any(state.waiting for state in in_flight.values()):
+                        await self.render_due(in_flight)
+                        link = receive.receive_nowait()
+                    else:
+                        link = await receive.receive()
+                except anyio.WouldBlock:
+                    # Frames wait for their time: look again a frame later (a receive with a
+                    # timeout could lose the item it was cancelled on).
+                    await anyio.sleep(1 / self._compositor.fps)
+                    continue
+                except anyio.EndOfStream:
+                    for state in in_flight.values():  # stopping: what was heard is all there is
+                        await self._render_slots(state, self._take_waiting(state), finish=False)
+                    break
                 if link.job.is_settled:
                     in_flight.pop(link.job, None)
                     continue
                 await self.take(in_flight, link)
+
+    async def render_due(self, in_flight: dict[Job, InFlight]) -> None:
+        """Render the waiting batches whose first frame is within `render_ahead_frames` of air."""
+        horizon = self._compositor.frame + self.render_ahead_frames
+        for state in sorted(in_flight.values(), key=lambda state: state.segment.start):
+            while state.waiting and state.waiting[0].index <= horizon:
+                batch, state.waiting = state.waiting[: self.batch], state.waiting[self.batch :]
+                await self._render_slots(state, batch, finish=False)
 
     async def take(self, in_flight: dict[Job, InFlight], link: StageLink) -> None:
         """One item of a job's speech: its audio laid onto the clock, its faces rendered; the
@@ -138,22 +176,49 @@ class FaceStage:
         (`finish`: the utterance's held-back frames too). The engine hears all the slots before
         the first batch: every frame then has the whole chunk as look-ahead (MuseTalk encodes
         the chunk's audio once instead of once per batch), and batches still come back one by
-        one, so the first faces are not held up by the last."""
+        one, so the first faces are not held up by the last. An engine that improves with later
+        speech renders only the batches that are due, and the rest when they fall due or when
+        the message's speech is complete (`finish`)."""
         state.segment.add_slots(slots)  # audio first: it must never wait for the picture
         self._metrics.queued_speech.set(self.queued_seconds())
+        if not self.render_late:
+            await self._render_slots(state, slots, finish, hear=True)
+            return
+        if slots:
+            await self._in_thread(state.utterance, slots, (), False)  # heard now, rendered when due
+            state.waiting += slots
+        if finish:  # the message's speech is all here: nothing later can improve its faces
+            await self._render_slots(state, self._take_waiting(state), finish=True)
+        else:
+            await self.render_due({state.segment.job: state})
+
+    @staticmethod
+    def _take_waiting(state: InFlight) -> list[SpeechSlot]:
+        waiting, state.waiting = state.waiting, []
+        return waiting
+
+    async def _render_slots(self, state: InFlight, slots: Sequence[SpeechSlot], finish: bool, hear: bool = False) -> None:
+        """Faces for these slots batch by batch (`hear`: the engine hears them all first;
+        `finish`: the utterance's held-back frames too)."""
         for begin in range(0, max(1, len(slots)), self.batch):
             batch = slots[begin : begin + self.batch]
             last = finish and begin + self.batch >= len(slots)
-            ahead = slots if begin == 0 else ()
-            frames = await anyio.to_thread.run_sync(
-                self._render, state.utterance, ahead, batch, last,
-                limiter=self.limiter, abandon_on_cancel=True,
-            )  # fmt: skip
+            ahead = slots if hear and begin == 0 else ()
+            if not batch and not last:
+                break
+            frames = await self._in_thread(state.utterance, ahead, batch, last)
             state.segment.add_rendered(frames)
             if frames and not state.first_frame_seen:
                 state.first_frame_seen = True
                 job = state.segment.job
                 self._metrics.latency.labels(stage="first_frame").observe(time.monotonic() - job.received_at)
+
+    async def _in_thread(
+        self, utterance: Utterance, ahead: Sequence[SpeechSlot], slots: Sequence[SpeechSlot], last: bool
+    ) -> list[RenderedFrame]:
+        return await anyio.to_thread.run_sync(
+            self._render, utterance, ahead, slots, last, limiter=self.limiter, abandon_on_cancel=True
+        )
 
     def _lead_for(self, link: StageLink) -> int:
         """Frames between now and where this item's audio may start."""

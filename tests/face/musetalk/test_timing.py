@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from poc.face.musetalk.timing import LOOKAHEAD_SECONDS, audio_steps_for_frame, encoder_window, frame_start_step
+from poc.face.musetalk.timing import LOOKAHEAD_SECONDS, audio_steps_for_frame, frame_start_step
 
 
 @pytest.mark.parametrize(
@@ -65,22 +65,3 @@ def test_bad_frame_or_rate_is_refused() -> None:
         frame_start_step(-1, 25)
     with pytest.raises(ValueError):
         frame_start_step(1, 0)
-
-
-def test_encoder_window_gives_short_utterances_all_their_audio() -> None:
-    assert encoder_window(first=10, stop=40, available=120, capacity=1500) == (0, 120)
-
-
-def test_encoder_window_in_a_long_utterance_is_full_and_contains_the_frames() -> None:
-    for first in range(0, 5000, 37):
-        stop = first + 26
-        w0, w1 = encoder_window(first, stop, available=6000, capacity=1500)
-        assert w1 - w0 == 1500
-        assert w0 <= first and stop <= w1 <= 6000
-
-
-def test_encoder_window_refuses_ranges_it_cannot_hold() -> None:
-    with pytest.raises(ValueError):
-        encoder_window(0, 200, available=300, capacity=150)
-    with pytest.raises(ValueError):
-        encoder_window(0, 400, available=300, capacity=1500)

@@ -120,6 +120,10 @@ class MuseTalkEngine:
         return LOOKAHEAD_SECONDS + self._resample_lag
 
     @property
+    def improves_with_later_audio(self) -> bool:
+        return True  # a frame gets upstream's features only once its segment is heard (features.py)
+
+    @property
     def batching(self) -> BatchCounters:
         """The shared batcher's counters (all stations on this model); frozen at close()."""
         if self._final_counters is not None:

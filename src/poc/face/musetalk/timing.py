@@ -48,21 +48,3 @@ def audio_steps_for_frame(frame: int, fps: int | Fraction) -> range:
 def steps_in_samples(n_samples: int) -> int:
     """Whole encoder steps covered by n_samples at 16 kHz (a partial last step is dropped)."""
     return n_samples // SAMPLES_PER_STEP
-
-
-def encoder_window(first: int, stop: int, available: int, capacity: int) -> tuple[int, int]:
-    """Choose the steps [w0, w1) of audio to run through the encoder for steps [first, stop).
-
-    Whisper sees a fixed-length input (30 s for whisper-tiny) whatever we give it, and its
-    attention is global, so every step's features depend on the audio around it. Upstream runs
-    whole 30-s segments; streaming, we give the encoder as much real context as fits: all the
-    future audio we already have (up to `capacity` past `first`), then fill the rest with past.
-    `first`/`stop` must already be clamped to [0, available].
-    """
-    if not 0 <= first <= stop <= available:
-        raise ValueError(f"bad step range [{first}, {stop}) with {available} available")
-    if stop - first > capacity:
-        raise ValueError(f"{stop - first} steps do not fit the encoder's {capacity}")
-    w1 = min(available, first + capacity)
-    w0 = max(0, w1 - capacity)
-    return w0, w1
