@@ -45,6 +45,14 @@ def lead_frames_for(engine: FaceEngine, fps: int) -> int:
     return max(MIN_LEAD_FRAMES, math.ceil(engine.lead_seconds * fps) + 1)
 
 
+def render_ahead_frames_for(engine: FaceEngine, fps: int, options: PipelineOptions) -> int:
+    """How close to air a late-rendering engine's batch is rendered: `render_ahead_seconds`,
+    never less than the lead time plus one batch, so a batch started on time is still on time
+    (also what `bench stations --face-only` paces by)."""
+    batch = max(MIN_BATCH, engine.batch_size)
+    return max(lead_frames_for(engine, fps) + batch, round(options.render_ahead_seconds * fps))
+
+
 @attrs.define
 class InFlight:
     """A job whose speech is being laid out and rendered."""
@@ -90,9 +98,7 @@ class FaceStage:
         self._lookahead_samples = math.ceil(engine.lookahead_seconds * fps) * rate / fps
         self.batch = max(MIN_BATCH, engine.batch_size)
         self.render_late = engine.improves_with_later_audio
-        # A batch is rendered when its first frame is this close to air: never closer than the
-        # lead time plus one batch, so a batch started on time is still on time.
-        self.render_ahead_frames = max(self.lead_frames + self.batch, round(self._options.render_ahead_seconds * fps))
+        self.render_ahead_frames = render_ahead_frames_for(engine, fps, self._options)
 
     def queued_seconds(self) -> float:
         """Speech scheduled from the frame on air onwards, in seconds."""
