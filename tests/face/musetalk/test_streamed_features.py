@@ -124,13 +124,19 @@ def arrive(utterance: MuseTalkUtterance, slots: list[SpeechSlot], fps: int, stre
     return len(stretches)
 
 
-def offline_features(model: MuseTalkModel, audio16: np.ndarray, fps: int, frames: int) -> torch.Tensor:
-    """(frames, 10, 5, 384): upstream's encoding of the whole utterance (one encoder pass per
-    window-long segment from its start, the steps concatenated), each frame's window of steps,
-    zeros outside the audio's whole steps."""
-    limit = steps_in_samples(audio16.size)
+def offline_states(model: MuseTalkModel, audio16: np.ndarray) -> torch.Tensor:
+    """(steps, 5, 384): upstream's encoding of the whole utterance, one encoder pass per
+    window-long segment from its start, the steps concatenated, cut to the audio's whole steps."""
     span = model.window_samples
-    states = torch.cat([model.encode_audio(audio16[a : a + span]) for a in range(0, audio16.size, span)])[:limit]
+    states = torch.cat([model.encode_audio(audio16[a : a + span]) for a in range(0, audio16.size, span)])
+    return states[: steps_in_samples(audio16.size)]
+
+
+def offline_features(model: MuseTalkModel, audio16: np.ndarray, fps: int, frames: int) -> torch.Tensor:
+    """(frames, 10, 5, 384): each frame's window of `offline_states`, zeros outside the audio's
+    whole steps."""
+    states = offline_states(model, audio16)
+    limit = len(states)
     zero = states.new_zeros(5, 384)
     return torch.stack([
         torch.stack([states[s] if 0 <= s < limit else zero for s in audio_steps_for_frame(f, fps)]) for f in range(frames)

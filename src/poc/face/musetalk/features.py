@@ -67,15 +67,19 @@ class StreamedFeatures:
         valid = (steps >= 0) & (steps < limit)
         if (steps[valid] < self._base).any():
             raise ValueError(f"a window needs steps before {self._base}, which an earlier request let go")
-        needed = sorted({int(k) for k in np.unique(steps[valid] // span)})
+        needed = [int(k) for k in np.unique(steps[valid] // span)]  # sorted
         for k in needed:
             self._refresh(k, audio)
-        pad = torch.zeros(1, LAYERS, AUDIO_WIDTH, device=self.model.device, dtype=self.model.dtype)
-        table = torch.cat([self._segments[k].states for k in needed] + [pad])
-        place = np.searchsorted(np.array(needed, dtype=np.int64), steps // span)  # segment's place in `table`
-        rows = np.where(valid, place * span + steps % span, table.shape[0] - 1)
-        picked = table[torch.from_numpy(rows).to(table.device)]
+        states = [self._segments[k].states for k in needed]
         self._let_go_before(windows[-1].start)
+        if not needed:  # every step is padding
+            return torch.zeros(*steps.shape, LAYERS, AUDIO_WIDTH, device=self.model.device, dtype=self.model.dtype)
+        # Index the segment itself; only a window across a segment cut needs the two side by side.
+        table = states[0] if len(states) == 1 else torch.cat(states)
+        place = np.searchsorted(np.array(needed, dtype=np.int64), steps // span)  # segment's place in `table`
+        rows = np.where(valid, place * span + steps % span, 0)
+        picked = table[torch.from_numpy(rows).to(table.device)]
+        picked[torch.from_numpy(~valid).to(table.device)] = 0  # padding
         return picked
 
     def _refresh(self, k: int, audio: np.ndarray) -> None:
