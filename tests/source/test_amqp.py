@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aio_pika
 import aiormq
 import anyio
 import attrs
@@ -213,6 +214,87 @@ async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
     assert json.loads(dead.body) == body
     assert dead.headers["x-error"] == "unknown voice 'no-such-voice'"
     assert dead.message_id == msg_id
+
+
+# When the shutdown comes, in turns of the event loop after the job settles (or the clear is
+# published): the few hundred microseconds a purge, a DLQ publish and an ack take on the local
+# broker span a handful of turns, so some shutdowns land between two of those steps.
+SHUTDOWN_AFTER_TURNS = range(40)
+
+
+async def turns(count: int) -> None:
+    for _ in range(count):
+        await anyio.sleep(0)
+
+
+@pytest.mark.parametrize("outcome", [Outcome.DEAD_LETTERED, Outcome.PLAYED])
+async def test_a_job_settled_as_the_service_stops_ends_in_exactly_one_place(
+    settings: AmqpSettings, queue: str, channel: AbstractChannel, outcome: Outcome
+) -> None:
+    """A shutdown landing while a settled job is being acked (or copied to the DLQ and then
+    acked) must not leave the message to be redelivered: a dead-lettered one would sit in both
+    queues, a played one would be spoken again after the restart."""
+    dlq = dead_letter_queue_name(queue)
+    expected_dead = 1 if outcome is Outcome.DEAD_LETTERED else 0
+    left_behind = []
+    for delay in SHUTDOWN_AFTER_TURNS:
+        sink = FakeSink()
+        async with running(make_source(settings, queue, sink)):
+            await publish(settings, build_text(f"stopped {delay} turns later"), queue)
+            await eventually(lambda: len(sink.jobs) == 1)
+            sink.jobs[0].settle(outcome, "unknown voice")
+            await turns(delay)
+        await anyio.sleep(0.05)  # what the broker takes back on close is ready again by now
+        back, dead = len(await drain(channel, queue)), len(await drain(channel, dlq))
+        if (back, dead) != (0, expected_dead):
+            left_behind.append((delay, back, dead))
+    assert left_behind == [], "(delay, back in the queue, in the DLQ) after each stop"
+
+
+async def test_a_clear_cut_off_by_a_stop_never_purges_and_stays_to_be_redelivered(
+    settings: AmqpSettings, queue: str, channel: AbstractChannel
+) -> None:
+    """A redelivered clear purges the queue again, taking whatever was published after the
+    restart with it: so a clear whose purge ran must also be acked, even if the service is
+    stopping at that moment."""
+    control = control_queue_name(queue)
+    broken = []
+    for delay in SHUTDOWN_AFTER_TURNS:
+        sink = FakeSink()
+        async with running(make_source(settings, queue, sink, prefetch=1)):
+            await publish(settings, build_text("held"), queue)
+            waiting = await publish(settings, build_text("waiting"), queue)
+            await eventually(lambda: len(sink.jobs) == 1)
+            # From the test's open channel: publish() connects each time, and by the time it
+            # has closed its connection the clear has long been handled.
+            await channel.default_exchange.publish(
+                aio_pika.Message(json.dumps(build_control("clear")).encode()), routing_key=control
+            )
+            await turns(delay)
+        await anyio.sleep(0.05)
+        clear_back = len(await drain(channel, control)) == 1
+        still_queued = {m.message_id for m in await drain(channel, queue)}
+        if clear_back and waiting not in still_queued:
+            broken.append(delay)
+    assert broken == [], "delays after which the clear had purged but was not acked"
+
+
+async def test_a_close_cut_short_still_hands_the_unsettled_messages_back(
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
+) -> None:
+    """The graceful stop gives closing a budget; when it runs out at once, the connection must
+    still close, or the held messages stay unacked (and away from the station replacing this
+    one) for as long as the process lives."""
+    async with running(make_source(settings, queue, sink)) as source:
+        msg_id = await publish(settings, build_text("held"), queue)
+        await eventually(lambda: len(sink.jobs) == 1)
+        with anyio.CancelScope() as budget:
+            budget.cancel()
+            await source.aclose()
+        await wait_ready(channel, queue, 1)
+        assert not source.status.connected
+    [back] = await drain(channel, queue)
+    assert back.message_id == msg_id
 
 
 async def test_requeued_job_comes_back(

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import aio_pika
@@ -69,8 +71,31 @@ CONTROL_PREFETCH = 16
 SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
 PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
+# How long one delivery's settling (DLQ publish, ack, nack) may run on after a cancellation.
+SETTLE_DEADLINE_S = 2.0
+CLOSE_DEADLINE_S = 2.0  # closing the connection, which a half-open broker never answers
 
 _Delivery = tuple[int, AbstractIncomingMessage]  # (hand-over sequence number, message)
+
+
+@contextmanager
+def _settling(job_id: str | None) -> Iterator[None]:
+    """Finish one delivery's settling even if the service is being cancelled meanwhile.
+
+    Why: a shutdown landing between the DLQ publish and the ack left the message in both
+    queues, and one landing inside an ack left a played message to be redelivered and spoken
+    again after the restart. Shielded, a settle that has begun completes; the deadline keeps
+    a broker that stopped answering from holding the shutdown up for long.
+    """
+    with anyio.CancelScope(shield=True):
+        with anyio.move_on_after(SETTLE_DEADLINE_S) as deadline:
+            yield
+        if deadline.cancelled_caught:
+            LOG.warning(
+                "settling message id=%s took over %.0f s; RabbitMQ will redeliver it",
+                job_id,
+                SETTLE_DEADLINE_S,
+            )
 
 
 @attrs.define(eq=False)
@@ -126,6 +151,7 @@ class AmqpSource:
         self._dropped_through = 0  # main-lane deliveries up to this number were cleared
         self._log_filter = RepeatFilter()
         self._closing = False
+        self._consuming_ended = False  # stop_consuming() was called: shutting down
         self._connected = False
         self._reconnects = 0
         self._last_error = ""
@@ -170,26 +196,39 @@ class AmqpSource:
 
     async def aclose(self) -> None:
         """Stop consuming, ack/dead-letter/requeue jobs that already settled, close the
-        connection. Unsettled jobs stay unacked, so RabbitMQ redelivers them. Idempotent."""
+        connection. Unsettled jobs stay unacked, so RabbitMQ redelivers them. Idempotent; a
+        second call closes the connection if a first one was cut short before it could."""
         if self._closing:
+            await self._close_connection()
             return
         self._closing = True
-        await self.stop_consuming()
-        for held in list(self._held.values()):
-            if held.job.is_settled:
-                await self._finish(held)
-        unsettled = sum(1 for held in self._held.values() if not held.job.is_settled)
-        if unsettled:
-            LOG.info("closing with %d unsettled message(s) for RabbitMQ to redeliver", unsettled)
+        try:
+            await self.stop_consuming()
+            for held in list(self._held.values()):
+                if held.job.is_settled:
+                    await self._finish(held)
+            unsettled = sum(1 for held in self._held.values() if not held.job.is_settled)
+            if unsettled:
+                LOG.info("closing with %d unsettled message(s) for RabbitMQ to redeliver", unsettled)
+        finally:
+            # Even when the caller's budget ran out above: a connection left open keeps its
+            # unacked deliveries from the station that replaces this one until the process
+            # ends, and aio-pika would restore a consumer whose cancel was cut off.
+            await self._close_connection()
+
+    async def _close_connection(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
         self._connected = False
+        if connection is None:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S):
+            await connection.close()
 
     async def stop_consuming(self) -> None:
         """Ask the broker for no more deliveries (graceful shutdown: what is held still settles,
         and a message handed back with requeue stays in the queue instead of coming straight
-        back to us)."""
+        back to us). For good: a `start` control handled later does not consume again."""
+        self._consuming_ended = True
         consumers, self._consumers = self._consumers, []
         for queue, tag in consumers:
             try:
@@ -212,10 +251,7 @@ class AmqpSource:
                 )
                 await self._start_consuming(connection)
             except Exception as exc:  # any failure here is "not yet": log it once and retry
-                if self._connection is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._connection.close()
-                    self._connection = None
+                await self._close_connection()
                 error = describe_connect_error(exc, self._settings)
                 if error != last:
                     LOG.warning(
@@ -401,75 +437,79 @@ class AmqpSource:
         job_id: str,
         stale: bool = False,
     ) -> None:
-        if stale:
-            # Most likely on a channel that has died (the redelivery after it carries the
-            # outcome, incl. any DLQ copy); try anyway in case it is alive, and fail quietly.
-            try:
-                if outcome is Outcome.REQUEUED:
+        with _settling(job_id):
+            if stale:
+                # Most likely on a channel that has died (the redelivery after it carries the
+                # outcome, incl. any DLQ copy); try anyway in case it is alive, and fail quietly.
+                try:
+                    if outcome is Outcome.REQUEUED:
+                        await delivery.nack(requeue=True)
+                    else:
+                        await delivery.ack()
+                except Exception as exc:
+                    LOG.debug("earlier delivery of message id=%s not settled: %s", job_id, exc)
+                return
+            if outcome is Outcome.DEAD_LETTERED:
+                reason = reason or "dead-lettered by the pipeline"
+                await self._dead_letter(delivery, reason, origin, job_id)
+            elif outcome is Outcome.REQUEUED:
+                try:
                     await delivery.nack(requeue=True)
+                except Exception as exc:
+                    LOG.warning(
+                        "could not requeue message id=%s (%s); RabbitMQ will redeliver it",
+                        job_id,
+                        type(exc).__name__,
+                    )
                 else:
-                    await delivery.ack()
-            except Exception as exc:
-                LOG.debug("earlier delivery of message id=%s not settled: %s", job_id, exc)
-            return
-        if outcome is Outcome.DEAD_LETTERED:
-            reason = reason or "dead-lettered by the pipeline"
-            await self._dead_letter(delivery, reason, origin, job_id)
-        elif outcome is Outcome.REQUEUED:
+                    LOG.info("requeued message id=%s", job_id)
+            else:
+                LOG.debug("message id=%s %s; acking", job_id, outcome.value)
+                await self._ack(delivery, job_id)
+
+    async def _ack(self, delivery: AbstractIncomingMessage, job_id: str | None) -> None:
+        with _settling(job_id):
             try:
-                await delivery.nack(requeue=True)
+                await delivery.ack()
             except Exception as exc:
+                # The channel died since delivery: that is the at-least-once case.
                 LOG.warning(
-                    "could not requeue message id=%s (%s); RabbitMQ will redeliver it",
+                    "could not ack message id=%s (%s); RabbitMQ will redeliver it",
                     job_id,
                     type(exc).__name__,
                 )
-            else:
-                LOG.info("requeued message id=%s", job_id)
-        else:
-            LOG.debug("message id=%s %s; acking", job_id, outcome.value)
-            await self._ack(delivery, job_id)
-
-    async def _ack(self, delivery: AbstractIncomingMessage, job_id: str | None) -> None:
-        try:
-            await delivery.ack()
-        except Exception as exc:  # the channel died since delivery: that is the at-least-once case
-            LOG.warning(
-                "could not ack message id=%s (%s); RabbitMQ will redeliver it",
-                job_id,
-                type(exc).__name__,
-            )
 
     async def _dead_letter(
         self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None
     ) -> None:
         """Copy the original body to the DLQ with the reason, then ack the delivery."""
-        error = " ".join(error.split())[:500]
-        headers: dict[str, str] = {"x-error": error, "x-original-queue": origin}
-        dead = aio_pika.Message(
-            body=delivery.body,
-            headers=headers,  # type: ignore[arg-type]
-            content_type=delivery.content_type,
-            message_id=job_id or None,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        try:
-            if self._main_channel is None:
-                raise RuntimeError("no channel yet")
-            await self._main_channel.default_exchange.publish(dead, routing_key=self._dlq)
-        except Exception as exc:
-            LOG.warning(
-                "could not dead-letter message id=%s (%s); returning it to the queue",
-                job_id,
-                type(exc).__name__,
+        with _settling(job_id):
+            error = " ".join(error.split())[:500]
+            headers: dict[str, str] = {"x-error": error, "x-original-queue": origin}
+            dead = aio_pika.Message(
+                body=delivery.body,
+                headers=headers,  # type: ignore[arg-type]
+                content_type=delivery.content_type,
+                message_id=job_id or None,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             )
             try:
-                await delivery.nack(requeue=True)
-            except Exception:
-                pass  # channel gone: RabbitMQ requeues it anyway
-            return
-        LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
-        await self._ack(delivery, job_id)
+                if self._main_channel is None:
+                    raise RuntimeError("no channel yet")
+                await self._main_channel.default_exchange.publish(dead, routing_key=self._dlq)
+            except Exception as exc:
+                LOG.warning(
+                    "could not dead-letter message id=%s (%s); returning it to the queue",
+                    job_id,
+                    type(exc).__name__,
+                )
+                try:
+                    await delivery.nack(requeue=True)
+                except Exception:
+                    pass  # channel gone: RabbitMQ requeues it anyway
+                return
+            LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
+            await self._ack(delivery, job_id)
 
     async def _control(
         self, msg: ControlMessage, delivery: AbstractIncomingMessage, origin: str
@@ -482,19 +522,27 @@ class AmqpSource:
         elif msg.action == "start":
             await self._start_stream()
         else:
-            purged = await self._purge()
-            if origin == self._control_queue:
-                # Deliveries handed to the main lane before the purge answered were published
-                # before the clear too. (A clear on the main queue is itself in that lane, so
-                # everything before it has already been submitted and is cleared below.)
-                self._dropped_through = self._handed_over
-            dropped = self._sink.clear()
-            LOG.info(
-                "control: clear dropped %d held job(s) and purged %s queued message(s)",
-                dropped,
-                "?" if purged is None else purged,
-            )
+            # Purge, drop and ack as one: a clear cut off after its purge would stay unacked, be
+            # redelivered after the restart and purge what was published since.
+            with _settling(delivery.message_id):
+                await self._clear(origin)
+                await self._ack(delivery, delivery.message_id)
+            return
         await self._ack(delivery, delivery.message_id)
+
+    async def _clear(self, origin: str) -> None:
+        purged = await self._purge()
+        if origin == self._control_queue:
+            # Deliveries handed to the main lane before the purge answered were published
+            # before the clear too. (A clear on the main queue is itself in that lane, so
+            # everything before it has already been submitted and is cleared below.)
+            self._dropped_through = self._handed_over
+        dropped = self._sink.clear()
+        LOG.info(
+            "control: clear dropped %d held job(s) and purged %s queued message(s)",
+            dropped,
+            "?" if purged is None else purged,
+        )
 
     async def _stop_stream(self) -> None:
         """Off air on purpose: no more speech deliveries, every held job handed back (requeued),
@@ -549,7 +597,7 @@ class AmqpSource:
     async def _consume_speech(self) -> bool:
         """Consume the speech queue again (after a start); False if the channel refused."""
         async with self._resume_lock:  # a retry and a new start must not both consume
-            if self._closing or any(queue is self._main for queue, _ in self._consumers):
+            if self._consuming_ended or any(queue is self._main for queue, _ in self._consumers):
                 return True
             if self._main is None:
                 return False
@@ -562,19 +610,20 @@ class AmqpSource:
             return True
 
     async def _keep_trying_to_consume(self) -> None:
-        while not self._speech_paused and not self._closing:
+        while not self._speech_paused and not self._consuming_ended:
             await anyio.sleep(self._reconnect_interval)
             if not self._speech_paused and await self._consume_speech():
                 LOG.info("consuming %r again", self._queue)
                 return
 
     async def _requeue(self, delivery: AbstractIncomingMessage, job_id: str, why: str) -> None:
-        try:
-            await delivery.nack(requeue=True)
-        except Exception as exc:  # channel gone: RabbitMQ requeues it anyway
-            LOG.debug("could not requeue message id=%s: %s", job_id, exc)
-        else:
-            LOG.info("requeued message id=%s: %s", job_id, why)
+        with _settling(job_id):
+            try:
+                await delivery.nack(requeue=True)
+            except Exception as exc:  # channel gone: RabbitMQ requeues it anyway
+                LOG.debug("could not requeue message id=%s: %s", job_id, exc)
+            else:
+                LOG.info("requeued message id=%s: %s", job_id, why)
 
     async def _purge(self) -> int | None:
         """Remove every message waiting in the main queue; how many, or None if it failed."""
