@@ -194,14 +194,26 @@ class Service:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self.writer.close)
-                if self.engine is not None:
-                    self.engine.close()
-                if self.hosted is not None:
-                    self.hosted.close()
-                if self.audio_host is not None:
-                    self.audio_host.stop()
+                await self._release()
             log.info("stopped")
+
+    async def _release(self) -> None:
+        """Close what the stream holds, each part even if another fails: a port left bound or
+        a model left leased would stop the station rebuilt in its place. Off the event loop
+        where it may wait (the engine's last lease finishes its batches, up to a minute), as
+        other stations' clocks run on it."""
+        closers = [("the ffmpeg writer", self.writer.close)]
+        if self.engine is not None:
+            closers.append(("the face engine", self.engine.close))
+        if self.hosted is not None:
+            closers.append(("the face service", self.hosted.close))
+        if self.audio_host is not None:
+            closers.append(("the audio host", self.audio_host.stop))
+        for what, close in closers:
+            try:
+                await anyio.to_thread.run_sync(close)
+            except Exception:
+                log.exception("closing %s failed", what)
 
     def request_stop(self) -> None:
         """Begin the graceful stop (SIGINT/SIGTERM, or the station removed from the file)."""

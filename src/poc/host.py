@@ -85,14 +85,23 @@ class _OnAir:
     view: object | None = None  # its poc.ops.stations_http.StationView, made once per Service
     view_of: Service | None = None  # the Service `view` was made for
     rebuilding: bool = False  # off air after a failure, waiting to be rebuilt
+    stopping: bool = False  # asked to stop (a signal, or removed/changed by a reload): never rebuilt
 
 
 class Host:
     """Runs stations until SIGINT/SIGTERM (see the module docstring)."""
 
-    def __init__(self, settings: Settings, reload: Callable[[], Sequence[object]] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reload: Callable[[], Sequence[object]] | None = None,
+        build: Callable[[Settings], Service] = Service,
+    ) -> None:
         self.settings = settings  # the process's: HTTP port, studio token, log level
         self.reload = reload  # re-reads the stations file; None for the single stream
+        # Makes a station's Service from its settings, in a worker thread (tests pass stations
+        # whose failures they control: the supervision is what they test).
+        self.build = build
         self.batchers: BatcherSource = loaded_models_batchers  # whose counters /metrics shows
         self.on_air: dict[str, _OnAir] = {}
         self._tg: TaskGroup | None = None
@@ -127,7 +136,7 @@ class Host:
 
     async def _start(self, tg: TaskGroup, stations: Sequence[object] | None) -> None:
         if stations is None:
-            service = await anyio.to_thread.run_sync(Service, self.settings)
+            service = await anyio.to_thread.run_sync(self.build, self.settings)
             await self._serve_http(tg, service)
             await tg.start(self._supervise, "", None, service)
             return
@@ -140,7 +149,7 @@ class Host:
     async def _build(self, station) -> Service:
         token = CURRENT_STATION.set(station.name)
         try:
-            return await anyio.to_thread.run_sync(Service, station.settings)
+            return await anyio.to_thread.run_sync(self.build, station.settings)
         except StartupError as error:
             raise StationStartupError(station.name, error) from None
         finally:
@@ -204,21 +213,34 @@ class Host:
                     went_on_air = time.monotonic()
                     try:
                         await entry.service.run(task_status=flag)
+                        startup = entry.service.startup_error
+                        if startup is not None and first.is_started and not entry.stopping:
+                            # A rebuild whose engine or voice would not load: it may load on a
+                            # later try (a card busy for a moment), and the station must not
+                            # leave the air without a word.
+                            raise startup
                     except Exception as error:
                         if not first.is_started:
                             startup = find_startup_error(error)
                             if startup is not None:
                                 raise self._named(name, startup) from None
                             raise
+                        if entry.stopping:
+                            # It was asked to stop and failed on the way: stopped all the same.
+                            log.error("station failed while stopping (%s: %s)", type(error).__name__, error,
+                                      exc_info=error)  # fmt: skip
+                            return
                         if time.monotonic() - went_on_air > STEADY_S:
                             failures = 0  # it had been on air for a while: start the back-off over
                         failures += 1
                         wait = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
                         log.error("station failed on air (%s: %s); rebuilding it in %.0f s",
                                   type(error).__name__, error, wait, exc_info=error)  # fmt: skip
+                        # While rebuilding, a stop cancels entry.scope (_ask_to_stop): the back-off
+                        # and a build under way end there, and nothing is put back on air.
                         entry.rebuilding = True
                         await anyio.sleep(wait)
-                        entry.service = await anyio.to_thread.run_sync(Service, entry.service.settings)
+                        entry.service = await anyio.to_thread.run_sync(self.build, entry.service.settings)
                         entry.rebuilding = False
                         continue
                     startup = entry.service.startup_error
@@ -267,14 +289,21 @@ class Host:
 
     async def _stop_all(self) -> None:
         self._stopping = True
-        entries = list(self.on_air.values())
-        for entry in entries:
-            entry.service.request_stop()
-            if entry.rebuilding:  # nothing on air to stop: end its back-off instead
-                entry.scope.cancel()
-        for entry in entries:
-            await entry.done.wait()
+        # Until none is left: a station a reload was starting as the signal came goes on air
+        # after the first round, and is stopped gracefully too rather than cancelled.
+        while entries := [entry for entry in self.on_air.values() if not entry.done.is_set()]:
+            for entry in entries:
+                self._ask_to_stop(entry)
+            for entry in entries:
+                await entry.done.wait()
         self._finished.set()
+
+    @staticmethod
+    def _ask_to_stop(entry: _OnAir) -> None:
+        entry.stopping = True
+        entry.service.request_stop()
+        if entry.rebuilding:  # nothing on air to stop: end its back-off (or its rebuild) instead
+            entry.scope.cancel()
 
     async def _reload(self) -> None:
         """SIGHUP: read the stations file again and bring the running stations in line with it."""
@@ -298,7 +327,7 @@ class Host:
                  len(changed), len(self.on_air) - len(removed) - len(changed))  # fmt: skip
         for entry in removed + changed:
             log.info("station %s: stopping (%s)", entry.name, "removed" if entry in removed else "changed")
-            entry.service.request_stop()
+            self._ask_to_stop(entry)
         for entry in removed + changed:
             await entry.done.wait()
         for station in added + [by_name[entry.name] for entry in changed]:
@@ -311,6 +340,8 @@ class Host:
             return
         try:
             service = await self._build(station)
+            if self._stopping:  # the signal came while it was being built: it never goes on air
+                return
             await self._tg.start(self._supervise, station.name, station, service)
         except StartupError as error:  # _build and _supervise name the station in it
             log.error("SIGHUP: %s; the other stations go on", error.line())
