@@ -161,3 +161,24 @@ def test_waiting_frames_are_rendered_as_the_clock_reaches_them_before_they_are_s
         if call == "feed":
             assert indices[0] > on_air, f"frame {indices[0]} fed at {on_air}: too late"
             assert indices[0] <= on_air + stage.render_ahead_frames, f"frame {indices[0]} fed at {on_air}: not due yet"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_when_the_speech_stage_ends_the_waiting_frames_and_the_held_back_ones_are_rendered(backend: str) -> None:
+    """The speech stage's stream closing means no more speech comes: every heard frame gets its
+    face, the ones the engine holds back for look-ahead included (finish)."""
+    engine = LoggingEngine(late=True)
+    stage, _ = stage_with(engine)
+    job = Job(message=TextMessage(type="text", data="words"), id="j")
+
+    async def run() -> None:
+        send, receive = anyio.create_memory_object_stream[StageLink](4)
+        async with send:
+            await send.send(SpeechPart(job, seconds_of_speech(3.0)))
+        with anyio.fail_after(5):
+            await stage.run(receive)
+
+    anyio.run(run, backend=backend)
+    start = engine.log[0][1][0]
+    assert fed(engine) == list(range(start, start + 75))
+    assert engine.log[-1][0] == "finish"

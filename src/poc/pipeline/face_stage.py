@@ -124,7 +124,7 @@ class FaceStage:
                     continue
                 except anyio.EndOfStream:
                     for state in in_flight.values():  # stopping: what was heard is all there is
-                        await self._render_slots(state, self._take_waiting(state), finish=False)
+                        await self._render_slots(state, self._take_waiting(state), finish=True)
                     break
                 if link.job.is_settled:
                     in_flight.pop(link.job, None)
