@@ -15,8 +15,10 @@ media clock starts at its own moment (staggered by a fraction of a frame). A lin
 audio (LINE_SECONDS at the stream's sample rate, cut into per-frame SpeechSlots by the media
 SlotCutter) is placed `lead_frames` after the station's current frame and after the previous
 line with room for the pause between messages, heard whole, fed to the engine in pieces of the
-batch size, each piece when it falls due (`render_ahead_frames_for`, as the face stage renders
-MuseTalk's frames), and finished. With `--talking F` each station starts a
+batch size at once, and finished: what the face stage does when a message's speech has all come
+(SpeechEnd renders every frame still waiting), as it has within a fraction of the line with
+piper or a vendor's stream, both faster than real time. The cross-station batcher takes the rows
+earliest show time first, so one station's burst does not delay another's first frames. With `--talking F` each station starts a
 line every LINE_SECONDS / F seconds (the stations' lines staggered across that period), so it
 talks about F of the time; a station still busy with a line when the window ends starts no more,
 so an overloaded count lasts about one slowed line longer than `--seconds`, not N times longer.
@@ -149,15 +151,13 @@ def run_station(engine: MuseTalkEngine, plan: StationPlan, tally: StationTally, 
     without the compositor); fills `tally`. lead: frames ahead of the clock a line starts
     (default: as the face stage sets it)."""
     from poc.media.timeline import SlotCutter
-    from poc.pipeline.face_stage import lead_frames_for, render_ahead_frames_for
+    from poc.pipeline.face_stage import lead_frames_for
     from poc.pipeline.options import PipelineOptions
     from poc.speech.base import SpeechChunk
 
     fps, rate = engine.fps, engine.sample_rate
     lead = lead_frames_for(engine, fps) if lead is None else lead
     gap = max(1, round(PipelineOptions().gap_seconds * fps))
-    # MuseTalk's frames are rendered when due, as the face stage renders them (render_late)
-    ahead = render_ahead_frames_for(engine, fps, PipelineOptions()) if engine.improves_with_later_audio else math.inf
     audio = voiced_line(plan.line_seconds, rate)
     due, last_end = plan.first_line, None
     try:
@@ -175,7 +175,6 @@ def run_station(engine: MuseTalkEngine, plan: StationPlan, tally: StationTally, 
             step = engine.batch_size
             for begin in range(0, len(slots), step):
                 piece = slots[begin : begin + step]
-                _sleep_until(plan.clock_start + (piece[0].index - ahead) / fps)
                 tally.fed += [slot.index for slot in piece]
                 tally.talking_in_window += sum(plan.clock_start + s.index / fps < plan.stop_at for s in piece)
                 frames = utterance.feed(piece)
