@@ -231,7 +231,13 @@ class _Studio:
         except PublishError as error:
             return json_error(503, str(error))
         except TimeoutError:
-            return json_error(503, f"RabbitMQ did not confirm within {PUBLISH_TIMEOUT_S:g} s")
+            # The broker may have it all the same: sending again would say the words twice, as
+            # a new message (a new id), so the page is told which id to look for first.
+            return json_error(
+                503,
+                f"RabbitMQ did not confirm within {PUBLISH_TIMEOUT_S:g} s; the message (id {body['id']}) "
+                "may still play: check before sending it again",
+            )
         log.info("studio: sent %s message %s", body["type"], message_id)
         return JSONResponse({"id": message_id, "type": body["type"]}, status_code=202)
 
