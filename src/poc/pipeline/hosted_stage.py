@@ -4,8 +4,10 @@ A vendor needs the whole utterance, so a job's speech is held until its end, the
 asked for a video (the stream stays on the idle avatar meanwhile). Its frames are decoded,
 fitted and retimed a couple of seconds ahead of the clock, as whole pictures that cross-fade in
 and out. If the vendor fails in any way (an error, a timeout, a video that does not decode), the
-local engine speaks the words instead, through the local face stage. A vendor's video is kept
-until its job settles, so a re-plan never asks the vendor twice.
+local engine speaks the words instead, through the local face stage. Each request costs money,
+so a job asks the vendor once for its whole life: the request runs in a thread of its own that a
+re-plan does not stop (the re-planned job waits for the same answer), and it is cancelled, and
+its video deleted, only when the job settles.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ from poc.speech.base import SpeechChunk
 
 FRAMES_AHEAD_S = 2.0  # a hosted face's whole frames decoded ahead of the clock, at most
 EXTRA_LEAD_S = 0.25  # extra time before a hosted face's first frame: whole frames cost more
+FETCH_POLL_S = 0.02  # how often the stage looks whether the vendor's answer is in
+
+
+class _Fetch:
+    """A job's one vendor request. Its thread stores the answer; `forget` may run meanwhile, so
+    both hold the stage's fetch lock for `path`, `done` and `cancelled`."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()  # the job settled: stop asking, delete what comes
+        self.done = threading.Event()  # the answer is in `path` (None: the vendor failed)
+        self.path: Path | None = None
 
 
 class HostedStage:
@@ -48,13 +61,19 @@ class HostedStage:
         self._compositor = compositor
         self._metrics = metrics
         self._dead_letter = dead_letter
-        self._videos: dict[Job, Path] = {}  # a vendor's video kept across re-plans
+        self._fetches: dict[Job, _Fetch] = {}  # kept across re-plans, until the job settles
+        self._fetch_lock = threading.Lock()  # a fetch thread stores its video while `forget` runs
         self._video_lock = threading.Lock()  # an abandoned read may still hold the decoder
         jobs.when_settled(self.forget)
 
     def forget(self, job: Job) -> None:
-        """Delete the job's video file (it has settled)."""
-        video = self._videos.pop(job, None)
+        """The job settled: stop its vendor request and delete its video, now or once it comes."""
+        with self._fetch_lock:
+            fetch = self._fetches.pop(job, None)
+            if fetch is None:
+                return
+            fetch.cancelled.set()  # the thread stops polling the vendor, and deletes a late video
+            video, fetch.path = fetch.path, None
         if video is not None:
             video.unlink(missing_ok=True)
 
@@ -92,19 +111,9 @@ class HostedStage:
         """The vendor's video with our audio, on our clock; False if the vendor failed."""
         compositor, fps = self._compositor, self._compositor.fps
         audio = np.concatenate([c.audio for c in chunks]) if chunks else np.zeros(0, np.int16)
-        path = self._videos.get(job)  # kept across a re-plan: never asked for twice
+        path = await self._video_for(job, audio)
         if path is None:
-            cancelled = threading.Event()
-            try:
-                path = await anyio.to_thread.run_sync(
-                    self._hosted.video_for, audio, compositor.sample_rate, cancelled,
-                    abandon_on_cancel=True,
-                )  # fmt: skip
-            finally:
-                cancelled.set()  # after an interrupt, the abandoned thread stops polling the vendor
-            if path is None:
-                return False
-            self._videos[job] = path
+            return False
         video = await anyio.to_thread.run_sync(self._hosted.open_video, path)
         if video is None:
             return False
@@ -134,6 +143,40 @@ class HostedStage:
                 video.close()
         segment.complete = True
         return True
+
+    async def _video_for(self, job: Job, audio: np.ndarray) -> Path | None:
+        """The job's video from its one vendor request: started here, or still running from
+        before a re-plan (which keeps the job's speech, so the audio is the same)."""
+        fetch = self._fetches.get(job)
+        if fetch is None:
+            fetch = self._fetches[job] = _Fetch()
+            # A thread of its own, not a task's worker thread: the request must outlive the
+            # task that started it, which every re-plan cancels.
+            threading.Thread(
+                target=self._fetch, args=(fetch, audio, self._compositor.sample_rate),
+                name=f"{self._hosted.name}-video-{job.id}", daemon=True,
+            ).start()  # fmt: skip
+        # Polled rather than waited for in a worker thread: each re-plan would abandon such a
+        # wait, leaving a thread blocked until the vendor answers (up to its timeout). A poll is
+        # cancelled at once on any backend, and 20 ms is nothing next to a vendor's seconds.
+        while not fetch.done.is_set():
+            await anyio.sleep(FETCH_POLL_S)
+        return fetch.path
+
+    def _fetch(self, fetch: _Fetch, audio: np.ndarray, sample_rate: int) -> None:
+        """In the fetch's thread: ask the vendor, then keep the video for the job, or delete it
+        if the job settled meanwhile (nobody else would: `forget` has already run)."""
+        path: Path | None = None
+        try:
+            path = self._hosted.video_for(audio, sample_rate, fetch.cancelled)
+        finally:  # `done` whatever happens: the job's stage waits for it
+            with self._fetch_lock:
+                late = fetch.cancelled.is_set()
+                if not late:
+                    fetch.path = path
+                fetch.done.set()
+            if late and path is not None:
+                path.unlink(missing_ok=True)
 
 
 def _video_patches(
