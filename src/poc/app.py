@@ -39,8 +39,10 @@ class _StateToMetrics:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self.state = "idle"  # a plain str: read from the ffmpeg supervisor's thread
 
     def after_transition(self, event: str, source, target) -> None:
+        self.state = target.id
         self.metrics.set_state(target.id)
         if source.id != target.id:
             log.debug("state %s -> %s (%s)", source.id, target.id, event)
@@ -79,7 +81,8 @@ class Service:
         # one waits, the compositor tells it when one goes on air and when one is settled.
         jobs = JobQueue(self.metrics)
         chart = StreamChart(has_pending=jobs.has_pending)
-        chart.add_listener(_StateToMetrics(self.metrics))
+        state = _StateToMetrics(self.metrics)
+        chart.add_listener(state)
         compositor = Compositor(
             self.avatar, chart, Schedule(), settings.sample_rate, settings.fps, self.metrics,
             on_started=jobs.started, on_settled=jobs.settled, talking_avatar=self.talking_avatar,
@@ -110,6 +113,7 @@ class Service:
             keyframe_seconds=settings.keyframe_seconds,
             channels=settings.tts_channels,
             queue_frames=settings.fps,  # 1 s: covers ffmpeg's start-up; idle frames are shared, not copied
+            quiet=lambda: state.state == "idle",  # renews its session (20+ days) between messages
         )
         self.clock = FrameClock(settings.fps)
         self.source = None  # set in run(): the RabbitMQ adapter needs a running event loop
@@ -130,9 +134,8 @@ class Service:
             if frames is not None and tick.frame >= frames:
                 return
             picture, audio = compositor.render(tick.frame)
-            if not writer.stopped:
-                writer.offer(picture, audio)
-                window_sent += 1
+            if not writer.stopped and writer.offer(picture, audio):
+                window_sent += 1  # what the writer took: frames dropped in an outage do not count
             metrics.frames.inc()
             metrics.tick_lateness.observe(tick.lateness)
             window_frames += 1

@@ -8,6 +8,7 @@ and keeps ffmpeg down until a start; a start runs a new ffmpeg at once.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -123,3 +124,62 @@ def test_start_runs_a_new_ffmpeg_at_once_and_close_works_while_stopped(writer: F
     writer.close()
     assert time.monotonic() - started < 1.0
     assert not writer._supervisor.is_alive()  # noqa: SLF001
+
+
+def renewing_writer(out: Path, quiet, rotate_after_s: float, force_rotate_after_s: float) -> FfmpegWriter:
+    return FfmpegWriter(
+        ffmpeg=find_ffmpeg(""), url=str(out), url_for_logs="out.flv", width=W, height=H, fps=FPS,
+        sample_rate=RATE, metrics=Metrics(), queue_frames=8, quiet=quiet,
+        rotate_after_s=rotate_after_s, force_rotate_after_s=force_rotate_after_s,
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
+def test_a_long_session_is_renewed_cleanly_at_the_first_quiet_moment(tmp_path: Path):
+    """FLV's timestamps wrap at 24.8 days: a session is renewed before that (here after 1 s of
+    stream time), waiting for a moment nobody talks, with a clean finish and no outage."""
+    out = tmp_path / "out.flv"
+    quiet = threading.Event()
+    writer = renewing_writer(out, quiet.is_set, rotate_after_s=1.0, force_rotate_after_s=60.0)
+    writer.start()
+    try:
+        feed(writer, 30)  # 3 s of stream time while someone talks
+        first = writer._session.process  # noqa: SLF001
+        time.sleep(0.5)  # the supervisor looks every 0.1 s
+        assert writer.rotations == 0 and first.poll() is None
+        quiet.set()
+        wait_for(lambda: writer.rotations == 1)
+        quiet.clear()  # the new session must not be renewed in turn while the test reads it
+        assert first.poll() == 0  # EOF on its inputs: ffmpeg finished the FLV on its own
+        assert writer.restarts == 0
+        out.rename(tmp_path / "first.flv")
+        feed(writer, 40)  # tiny frames: more than ffmpeg and the pipe take before connecting
+        wait_for(lambda: writer.up)
+        writer.stop_output()
+        assert video_frames(tmp_path / "first.flv") == 30
+        assert video_frames(out) == 40  # the next session started at once and took every frame
+        assert writer.restarts == 0
+    finally:
+        writer.close()
+
+
+@pytest.mark.slow
+def test_a_session_is_renewed_before_the_wrap_even_if_never_quiet(tmp_path: Path):
+    out = tmp_path / "out.flv"
+    writer = renewing_writer(out, lambda: False, rotate_after_s=1.0, force_rotate_after_s=2.0)
+    writer.start()
+    try:
+        feed(writer, 15)
+        time.sleep(0.5)
+        assert writer.rotations == 0  # 1.5 s: past the first time, but nobody was ever quiet
+        feed(writer, 10)
+        wait_for(lambda: writer.rotations == 1)
+        assert writer.restarts == 0
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("after, force", [(0.0, 1.0), (2.0, 1.0), (1.0, 25 * 86400.0)])
+def test_rotate_times_that_would_not_beat_the_wrap_are_refused(after: float, force: float):
+    with pytest.raises(ValueError, match="2\\*\\*31 ms"):
+        renewing_writer(Path("x.flv"), lambda: True, after, force)

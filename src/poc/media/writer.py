@@ -11,6 +11,13 @@ hangs after the server dies: every write has a deadline), the supervisor kills i
 new one with back-off capped at 2 s; the clock never notices. An outage is logged once when it
 starts and once when it ends, not once per retry.
 
+A session is renewed on purpose before its stream time reaches 24.8 days: FLV stamps a tag with
+31 bits of milliseconds, so at 2^31 ms the timestamps the RTMP server sees jump back by that
+much, on every month-long run. After `rotate_after_s` (20 days) the writer finishes the FLV
+cleanly and starts the next session at once, at the first moment the avatar is idle (`quiet`),
+or regardless after `force_rotate_after_s` (24 days): one reconnect of about a second, at a
+quiet moment, instead of a broken stream.
+
 Audio goes through its own thread and pipe so a blocked video write can never starve ffmpeg of
 audio (and vice versa); `-probesize 32 -analyzeduration 0` stops ffmpeg probing one pipe while
 we block on the other at start-up.
@@ -36,6 +43,11 @@ from poc.metrics import Metrics
 log = logging.getLogger(__name__)
 
 _STOP = None  # queue sentinel: flush and close
+_ROTATE = "renew"  # _watch's answer when the session has been on air long enough to renew
+DAY_S = 86400.0
+# FLV's 31-bit millisecond timestamps wrap at 2**31 ms, 24.86 days of stream time.
+ROTATE_AFTER_S = 20 * DAY_S
+FORCE_ROTATE_AFTER_S = 24 * DAY_S
 
 
 def ffmpeg_command(
@@ -161,7 +173,9 @@ class _Session:
                 log.debug("ffmpeg: %s", line)
 
     def offer(self, picture: np.ndarray, audio: np.ndarray) -> bool:
-        if self.video_queue.full():
+        # Both or neither: a picture queued without its audio would shift the sound against
+        # the picture for the rest of the session.
+        if self.video_queue.full() or self.audio_queue.full():
             return False
         self.video_queue.put_nowait(picture)
         self.audio_queue.put_nowait(audio)
@@ -223,9 +237,16 @@ class FfmpegWriter:
         write_deadline: float = 2.0,
         max_backoff: float = 2.0,
         channels: int = 1,
+        quiet: Callable[[], bool] = lambda: True,
+        rotate_after_s: float = ROTATE_AFTER_S,
+        force_rotate_after_s: float = FORCE_ROTATE_AFTER_S,
     ) -> None:
+        """`quiet` says, from the supervisor's thread, whether now is a good moment to renew the
+        session (nobody is talking); see the module docstring for the two rotate times."""
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
+        if not 0 < rotate_after_s <= force_rotate_after_s < 2**31 / 1000:
+            raise ValueError("need 0 < rotate_after_s <= force_rotate_after_s < 2**31 ms")
         self.url = url
         self.url_for_logs = url_for_logs
         self.metrics = metrics
@@ -234,6 +255,11 @@ class FfmpegWriter:
         self.max_backoff = max_backoff
         self.dropped = 0
         self.restarts = 0
+        self.rotations = 0  # sessions renewed on purpose before FLV's timestamps wrap
+        self._fps = fps
+        self._quiet = quiet
+        self._rotate_after_s = rotate_after_s
+        self._force_rotate_after_s = force_rotate_after_s
         self.last_ffmpeg_message = ""
         self._command_for_fd = lambda fd: ffmpeg_command(
             ffmpeg, url, width, height, fps, sample_rate, fd, video_bitrate, audio_bitrate,
@@ -330,6 +356,18 @@ class FfmpegWriter:
             self._first_session.set()
             started = time.monotonic()
             reason = self._watch(session)
+            if reason is _ROTATE:
+                self._session = None  # frames offered meanwhile are counted as dropped
+                session.finish(timeout=self._close_timeout)
+                self.rotations += 1
+                self.metrics.rtmp_up.set(0)
+                log.info(
+                    "RTMP session to %s renewed after %.1f days of stream time, before FLV's "
+                    "timestamps wrap at 24.8 days (ffmpeg exit code %s)",
+                    self.url_for_logs, session.frames_written / self._fps / DAY_S, session.process.returncode,
+                )  # fmt: skip
+                backoff = 0.25
+                continue
             if reason is None:  # closing, or off air on purpose: a clean finish, not an outage
                 session.finish(timeout=self._close_timeout)
                 if self._closing.is_set():
@@ -368,6 +406,18 @@ class FfmpegWriter:
             if self._closing.wait(min(0.05, left)):
                 return
 
+    def _rotation_due(self, session: _Session) -> bool:
+        on_air_s = session.frames_written / self._fps
+        if on_air_s < self._rotate_after_s:
+            return False
+        if on_air_s >= self._force_rotate_after_s:
+            return True
+        try:
+            return bool(self._quiet())
+        except Exception:  # a fault in the hint must not end the session: wait for the hard limit
+            log.exception("asking whether the stream is quiet failed")
+            return False
+
     def _watch(self, session: _Session) -> str | None:
         """Wait until the session fails (returns why) or the writer closes or goes off air on
         purpose (returns None)."""
@@ -379,6 +429,8 @@ class FfmpegWriter:
                 return session.error
             if session.stuck_for() > self.write_deadline:
                 return f"ffmpeg stopped reading for {self.write_deadline:.0f} s"
+            if self._rotation_due(session):
+                return _ROTATE
             if not announced and session.through:
                 announced = True
                 self.metrics.rtmp_up.set(1)
