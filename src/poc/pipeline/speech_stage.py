@@ -3,7 +3,9 @@
 TTS runs in a worker thread (one sentence per part), an audio message is decoded there in one
 part. Retries and the fallback chain live in the provider (speech/resilient.py), so an error
 here is final for the message: before any part was sent the job is dead-lettered here; after,
-a `SpeechFailed` tells the face stage to end what is already playing.
+a `SpeechFailed` tells the face stage to end what is already playing. Speech with no audio at
+all (a voice that says nothing for "___", audio that decodes to no samples) is dead-lettered
+too: an empty segment would end as played with nothing said.
 
 A job's complete speech is kept until it settles, so a re-plan (which takes prepared jobs back)
 never asks the voice twice for the same words.
@@ -70,6 +72,8 @@ class SpeechStage:
                 sent = 0
                 try:
                     async for chunk in self._speak(job):
+                        if len(chunk.audio) == 0:
+                            continue  # nothing to hear or to animate
                         if sent == 0:
                             job.speech_ready_at = job.speech_ready_at or time.monotonic()
                             self._metrics.latency.labels(stage="speech_ready").observe(
@@ -77,6 +81,9 @@ class SpeechStage:
                             )
                         sent += 1
                         await send.send(SpeechPart(job, chunk))
+                    if sent == 0:
+                        # An empty segment would end as played with nothing said: refuse it.
+                        raise _PermanentFailure(_no_audio(job))
                     await send.send(SpeechEnd(job))
                 except _PermanentFailure as failure:
                     if sent:
@@ -115,6 +122,11 @@ class SpeechStage:
             )
         except ValueError as error:  # InvalidAudio is a ValueError
             raise _PermanentFailure(f"audio: {error}") from None
+        except Exception as error:
+            # MemoryError from a hostile message, or a decoder bug: escaping would take the
+            # station down, and the unsettled message would come back and do it again.
+            log.exception("decoding an audio message crashed")
+            raise _PermanentFailure(f"audio decoder error: {_describe(error)}") from None
 
     async def _synthesize(self, message) -> AsyncIterator[SpeechChunk]:
         try:
@@ -130,7 +142,7 @@ class SpeechStage:
             raise _PermanentFailure(f"speech failed: {error}") from None
         except Exception as error:  # a bug or an engine crash must not take the stream down
             log.exception("TTS crashed")
-            raise _PermanentFailure(f"speech engine error: {type(error).__name__}: {error}") from None
+            raise _PermanentFailure(f"speech engine error: {_describe(error)}") from None
 
     def _start_speech(self, message) -> Iterator[SpeechChunk]:
         self._speech.check_voice(message.voice, message.language)
@@ -143,3 +155,15 @@ class SpeechStage:
 
 def _next_or_none(iterator: Iterator[SpeechChunk]) -> SpeechChunk | None:
     return next(iterator, None)
+
+
+def _no_audio(job: Job) -> str:
+    if job.message.type == "audio":
+        return "audio: the message decoded to no samples"
+    return "speech: the voice produced no audio for this text"
+
+
+def _describe(error: Exception) -> str:
+    """'MemoryError' or 'KeyError: 3': one line, the type even when the message is empty."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -11,7 +11,8 @@ comma-like mark (else the last space) before the limit, for the same reason.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -32,6 +33,8 @@ _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?\.?")
 _END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
 _CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
 _SPEAKABLE = re.compile(r"\w")
+# Unicode categories a voice says nothing for: punctuation, spaces, control and format marks.
+_UNSAID = frozenset("Pc Pd Ps Pe Pi Pf Po Zs Zl Zp Cc Cf".split())
 
 
 def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]:
@@ -39,18 +42,42 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
 
     Line breaks always end a sentence; '.', '!', '?' and '…' end one when whitespace follows,
     except after a known abbreviation or an initial ("Dr. Smith", "e.g. this", "J. Doe").
-    Pieces longer than `max_chars` are cut further. Pieces with nothing speakable ("...") are
-    merged into the sentence before them. Returns an empty list for blank text.
+    Pieces longer than `max_chars` are cut further. Pieces with nothing speakable ("...", "👋")
+    are merged into the sentence before them; before the first sentence, a symbol or emoji is
+    carried into it and bare punctuation is dropped. Text with nothing speakable at all stays one
+    piece (for `require_speakable` to refuse); blank text gives an empty list.
     """
     sentences: list[str] = []
+    leading: list[str] = []  # unspeakable pieces before the first sentence with words
+    for piece in _pieces(text, max_chars):
+        if _SPEAKABLE.search(piece):
+            # A voice would refuse a sentence of its own with no words, so what came before
+            # the first words travels with them.
+            before = [] if sentences else [p for p in leading if not _only_punctuation(p)]
+            sentences.append(" ".join([*before, piece]))
+        elif sentences:
+            sentences[-1] = f"{sentences[-1]} {piece}"
+        else:
+            leading.append(piece)
+    if not sentences and leading:
+        return [" ".join(leading)]
+    return sentences
+
+
+def _pieces(text: str, max_chars: int) -> Iterator[str]:
     for line in text.splitlines():
         for sentence in _split_line(line):
-            for piece in _cut_long(sentence, max_chars):
-                if sentences and not _SPEAKABLE.search(piece):
-                    sentences[-1] = f"{sentences[-1]} {piece}"
-                else:
-                    sentences.append(piece)
-    return sentences
+            yield from _cut_long(sentence, max_chars)
+
+
+def _only_punctuation(piece: str) -> bool:
+    """Nothing but punctuation, spaces and invisible marks ("...", "!!!", "--").
+
+    Such a piece before the first words is dropped: piper reads a leading "!!!" out as
+    "exclamation" and adds nothing for "...". A symbol or emoji is kept: voices read some
+    aloud ("👋" is "waving hand"), as they already do for one on the same line as words.
+    """
+    return all(unicodedata.category(char) in _UNSAID for char in piece)
 
 
 def _split_line(line: str) -> list[str]:
