@@ -98,6 +98,9 @@ class Service:
             ),
             self.metrics,
             hosted=self.hosted,
+            # Messages wait in the queue while the RTMP server is away instead of playing to
+            # nobody and being acked as played (what is already prepared still plays).
+            output_down=lambda: self.writer.in_outage,
         )
         self.writer = FfmpegWriter(
             find_ffmpeg(settings.ffmpeg_path),

@@ -152,9 +152,11 @@ def test_restarts_back_off_to_a_cap_and_an_outage_is_logged_once_each_way(tmp_pa
             # without the cap would rest 0.25 + 0.5 + ... + 16 s = 31.75 s before the 8th.
             wait_until(lambda: writer.restarts >= 8, timeout=20, step=0.05)
             assert not writer.up and sample(writer, "poc_rtmp_up") == 0
+            assert writer.in_outage  # the pipeline starts no message while this holds
             folder.mkdir()  # the "server" is back
             # up once frames leave; the recovery is announced once a few went through
             wait_until(lambda: writer.up and sample(writer, "poc_rtmp_up") == 1, timeout=15, step=0.05)
+            assert not writer.in_outage
             restarts = writer.restarts
     finally:
         writer.close()

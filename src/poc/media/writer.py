@@ -288,6 +288,12 @@ class FfmpegWriter:
             and time.monotonic() - session.last_write < 1.0
         )
 
+    @property
+    def in_outage(self) -> bool:
+        """True from the moment a session failed (or the first could not reach the server)
+        until frames leave again; not while off air on purpose. Read from any thread."""
+        return self._outage_started is not None and not self._off_air.is_set()
+
     def start(self) -> None:
         """Start the supervisor (it spawns ffmpeg) and wait, at most 2 s, for the first session.
         Blocking: from the event loop, run it in a worker thread (app.py does)."""

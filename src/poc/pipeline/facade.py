@@ -9,6 +9,7 @@ work is dropped at every hop at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -49,6 +50,7 @@ class Pipeline:
         *,
         engine: FaceEngine | None = None,  # None: attach_engine() once it is built
         hosted: HostedFace | None = None,  # a hosted face API, with the engine as its safety net
+        output_down: Callable[[], bool] = lambda: False,  # the RTMP output is in an outage now
     ) -> None:
         self.jobs = jobs
         self.compositor = compositor
@@ -56,7 +58,9 @@ class Pipeline:
         self.schedule = compositor.schedule
         self.options = options
         self.metrics = metrics
-        self._speech = SpeechStage(jobs, compositor, speech, decode_audio, options, metrics, self._dead_letter)
+        self._speech = SpeechStage(
+            jobs, compositor, speech, decode_audio, options, metrics, self._dead_letter, output_down
+        )
         self._faces = FaceStage(compositor, options, metrics, whole_frames=hosted is not None)
         self._hosted = (
             None

@@ -48,8 +48,12 @@ class SpeechStage:
         options: PipelineOptions,
         metrics: Metrics,
         dead_letter: Callable[[Job, str], None],
+        output_down: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`output_down`: True while the stream's output is in an outage (the RTMP server is
+        away): no new message is started then, so none plays to nobody and is acked as played."""
         self._jobs = jobs
+        self._output_down = output_down
         self._compositor = compositor
         self._speech = speech
         self._decode_audio = decode_audio
@@ -92,7 +96,10 @@ class SpeechStage:
                         self._dead_letter(job, str(failure))
 
     def _has_room(self) -> bool:
-        """Less speech than the ahead budget is scheduled from the frame on air onwards."""
+        """Less speech than the ahead budget is scheduled from the frame on air onwards, and
+        the output is up (in an outage the messages wait in the queue, unplayed)."""
+        if self._output_down():
+            return False
         fps = self._compositor.fps
         ahead = self._compositor.schedule.frames_ahead(self._compositor.frame)
         return ahead < self._options.ahead_seconds * fps
