@@ -266,3 +266,120 @@ def test_a_message_cannot_make_the_server_load_a_voice_file():
     body = b'{"type": "text", "data": "hi", "voice": "/srv/voices/evil.onnx"}'
     with pytest.raises(InvalidMessage, match="voice.*not a path"):
         parse_message(body, MessageLimits())
+
+
+# -- ids and text a voice cannot say --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0f8fad5b-d9cb-469f-a165-70867728950e",  # a UUID, what `poc send` and the studio use
+        "0f8fad5bd9cb469fa16570867728950e",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",  # a ULID
+        "order-42",
+        "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e",
+        "orders/2026-01-01#42 (retry 2)",  # slashes and spaces are fine in an id
+        "commande-n°42-émise",
+        "注文-42",
+        "🎙️-42",
+        "x" * 128,
+        "語" * 128,
+    ],
+)
+def test_ordinary_ids_and_session_ids_pass(value: str) -> None:
+    msg = parse_message(body(type="text", data="hi", id=value, session_id=value), LIMITS)
+    assert (msg.id, msg.session_id) == (value, value)
+    control = parse_message(body(type="control", action="stop", id=value), LIMITS)
+    assert control.id == value
+
+
+@pytest.mark.parametrize("field", ["id", "session_id"])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("x" * 129, "is too long: 129 characters, over the 128-character limit"),
+        ("語" * 100_000, "is too long: 100000 characters, over the 128-character limit"),
+        ("\ud800", "contains lone surrogate U+D800 at offset 0"),
+        ("ab\udfff", "contains lone surrogate U+DFFF at offset 2"),
+        ("a\u0000b", "contains control character U+0000 at offset 1"),
+        ("line\nbreak", "contains control character U+000A at offset 4"),
+        ("tab\there", "contains control character U+0009 at offset 3"),
+        ("del\x7f", "contains control character U+007F at offset 3"),
+        ("c1\x85", "contains control character U+0085 at offset 2"),
+        ("evil\u202eexe.txt", "contains invisible formatting character U+202E at offset 4"),
+        ("para\u2029", "contains paragraph separator U+2029 at offset 4"),
+    ],
+)
+def test_an_odd_id_is_refused_naming_the_field(field: str, value: str, fragment: str) -> None:
+    reason = rejected(body(type="text", data="hi", **{field: value}))
+    assert reason == f"'{field}' {fragment}"
+    assert f"'{field}' {fragment}" == rejected(body(type="control", action="stop", **{field: value}))
+
+
+def test_a_blank_id_means_no_id() -> None:
+    msg = parse_message(body(type="text", data="hi", id="  ", session_id=""), LIMITS)
+    assert msg.id is None and msg.session_id is None
+    assert message_id(msg, "amqp-id") == "amqp-id"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ("a\u0000b", "'data' contains control character U+0000 at offset 1"),
+        ("\ud800 hello", "'data' contains lone surrogate U+D800 at offset 0"),
+        ("hello \udc00", "'data' contains lone surrogate U+DC00 at offset 6"),
+        ("bell\u0007", "'data' contains control character U+0007 at offset 4"),
+        ("esc \u001b[31m red", "'data' contains control character U+001B at offset 4"),
+        ("del\u007f", "'data' contains control character U+007F at offset 3"),
+    ],
+)
+def test_text_a_voice_cannot_say_is_refused_naming_the_character(data: str, fragment: str) -> None:
+    assert rejected(body(type="text", data=data)) == fragment
+
+
+def test_tabs_line_breaks_and_invisible_text_are_left_as_they_were() -> None:
+    # Tabs and line breaks are ordinary text; zero-width and other formatting characters pass
+    # as before (the speech stage decides what to say); whitespace-only is still "empty".
+    for data in ["one\ttwo\r\nthree\n", "zero\u200bwidth", "\u200b", "emoji 👩\u200d💻", "x\u0085y"]:
+        assert parse_message(body(type="text", data=data), LIMITS).data == data  # type: ignore[union-attr]
+    assert rejected(body(type="text", data="\u001c\u001f \t")) == "'data' is empty"
+
+
+def test_a_nul_in_audio_data_is_named_too() -> None:
+    reason = rejected(body(type="audio", data="AAAA\u0000", format="wav"))
+    assert reason == "'data' contains control character U+0000 at offset 4"
+
+
+@pytest.mark.parametrize("field", ["voice", "language"])
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("jo\u0000e", "contains control character U+0000 at offset 2"),
+        ("en\n", "contains control character U+000A at offset 2"),
+        ("\ud800", "contains lone surrogate U+D800 at offset 0"),
+    ],
+)
+def test_voice_and_language_names_are_printable(field: str, value: str, fragment: str) -> None:
+    assert rejected(body(type="text", data="hi", **{field: value})) == f"'{field}' {fragment}"
+
+
+def test_blank_control_only_voice_still_means_the_default() -> None:
+    # str.strip() counts U+001C..U+001F as whitespace: such a voice was "blank" and still is.
+    msg = parse_message(body(type="text", data="hi", voice="\u001f"), LIMITS)
+    assert isinstance(msg, TextMessage) and msg.voice is None
+
+
+def test_an_odd_amqp_message_id_is_escaped_not_replaced() -> None:
+    anonymous = parse_message(body(type="text", data="hi"), LIMITS)
+    odd = "line\nbreak\u0000\u202e"
+    assert message_id(anonymous, odd) == "line\\nbreak\\x00\\u202e"
+    assert message_id(anonymous, odd) == message_id(anonymous, odd)  # stable across redeliveries
+    assert message_id(anonymous, "注文-42") == "注文-42"
+
+
+def test_a_long_text_is_scanned_for_odd_characters_quickly() -> None:
+    raw = body(type="audio", data="A" * 1_900_000 + "\u0000", format="wav")
+    start = time.perf_counter()
+    assert "U+0000 at offset 1900000" in rejected(raw)
+    assert time.perf_counter() - start < 0.5

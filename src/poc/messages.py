@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import unicodedata
 import uuid
 from typing import Annotated, Any, Literal, Union
 
@@ -26,6 +28,25 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 AUDIO_FORMATS = ("wav", "mp3", "ogg", "opus", "flac")
 CONTROL_ACTIONS = ("interrupt", "clear", "stop", "start")
 MESSAGE_TYPES = ("text", "audio", "control")
+# Ids go into every log line about their message, into the dedupe of redeliveries and into the
+# DLQ copy's AMQP message_id: 128 characters is far more than a UUID (36), a ULID (26) or an
+# "order-42"-style key needs, and short enough to read in a log.
+MAX_ID_CHARS = 128
+
+# Not text in speech: C0 controls other than tab and line breaks, DEL, and lone surrogates.
+# A NUL makes piper fail as if the engine were down (retried, then a fallback voice for 30 s),
+# and a surrogate cannot even be encoded to UTF-8. A regex scans a 2 MB body in milliseconds.
+_NOT_SPEECH = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Not in a name (id, session_id, voice, language): every control character (tab and line breaks
+# too), invisible formatting characters (e.g. right-to-left override), lone surrogates and
+# line/paragraph separators: each can break or disguise the log line the name is written into.
+_NOT_IN_NAME = {
+    "Cc": "control character",
+    "Cf": "invisible formatting character",
+    "Cs": "lone surrogate",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
 
 
 class InvalidMessage(ValueError):
@@ -55,7 +76,38 @@ def _none_if_blank(value: Any) -> Any:
     return value
 
 
+def _bad_char(value: str, offset: int) -> str:
+    """'contains <what> U+XXXX at offset N', the fragment naming a refused character."""
+    char = value[offset]
+    kind = _NOT_IN_NAME.get(unicodedata.category(char), "character")
+    return f"contains {kind} U+{ord(char):04X} at offset {offset}"
+
+
+def _check_name_chars(value: str) -> str:
+    for offset, char in enumerate(value):
+        if unicodedata.category(char) in _NOT_IN_NAME:
+            raise ValueError(_bad_char(value, offset))
+    return value
+
+
+def _check_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    # The length first: it bounds the character scan (a body may hold a 2 MB id).
+    if len(value) > MAX_ID_CHARS:
+        raise ValueError(
+            f"is too long: {len(value)} characters, over the {MAX_ID_CHARS}-character limit"
+        )
+    return _check_name_chars(value)
+
+
 OptionalName = Annotated[StrictStr | None, pydantic.BeforeValidator(_none_if_blank)]
+# A blank id means "no id", like a blank voice: the AMQP message_id or a new uuid is used.
+OptionalId = Annotated[
+    StrictStr | None,
+    pydantic.BeforeValidator(_none_if_blank),
+    pydantic.AfterValidator(_check_id),
+]
 
 
 class _Base(BaseModel):
@@ -63,8 +115,8 @@ class _Base(BaseModel):
     # can add their own bookkeeping without breaking us.
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
-    id: StrictStr | None = None
-    session_id: StrictStr | None = None
+    id: OptionalId = None
+    session_id: OptionalId = None
     # Informational only; producers send ISO strings or epoch seconds.
     timestamp: StrictStr | float | None = None
 
@@ -82,13 +134,17 @@ class _Speech(_Base):
         # names is the operator's choice (TTS_VOICE), never a message's.
         if value is not None and ("/" in value or "\\" in value or len(value) > 100):
             raise ValueError("must be a voice or language name, not a path")
-        return value
+        return None if value is None else _check_name_chars(value)
 
     @pydantic.field_validator("data")
     @classmethod
     def _data_not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("is empty")
+        # After the blank check, so whitespace-only text (\x1c-\x1f included) stays "empty".
+        bad = _NOT_SPEECH.search(value)
+        if bad is not None:
+            raise ValueError(_bad_char(value, bad.start()))
         return value
 
 
@@ -215,8 +271,23 @@ def message_id(msg: Message, amqp_message_id: str | None) -> str:
     if msg.id:
         return msg.id
     if amqp_message_id:
-        return amqp_message_id
+        return printable_id(amqp_message_id)
     return uuid.uuid4().hex
+
+
+def printable_id(amqp_message_id: str) -> str:
+    """A producer's AMQP message_id fit for a log line: what a name may not hold, escaped.
+
+    Only the protocol bounds that property (255 bytes), and a body id's rules cannot refuse
+    it. Escaping, not replacing with a new uuid, keeps it the same on every redelivery, which
+    the dedupe of redeliveries relies on.
+    """
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _NOT_IN_NAME
+        else char
+        for char in amqp_message_id
+    )
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -29,6 +29,7 @@ from support.polling import eventually
 
 from poc.jobs import Job, Outcome
 from poc.messages import MessageLimits, TextMessage
+from poc.source import amqp as amqp_source
 from poc.source.amqp import AmqpSource
 from poc.source.connection import AmqpSettings, control_queue_name, dead_letter_queue_name
 from poc.source.publish import build_control, build_text, publish
@@ -134,6 +135,11 @@ BAD_BODIES = [
     (b'{"type": "audio", "data": "not base64!", "format": "wav"}', "not valid base64"),
     (b'{"type": "audio", "data": "AAAA", "format": "aac"}', 'unsupported audio format "aac"'),
     (b'{"type": "control", "action": "pause"}', 'unknown control action "pause"'),
+    # Ids go into the DLQ copy's message_id and every log line; a voice cannot say a NUL.
+    (text("hi", id="\ud800"), "'id' contains lone surrogate U+D800 at offset 0"),
+    (text("hi", id="i" * 300), "'id' is too long: 300 characters, over the 128-character limit"),
+    (text("hi", session_id="a\nb"), "'session_id' contains control character U+000A"),
+    (text("a\u0000b"), "'data' contains control character U+0000 at offset 1"),
 ]
 
 
@@ -214,6 +220,88 @@ async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
     assert json.loads(dead.body) == body
     assert dead.headers["x-error"] == "unknown voice 'no-such-voice'"
     assert dead.message_id == msg_id
+
+
+def dead_letter_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [line for line in warnings(caplog, "poc.") if "could not dead-letter" in line]
+
+
+async def test_a_long_unicode_id_is_dead_lettered_once_instead_of_looping(
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    channel: AbstractChannel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """100 CJK characters are a valid id but 300 bytes, over the 255 an AMQP message_id holds:
+    the DLQ publish used to fail, requeue the message, and fail again on every redelivery."""
+    long_id = "語" * 100
+    dlq = dead_letter_queue_name(queue)
+    caplog.set_level(logging.WARNING)
+    async with running(make_source(settings, queue, sink)):
+        await publish(settings, text("hi", id=long_id), queue)
+        await eventually(lambda: len(sink.jobs) == 1)
+        assert sink.jobs[0].id == long_id
+        sink.jobs[0].settle(Outcome.DEAD_LETTERED, "unknown voice 'x'")
+        await wait_ready(channel, dlq, 1)
+        await anyio.sleep(0.3)  # time for a loop to show itself, had there been one
+    assert await ready(channel, queue) == 0
+    [dead] = await drain(channel, dlq)
+    assert dead.headers["x-error"] == "unknown voice 'x'"
+    assert json.loads(dead.body)["id"] == long_id  # the whole id is still in the body
+    assert dead.message_id == "語" * 85  # cut at a character boundary, 255 bytes
+    assert len(sink.jobs) == 1
+    assert dead_letter_failures(caplog) == []
+
+
+async def test_an_odd_amqp_message_id_is_escaped_for_logs_and_the_dlq(
+    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
+) -> None:
+    """A producer's own message_id property is only bounded by the protocol: a line break in it
+    must not reach a log line, and the escaped form is what the DLQ copy carries."""
+    odd = "line\nbreak\u202e"
+    dlq = dead_letter_queue_name(queue)
+    async with running(make_source(settings, queue, sink)):
+        for raw in (text("spoken"), b"not json"):
+            await channel.default_exchange.publish(
+                aio_pika.Message(raw, message_id=odd), routing_key=queue
+            )
+        await eventually(lambda: len(sink.jobs) == 1)
+        assert sink.jobs[0].id == "line\\nbreak\\u202e"
+        sink.jobs[0].settle(Outcome.DEAD_LETTERED, "unknown voice 'x'")
+        await wait_ready(channel, dlq, 2)
+    assert await ready(channel, queue) == 0
+    dead = await drain(channel, dlq)
+    assert [m.message_id for m in dead] == ["line\\nbreak\\u202e"] * 2
+    by_body = {m.body: str(m.headers["x-error"]) for m in dead}
+    assert "not JSON" in by_body[b"not json"]
+
+
+async def test_a_dlq_copy_amqp_cannot_encode_goes_without_its_properties(
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    channel: AbstractChannel,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the property that cannot be encoded, the failure repeats on every redelivery:
+    the copy must still reach the DLQ, with its reason, rather than go back to the queue."""
+    monkeypatch.setattr(amqp_source, "_wire_id", lambda job_id: job_id)  # the id as it is
+    dlq = dead_letter_queue_name(queue)
+    caplog.set_level(logging.WARNING)
+    async with running(make_source(settings, queue, sink)):
+        await publish(settings, text("hi", id="語" * 100), queue)
+        await eventually(lambda: len(sink.jobs) == 1)
+        sink.jobs[0].settle(Outcome.DEAD_LETTERED, "unknown voice 'x'")
+        await wait_ready(channel, dlq, 1)
+        await anyio.sleep(0.3)
+    assert await ready(channel, queue) == 0
+    [dead] = await drain(channel, dlq)
+    assert dead.headers == {"x-error": "unknown voice 'x'", "x-original-queue": queue}
+    assert json.loads(dead.body)["id"] == "語" * 100
+    assert dead_letter_failures(caplog) == []
+    assert any("sending it without them" in line for line in warnings(caplog, "poc."))
 
 
 # When the shutdown comes, in turns of the event loop after the job settles (or the clear is

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -54,6 +55,7 @@ from poc.messages import (
     TextMessage,
     message_id,
     parse_message,
+    printable_id,
 )
 from poc.source.base import JobSink, SourceStatus, StreamSwitch
 from poc.source.connection import (
@@ -74,8 +76,36 @@ RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a
 # How long one delivery's settling (DLQ publish, ack, nack) may run on after a cancellation.
 SETTLE_DEADLINE_S = 2.0
 CLOSE_DEADLINE_S = 2.0  # closing the connection, which a half-open broker never answers
+MAX_SHORTSTR_BYTES = 255  # AMQP's limit on a message_id (a shortstr), in UTF-8 bytes
+MAX_ERROR_CHARS = 500  # the x-error header of a DLQ copy
+# What pamqp raises when a property cannot be encoded (a message_id over 255 bytes, a lone
+# surrogate): before anything is sent, so the channel is fine, and again on every redelivery.
+_UNENCODABLE = (TypeError, ValueError, struct.error)
 
 _Delivery = tuple[int, AbstractIncomingMessage]  # (hand-over sequence number, message)
+
+
+def _wire_id(job_id: str | None) -> str | None:
+    """`job_id` in a form an AMQP message_id can carry: valid UTF-8, at most 255 bytes.
+
+    Body ids are bounded in characters (a 128-character CJK id is 384 bytes), so a long one is
+    cut at a character boundary; the DLQ copy's body still holds the whole id.
+    """
+    if not job_id:
+        return None
+    encoded = job_id.encode("utf-8", "backslashreplace")[:MAX_SHORTSTR_BYTES]
+    return encoded.decode("utf-8", "ignore")
+
+
+def _header_text(text: str) -> str:
+    """One line of valid UTF-8 for an x-error header (a reason may quote producer text)."""
+    text = " ".join(text.split())[:MAX_ERROR_CHARS]
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _amqp_id(delivery: AbstractIncomingMessage) -> str | None:
+    """The delivery's own message_id, escaped for logs (a producer may put anything there)."""
+    return printable_id(delivery.message_id) if delivery.message_id else None
 
 
 @contextmanager
@@ -347,7 +377,7 @@ class AmqpSource:
             else:
                 msg = parse_message(delivery.body, self._limits)
         except InvalidMessage as exc:
-            await self._dead_letter(delivery, str(exc), origin, delivery.message_id)
+            await self._dead_letter(delivery, str(exc), origin, _amqp_id(delivery))
             return
         if isinstance(msg, ControlMessage):
             await self._control(msg, delivery, origin)
@@ -482,21 +512,16 @@ class AmqpSource:
     async def _dead_letter(
         self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None
     ) -> None:
-        """Copy the original body to the DLQ with the reason, then ack the delivery."""
+        """Copy the original body to the DLQ with the reason, then ack the delivery.
+
+        Only a failure that may pass (the channel is gone) returns the message to the queue:
+        one that would fail again on the redelivery would loop for ever.
+        """
         with _settling(job_id):
-            error = " ".join(error.split())[:500]
+            error = _header_text(error)
             headers: dict[str, str] = {"x-error": error, "x-original-queue": origin}
-            dead = aio_pika.Message(
-                body=delivery.body,
-                headers=headers,  # type: ignore[arg-type]
-                content_type=delivery.content_type,
-                message_id=job_id or None,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            )
             try:
-                if self._main_channel is None:
-                    raise RuntimeError("no channel yet")
-                await self._main_channel.default_exchange.publish(dead, routing_key=self._dlq)
+                await self._publish_dead(delivery, headers, job_id)
             except Exception as exc:
                 LOG.warning(
                     "could not dead-letter message id=%s (%s); returning it to the queue",
@@ -511,6 +536,38 @@ class AmqpSource:
             LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
             await self._ack(delivery, job_id)
 
+    async def _publish_dead(
+        self, delivery: AbstractIncomingMessage, headers: dict[str, str], job_id: str | None
+    ) -> None:
+        """Publish the DLQ copy; one whose properties cannot be encoded goes without them."""
+        if self._main_channel is None:
+            raise RuntimeError("no channel yet")
+        exchange = self._main_channel.default_exchange
+        dead = aio_pika.Message(
+            body=delivery.body,
+            headers=headers,  # type: ignore[arg-type]
+            content_type=delivery.content_type,
+            message_id=_wire_id(job_id),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        try:
+            await exchange.publish(dead, routing_key=self._dlq)
+        except _UNENCODABLE as exc:
+            # The body and our own headers always encode: the copy still reaches the DLQ, with
+            # the reason, and the message leaves the queue instead of looping.
+            LOG.warning(
+                "DLQ copy of message id=%s has properties AMQP cannot carry (%s); "
+                "sending it without them",
+                job_id,
+                _header_text(str(exc)),
+            )
+            bare = aio_pika.Message(
+                body=delivery.body,
+                headers=headers,  # type: ignore[arg-type]
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await exchange.publish(bare, routing_key=self._dlq)
+
     async def _control(
         self, msg: ControlMessage, delivery: AbstractIncomingMessage, origin: str
     ) -> None:
@@ -524,11 +581,11 @@ class AmqpSource:
         else:
             # Purge, drop and ack as one: a clear cut off after its purge would stay unacked, be
             # redelivered after the restart and purge what was published since.
-            with _settling(delivery.message_id):
+            with _settling(_amqp_id(delivery)):
                 await self._clear(origin)
-                await self._ack(delivery, delivery.message_id)
+                await self._ack(delivery, _amqp_id(delivery))
             return
-        await self._ack(delivery, delivery.message_id)
+        await self._ack(delivery, _amqp_id(delivery))
 
     async def _clear(self, origin: str) -> None:
         purged = await self._purge()
