@@ -14,11 +14,20 @@ header that declares more data than the file holds, a data size that is not whol
 zero channels/rate, and a message that lies about its own size is better refused than guessed.
 Length is bounded before decoding where the decoder tells it (soundfile) and by asking ffmpeg
 for at most a little more than the limit otherwise, so a huge message cannot fill memory.
+
+A few bytes can still claim a lot, so three more things are bounded before any work is done:
+the sample rate (a WAV header can claim 2^31 Hz, and the resampler's work grows with the rate),
+the decoded samples (frames x channels: a FLAC of silence at a high rate with 8 channels packs
+gigabytes of samples into a few hundred KB) and, where the header does not say how long the
+audio is (a FLAC written to a pipe), what is read: at most one frame past the limit. Samples
+that are not numbers (NaN/inf: float sources only) are refused when they are most of the audio and
+replaced by silence when they are a few stray ones.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 import shutil
 import struct
@@ -51,6 +60,21 @@ SUPPORTED_FORMATS = tuple(sorted(set(_ALIASES.values())))
 
 _STREAMING_SIZE = 0xFFFFFFFF  # what a writer that cannot seek back puts in a RIFF size field
 
+# Source rates accepted. Vendors and recorders send 8-48 kHz; studio gear records up to 384 kHz.
+# Below 1 kHz or above 384 kHz is a broken or hostile header, not speech.
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 384_000
+# Decoded samples (frames x channels) a message may hold: its allowed length as 96 kHz stereo
+# (11.5 M float32 samples, 46 MB, for 60 s). It bounds memory and the resampler's work whatever
+# the header claims; a higher rate or more channels only allow a shorter message.
+BUDGET_SAMPLES_PER_SECOND = 96_000 * 2
+# Refuse audio when more than this fraction of its samples is NaN/inf: that is not speech.
+MAX_NOT_FINITE_FRACTION = 0.5
+_SF_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not give a length
+_READ_BLOCK_FRAMES = 65_536  # frames per read when the length is unknown
+_TOLERANCE_S = 1e-9  # a length exactly at the limit is allowed despite float rounding
+_FFMPEG_HEADER_SLACK = 65_536  # bytes of WAV header ffmpeg may write before the samples
+
 
 class InvalidAudio(ValueError):
     """The audio message can never be decoded as given (the reason is one line)."""
@@ -73,8 +97,9 @@ def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) ->
     """Decode an audio message to mono int16 at `sample_rate`.
 
     Raises InvalidAudio for: an unsupported format name, empty data, bytes that do not decode,
-    a WAV whose header does not match its bytes, audio with no samples, or audio longer than
-    `max_seconds`.
+    a WAV whose header does not match its bytes, audio with no samples, audio longer than
+    `max_seconds`, a sample rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, more decoded samples
+    than `max_seconds` allows (see BUDGET_SAMPLES_PER_SECOND), or samples mostly NaN/inf.
     """
     canonical = _ALIASES.get(fmt.strip().lower().lstrip(".").removeprefix("audio/"))
     if canonical is None:
@@ -84,7 +109,7 @@ def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) ->
     if not data:
         raise InvalidAudio("audio message is empty (0 bytes)")
     if data[:4] == b"RIFF" or canonical == "wav":
-        parse_wav_header(data, strict=True)
+        _check_rate(parse_wav_header(data, strict=True).sample_rate)  # before any decoder sees it
 
     decoded: tuple[np.ndarray, int] | None = None
     if canonical in _SOUNDFILE_FORMATS:
@@ -95,11 +120,11 @@ def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) ->
 
     if frames.shape[0] == 0:
         raise InvalidAudio(f"{canonical} audio holds no samples")
+    _check_rate(rate)
     _check_duration(frames.shape[0], rate, max_seconds)
-    mono = np.nan_to_num(frames.mean(axis=1), nan=0.0, posinf=1.0, neginf=-1.0)
-    # Float sources may exceed full scale; clip before the int16 conversion wraps around.
-    audio = np.rint(np.clip(mono, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return resample_int16(audio, rate, sample_rate)
+    _check_samples(frames.shape[0], frames.shape[1], max_seconds)
+    frames = _without_stray_non_finite(frames)
+    return resample_int16(_to_int16_mono(frames), rate, sample_rate)
 
 
 def parse_wav_header(data: bytes, strict: bool) -> WavLayout:
@@ -171,12 +196,43 @@ def _decode_with_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray,
     with source:
         if source.samplerate <= 0 or source.channels <= 0:
             return None
-        _check_duration(source.frames, source.samplerate, max_seconds)
+        _check_rate(source.samplerate)
+        limit = _max_frames(source.samplerate, max_seconds)
+        budget = _sample_budget(max_seconds) // source.channels
+        known = source.frames < _SF_UNKNOWN_FRAMES
+        if known:
+            # soundfile allocates what the header claims before reading: judge the claim first.
+            _check_duration(source.frames, source.samplerate, max_seconds)
+            _check_samples(source.frames, source.channels, max_seconds)
         try:
-            frames = source.read(dtype="float32", always_2d=True)
+            if known:
+                frames = source.read(dtype="float32", always_2d=True)
+            else:
+                # No length in the header (a FLAC written to a pipe): libsndfile says SF_COUNT_MAX
+                # frames, which a plain read would try to allocate. One frame over either limit
+                # is enough to refuse.
+                frames = _read_at_most(source, min(limit, budget) + 1)
         except (RuntimeError, ValueError):
             return None
-        return frames, source.samplerate
+    if not known and frames.shape[0] > limit:
+        raise InvalidAudio(
+            f"audio is longer than the {max_seconds:g} s allowed (its header gives no length)"
+        )
+    return frames, source.samplerate
+
+
+def _read_at_most(source: soundfile.SoundFile, wanted: int) -> np.ndarray:
+    """Up to `wanted` frames, read blockwise so memory follows what the file really holds."""
+    blocks: list[np.ndarray] = []
+    got = 0
+    while got < wanted:
+        ask = min(_READ_BLOCK_FRAMES, wanted - got)
+        block = source.read(ask, dtype="float32", always_2d=True)
+        blocks.append(block)
+        got += len(block)
+        if len(block) < ask:  # the end of the audio
+            break
+    return np.concatenate(blocks)
 
 
 def _decode_with_ffmpeg(
@@ -185,9 +241,12 @@ def _decode_with_ffmpeg(
     command = [
         find_ffmpeg(), "-hide_banner", "-nostdin", "-loglevel", "error",
         "-f", _FFMPEG_DEMUXERS[canonical], "-i", "pipe:0",
-        "-vn", "-map", "0:a:0",
+        "-vn", "-map", "0:a:0", "-map_metadata", "-1",  # no message-supplied tags in the header
         # A little past the limit, so "too long" is seen without decoding all of it.
         "-t", f"{max_seconds + 0.5:.3f}",
+        # And no more bytes than the sample budget (many channels): ffmpeg stops once past it,
+        # so output that was cut here always holds more samples than the budget and is refused.
+        "-fs", str(4 * _sample_budget(max_seconds) + _FFMPEG_HEADER_SLACK),
         "-ar", str(sample_rate), "-c:a", "pcm_f32le", "-f", "wav", "pipe:1",
     ]  # fmt: skip
     try:
@@ -231,9 +290,62 @@ def _ffmpeg_reason(stderr: bytes) -> str:
     return reason if len(reason) <= 200 else reason[:197] + "..."
 
 
+def _to_int16_mono(frames: np.ndarray) -> np.ndarray:
+    """The plain mean of the channels as int16; in place after the mean, so a long message
+    costs one extra float copy, not five."""
+    mono = frames.mean(axis=1)
+    # Finite samples can still overflow float32 when summed (inf, or inf - inf = NaN).
+    np.nan_to_num(mono, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    # Float sources may exceed full scale; clip before the int16 conversion wraps around.
+    np.clip(mono, -1.0, 1.0, out=mono)
+    mono *= 32767.0
+    return np.rint(mono, out=mono).astype(np.int16)
+
+
+def _check_rate(rate: int) -> None:
+    # The resampler's work and tables grow with the rate; a header can claim any 32-bit rate.
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudio(
+            f"audio sample rate {rate} Hz is outside the {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz "
+            "accepted"
+        )
+
+
 def _check_duration(frames: int, rate: int, max_seconds: float) -> None:
     seconds = frames / rate
-    if seconds > max_seconds + 1e-9:
+    if seconds > max_seconds + _TOLERANCE_S:
         raise InvalidAudio(
             f"audio is {seconds:.1f} s long, more than the {max_seconds:g} s allowed"
         )
+
+
+def _check_samples(frames: int, channels: int, max_seconds: float) -> None:
+    samples, budget = frames * channels, _sample_budget(max_seconds)
+    if samples > budget:
+        raise InvalidAudio(
+            f"audio decodes to {samples} samples ({channels} channel(s)), more than the {budget} "
+            f"a {max_seconds:g} s message may hold"
+        )
+
+
+def _max_frames(rate: int, max_seconds: float) -> int:
+    """The most frames `_check_duration` lets through at `rate`."""
+    return math.floor((max_seconds + _TOLERANCE_S) * rate)
+
+
+def _sample_budget(max_seconds: float) -> int:
+    return math.floor((max_seconds + _TOLERANCE_S) * BUDGET_SAMPLES_PER_SECOND)
+
+
+def _without_stray_non_finite(frames: np.ndarray) -> np.ndarray:
+    """`frames` with NaN/inf samples silenced; refused when they are most of the audio."""
+    finite = np.isfinite(frames)
+    bad = frames.size - int(np.count_nonzero(finite))
+    if bad == 0:
+        return frames
+    if bad > MAX_NOT_FINITE_FRACTION * frames.size:
+        raise InvalidAudio(
+            f"audio is not sound: {bad / frames.size:.0%} of its samples are NaN or infinite"
+        )
+    # Silence, not full scale: a stray inf played as a full-scale click is worse than a gap.
+    return np.where(finite, frames, np.float32(0.0))
