@@ -30,6 +30,7 @@ import numpy as np
 from poc.paths import DEFAULT_MODELS_DIR
 from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk, SpeechError, VoiceInfo
 from poc.speech.resample import resample_int16
+from poc.speech.scripts import require_readable
 from poc.speech.sentences import (
     join_chunks,
     language_matches,
@@ -149,6 +150,7 @@ class PiperProvider:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         files = self._voice_for(voice, language)
         sentences = require_speakable(text)
+        require_readable(text, files.language, files.name)  # one language per piper voice
         return self._stream(files, sentences)
 
     def synthesize(
