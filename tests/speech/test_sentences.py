@@ -50,8 +50,9 @@ def test_closing_quotes_stay_with_their_sentence() -> None:
     assert split_sentences('He said "stop." Then he left.') == ['He said "stop."', "Then he left."]
 
 
-def test_punctuation_only_pieces_join_the_sentence_before() -> None:
-    assert split_sentences("Wait for it. ... !!! Done.") == ["Wait for it. ... !!!", "Done."]
+def test_punctuation_only_pieces_after_a_sentence_are_dropped() -> None:
+    # bare punctuation carries no words, and piper would read the "!!!" out as "exclamation"
+    assert split_sentences("Wait for it. ... !!! Done.") == ["Wait for it.", "Done."]
 
 
 def test_long_sentences_are_cut_at_commas_first() -> None:

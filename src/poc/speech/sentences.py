@@ -42,9 +42,9 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
 
     Line breaks always end a sentence; '.', '!', '?' and '…' end one when whitespace follows,
     except after a known abbreviation or an initial ("Dr. Smith", "e.g. this", "J. Doe").
-    Pieces longer than `max_chars` are cut further. Pieces with nothing speakable ("...", "👋")
-    are merged into the sentence before them; before the first sentence, a symbol or emoji is
-    carried into it and bare punctuation is dropped. Text with nothing speakable at all stays one
+    Pieces longer than `max_chars` are cut further. Pieces with nothing speakable are dropped
+    when they are bare punctuation ("...", "!!!") and otherwise ("👋") merged into the sentence
+    before them, or carried into the first one. Text with nothing speakable at all stays one
     piece (for `require_speakable` to refuse); blank text gives an empty list.
     """
     sentences: list[str] = []
@@ -56,7 +56,8 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS) -> list[str]
             before = [] if sentences else [p for p in leading if not _only_punctuation(p)]
             sentences.append(" ".join([*before, piece]))
         elif sentences:
-            sentences[-1] = f"{sentences[-1]} {piece}"
+            if not _only_punctuation(piece):  # piper reads a "!!!" after a full stop aloud
+                sentences[-1] = f"{sentences[-1]} {piece}"
         else:
             leading.append(piece)
     if not sentences and leading:
@@ -73,8 +74,8 @@ def _pieces(text: str, max_chars: int) -> Iterator[str]:
 def _only_punctuation(piece: str) -> bool:
     """Nothing but punctuation, spaces and invisible marks ("...", "!!!", "--").
 
-    Such a piece before the first words is dropped: piper reads a leading "!!!" out as
-    "exclamation" and adds nothing for "...". A symbol or emoji is kept: voices read some
+    Such a piece is dropped: piper reads a "!!!" standing after a full stop out as
+    "exclamation", and adds nothing for "...". A symbol or emoji is kept: voices read some
     aloud ("👋" is "waving hand"), as they already do for one on the same line as words.
     """
     return all(unicodedata.category(char) in _UNSAID for char in piece)
