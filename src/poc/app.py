@@ -133,9 +133,16 @@ class Service:
         for `frames` ticks; `on_tick` lets a benchmark observe each tick)."""
         compositor, writer, metrics = self.pipeline.compositor, self.writer, self.metrics
         window_start, window_frames, window_sent = time.monotonic(), 0, 0
+        rebases = self.clock.rebases
         async for tick in self.clock.ticks():
             if frames is not None and tick.frame >= frames:
                 return
+            if self.clock.rebases != rebases:
+                # The process stalled past what the clock catches up on (a suspended VM, a
+                # starved host): worth an operator's look, once per stall.
+                metrics.clock_rebases.inc(self.clock.rebases - rebases)
+                rebases = self.clock.rebases
+                log.warning("the media clock was stalled for over %.0f s and skipped ahead", self.clock.max_catch_up)
             picture, audio = compositor.render(tick.frame)
             if not writer.stopped and writer.offer(picture, audio):
                 window_sent += 1  # what the writer took: frames dropped in an outage do not count

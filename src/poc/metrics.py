@@ -53,6 +53,12 @@ class Metrics:
         )
         self.engine_errors = Counter("poc_engine_errors_total", "Face engine failures (idle face shown)", registry=r)
         self.writer_restarts = Counter("poc_writer_restarts_total", "ffmpeg restarts", registry=r)
+        self.clock_rebases = Counter(
+            "poc_clock_rebases_total",
+            "Stalls longer than the clock catches up on: it skipped ahead, so the stream's time "
+            "fell that much behind the wall clock",
+            registry=r,
+        )
         self.rtmp_up = Gauge("poc_rtmp_up", "1 while frames are leaving for the RTMP server", registry=r)
         self.stream_on_air = Gauge(
             "poc_stream_on_air", "0 while an operator has taken the stream off air (control stop), else 1", registry=r
