@@ -413,6 +413,33 @@ async def test_control_reaches_the_sink_while_speech_is_held(
     assert await ready(channel, control_queue_name(queue)) == 0  # the control message was acked
 
 
+async def test_a_clear_whose_purge_is_slow_still_drops_and_is_acked(
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    channel: AbstractChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy broker may take seconds to purge a long queue. While the service runs, nothing
+    cuts the clear short: cut, it would drop nothing and stay unacked, to be redelivered after
+    a restart and purge what came since. (The broker's slowness is the one thing faked here.)"""
+    real_purge = aio_pika.queue.Queue.purge
+
+    async def slow_purge(self: object, *args: object, **kwargs: object) -> object:
+        await anyio.sleep(3.0)  # longer than the deadline settles get once the service stops
+        return await real_purge(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aio_pika.queue.Queue, "purge", slow_purge)
+    async with running(make_source(settings, queue, sink, prefetch=1)):
+        await publish(settings, build_text("held"), queue)
+        await eventually(lambda: len(sink.jobs) == 1)
+        await publish(settings, build_control("clear"), queue, control=True)
+        await eventually(lambda: sink.clears == 1, timeout=10)
+        await anyio.sleep(0.2)  # the ack follows the drop
+    assert sink.jobs[0].outcome is Outcome.DROPPED
+    assert await ready(channel, control_queue_name(queue)) == 0  # the clear was acked
+
+
 async def test_clear_drops_held_jobs_and_purges_the_queue(
     settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
 ) -> None:

@@ -29,6 +29,7 @@ asyncio only: aio-pika does not run on trio.
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import struct
 from collections.abc import Iterator
@@ -108,24 +109,54 @@ def _amqp_id(delivery: AbstractIncomingMessage) -> str | None:
     return printable_id(delivery.message_id) if delivery.message_id else None
 
 
-@contextmanager
-def _settling(job_id: str | None) -> Iterator[None]:
-    """Finish one delivery's settling even if the service is being cancelled meanwhile.
+class _Settles:
+    """Runs each delivery's settling to its end even if the service is cancelled meanwhile.
 
     Why: a shutdown landing between the DLQ publish and the ack left the message in both
-    queues, and one landing inside an ack left a played message to be redelivered and spoken
-    again after the restart. Shielded, a settle that has begun completes; the deadline keeps
-    a broker that stopped answering from holding the shutdown up for long.
+    queues; one landing inside an ack left a played message to be redelivered and spoken again
+    after the restart; one landing after a clear's purge left the clear to be redelivered and
+    purge what was published since. Shielded, a settle that has begun completes.
+
+    No deadline while the service runs (a purge of a long queue may take seconds, and cutting
+    it would leave the clear unacked on a live channel). From the stop on (`close`), every settle
+    gets SETTLE_DEADLINE_S from then, so a broker that stopped answering cannot hold the
+    shutdown up for long. Nested settles (a dead-letter's ack) run in the outer one's scope: a
+    shield of their own would keep the outer deadline from reaching them.
     """
-    with anyio.CancelScope(shield=True):
-        with anyio.move_on_after(SETTLE_DEADLINE_S) as deadline:
+
+    def __init__(self) -> None:
+        self._open: set[anyio.CancelScope] = set()
+        self._closing = False
+        self._inside: contextvars.ContextVar[bool] = contextvars.ContextVar("settling", default=False)
+
+    @contextmanager
+    def one(self, job_id: str | None) -> Iterator[None]:
+        if self._inside.get():
             yield
-        if deadline.cancelled_caught:
+            return
+        with anyio.CancelScope(shield=True) as scope:
+            if self._closing:
+                scope.deadline = anyio.current_time() + SETTLE_DEADLINE_S
+            self._open.add(scope)
+            token = self._inside.set(True)
+            try:
+                yield
+            finally:
+                self._inside.reset(token)
+                self._open.discard(scope)
+        if scope.cancelled_caught:
             LOG.warning(
-                "settling message id=%s took over %.0f s; RabbitMQ will redeliver it",
+                "settling message id=%s took over %.0f s while stopping; RabbitMQ will redeliver it",
                 job_id,
                 SETTLE_DEADLINE_S,
             )
+
+    def close(self) -> None:
+        """The service is stopping: settles under way and to come get SETTLE_DEADLINE_S."""
+        self._closing = True
+        deadline = anyio.current_time() + SETTLE_DEADLINE_S
+        for scope in self._open:
+            scope.deadline = min(scope.deadline, deadline)
 
 
 @attrs.define(eq=False)
@@ -181,6 +212,7 @@ class AmqpSource:
         self._dropped_through = 0  # main-lane deliveries up to this number were cleared
         self._log_filter = RepeatFilter()
         self._closing = False
+        self._settles = _Settles()
         self._consuming_ended = False  # stop_consuming() was called: shutting down
         self._connected = False
         self._reconnects = 0
@@ -212,11 +244,16 @@ class AmqpSource:
         try:
             async with anyio.create_task_group() as tg, send_main, send_control:
                 self._tg = tg
-                tg.start_soon(self._lane, receive_main, self._queue)
-                tg.start_soon(self._lane, receive_control, self._control_queue)
-                await self._connect()
-                task_status.started()
-                await anyio.sleep_forever()
+                try:
+                    tg.start_soon(self._lane, receive_main, self._queue)
+                    tg.start_soon(self._lane, receive_control, self._control_queue)
+                    await self._connect()
+                    task_status.started()
+                    await anyio.sleep_forever()
+                finally:
+                    # Cancelled: the task group now waits for its tasks, settles in flight
+                    # included, which are shielded; from here they get a deadline.
+                    self._settles.close()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(SHUTDOWN_FLUSH_S):
                 await self.aclose()
@@ -232,6 +269,7 @@ class AmqpSource:
             await self._close_connection()
             return
         self._closing = True
+        self._settles.close()
         try:
             await self.stop_consuming()
             for held in list(self._held.values()):
@@ -467,7 +505,7 @@ class AmqpSource:
         job_id: str,
         stale: bool = False,
     ) -> None:
-        with _settling(job_id):
+        with self._settles.one(job_id):
             if stale:
                 # Most likely on a channel that has died (the redelivery after it carries the
                 # outcome, incl. any DLQ copy); try anyway in case it is alive, and fail quietly.
@@ -498,7 +536,7 @@ class AmqpSource:
                 await self._ack(delivery, job_id)
 
     async def _ack(self, delivery: AbstractIncomingMessage, job_id: str | None) -> None:
-        with _settling(job_id):
+        with self._settles.one(job_id):
             try:
                 await delivery.ack()
             except Exception as exc:
@@ -517,7 +555,7 @@ class AmqpSource:
         Only a failure that may pass (the channel is gone) returns the message to the queue:
         one that would fail again on the redelivery would loop for ever.
         """
-        with _settling(job_id):
+        with self._settles.one(job_id):
             error = _header_text(error)
             headers: dict[str, str] = {"x-error": error, "x-original-queue": origin}
             try:
@@ -581,7 +619,7 @@ class AmqpSource:
         else:
             # Purge, drop and ack as one: a clear cut off after its purge would stay unacked, be
             # redelivered after the restart and purge what was published since.
-            with _settling(_amqp_id(delivery)):
+            with self._settles.one(_amqp_id(delivery)):
                 await self._clear(origin)
                 await self._ack(delivery, _amqp_id(delivery))
             return
@@ -674,7 +712,7 @@ class AmqpSource:
                 return
 
     async def _requeue(self, delivery: AbstractIncomingMessage, job_id: str, why: str) -> None:
-        with _settling(job_id):
+        with self._settles.one(job_id):
             try:
                 await delivery.nack(requeue=True)
             except Exception as exc:  # channel gone: RabbitMQ requeues it anyway
