@@ -57,6 +57,7 @@ class ScriptedService:
         self._fail = anyio.Event()
         self.on_air = False
         self.ended: str | None = None
+        self.discarded = False
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         if self.startup_error is not None:  # as Service.run does when its engine cannot load
@@ -96,6 +97,9 @@ class ScriptedService:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def discard(self) -> None:
+        self.discarded = True
+
     def cut_short(self) -> None:
         self._stop.set()
 
@@ -111,6 +115,7 @@ class Script:
     fail_when_stopping: set[str] = attrs.Factory(set)
     may_stop: dict[str, anyio.Event] = attrs.Factory(dict)
     build_gates: dict[str, threading.Event] = attrs.Factory(dict)
+    build_errors: dict[str, list[Exception]] = attrs.Factory(dict)
     building: set[str] = attrs.Factory(set)
     built: list[ScriptedService] = attrs.Factory(list)
     wanted: list[Station] = attrs.Factory(list)
@@ -121,6 +126,8 @@ class Script:
         gate = self.build_gates.get(name)
         if gate is not None:
             assert gate.wait(10), "the test never let the build finish"
+        if self.build_errors.get(name):
+            raise self.build_errors[name].pop(0)
         service = ScriptedService(settings, self)
         self.built.append(service)
         return service
@@ -233,3 +240,43 @@ async def test_a_station_being_added_when_sigterm_comes_is_never_cut_off_by_canc
     assert all(service.ended != "cancelled" for service in script.built), [
         (service.name, service.ended) for service in script.built
     ]
+
+
+async def test_a_station_stopped_while_its_rebuild_is_being_built_lets_the_new_one_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A build cannot be cancelled; the Service it makes holds a port the station built after
+    it needs, so it is discarded, never run and never dropped unreleased."""
+    monkeypatch.setattr(host_module, "RESTART_BACKOFF_S", (0.05,))
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            host = await run_host(script, tg, ["a", "b"])
+            script.build_gates["a"] = threading.Event()
+            script.building.discard("a")
+            script.of("a")[0].fail()
+            await eventually(lambda: "a" in script.building)  # the rebuild is being built
+            script.wanted = stations("b")
+            send(signal.SIGHUP)
+            await anyio.sleep(0.1)
+            script.build_gates["a"].set()
+            await eventually(lambda: "a" not in host.on_air)
+            send(signal.SIGTERM)
+    rebuilt = script.of("a")[1]
+    assert rebuilt.discarded and rebuilt.ended is None
+
+
+async def test_a_rebuild_that_cannot_even_be_built_is_tried_again_and_the_others_stay_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(host_module, "RESTART_BACKOFF_S", (0.05,))
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await run_host(script, tg, ["a", "b"])
+            script.build_errors["a"] = [StartupError("IDLE_AVATAR_PATH: no such file", setting="IDLE_AVATAR_PATH")]
+            script.of("a")[0].fail()
+            await eventually(lambda: len(script.of("a")) == 2 and script.on_air("a"))
+            assert script.on_air("b")
+            send(signal.SIGTERM)
+    assert [service.ended for service in script.built] == ["failed", "stopped", "stopped"]

@@ -228,6 +228,15 @@ class Service:
             except Exception:
                 log.exception("closing %s failed", what)
 
+    def discard(self) -> None:
+        """Let go of a Service that was built but will never run (its station was stopped while
+        it was being built): what the constructor opened, the face API's client and the port
+        that serves it speech, which the station built in its place needs."""
+        if self.hosted is not None:
+            self.hosted.close()
+        if self.audio_host is not None:
+            self.audio_host.stop()
+
     def request_stop(self) -> None:
         """Begin the graceful stop (SIGINT/SIGTERM, or the station removed from the file)."""
         self._stop_requested.set()

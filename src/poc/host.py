@@ -46,6 +46,17 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)  # after a station failed on air
 STEADY_S = 60.0  # on air this long before failing: the back-off starts over
 
 
+def _backoff(failures: int) -> float:
+    """Seconds to wait before rebuilding a station after its `failures`-th failure in a row."""
+    return RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, StartupError):
+        return error.line()
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 class _StartedFlag:
     """A task status that remembers whether the station reported itself started, and passes the
     first report on (to the host's `tg.start`, which waits for it)."""
@@ -146,9 +157,11 @@ class Host:
             await tg.start(self._supervise, station.name, station, service)
         log.info("%d stations on air: %s", len(stations), ", ".join(s.name for s in stations))
 
-    async def _build(self, station) -> Service:
+    async def _build(self, station, unless_stopped: bool = False) -> Service | None:
         token = CURRENT_STATION.set(station.name)
         try:
+            if unless_stopped:
+                return await self._build_unless_stopped(station.settings, None)
             return await anyio.to_thread.run_sync(self.build, station.settings)
         except StartupError as error:
             raise StationStartupError(station.name, error) from None
@@ -233,14 +246,24 @@ class Host:
                         if time.monotonic() - went_on_air > STEADY_S:
                             failures = 0  # it had been on air for a while: start the back-off over
                         failures += 1
-                        wait = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
-                        log.error("station failed on air (%s: %s); rebuilding it in %.0f s",
-                                  type(error).__name__, error, wait, exc_info=error)  # fmt: skip
+                        log.error("station failed on air (%s: %s); rebuilding it in %.0f s", type(error).__name__,
+                                  error, _backoff(failures), exc_info=error)  # fmt: skip
                         # While rebuilding, a stop cancels entry.scope (_ask_to_stop): the back-off
-                        # and a build under way end there, and nothing is put back on air.
+                        # ends there, a build under way is let go of, nothing goes back on air.
                         entry.rebuilding = True
-                        await anyio.sleep(wait)
-                        entry.service = await anyio.to_thread.run_sync(self.build, entry.service.settings)
+                        while True:
+                            await anyio.sleep(_backoff(failures))
+                            try:
+                                rebuilt = await self._build_unless_stopped(entry.service.settings, entry)
+                            except Exception as build_error:  # a file gone since: the others stay on air
+                                failures += 1
+                                log.error("station could not be rebuilt (%s); trying again in %.0f s",
+                                          _one_line(build_error), _backoff(failures))  # fmt: skip
+                                continue
+                            break
+                        if rebuilt is None:
+                            return
+                        entry.service = rebuilt
                         entry.rebuilding = False
                         continue
                     startup = entry.service.startup_error
@@ -252,6 +275,17 @@ class Host:
                 del self.on_air[name]
             entry.done.set()
             CURRENT_STATION.reset(token)
+
+    async def _build_unless_stopped(self, settings: Settings, entry: _OnAir | None) -> Service | None:
+        """A new Service, or None (and the one built let go of) if a stop came meanwhile. The
+        build runs to its end whatever happens: a thread cannot be cancelled, and a Service
+        dropped unreleased would keep its port bound against the one built after it."""
+        with anyio.CancelScope(shield=True):
+            service = await anyio.to_thread.run_sync(self.build, settings)
+            if self._stopping or (entry is not None and entry.stopping):
+                await anyio.to_thread.run_sync(service.discard)
+                return None
+        return service
 
     def _named(self, name: str, error: StartupError) -> StartupError:
         return error if self.single else StationStartupError(name, error)
@@ -339,8 +373,9 @@ class Host:
         if self._stopping:
             return
         try:
-            service = await self._build(station)
-            if self._stopping:  # the signal came while it was being built: it never goes on air
+            # A signal that comes while it is being built: it never goes on air.
+            service = await self._build(station, unless_stopped=True)
+            if service is None:
                 return
             await self._tg.start(self._supervise, station.name, station, service)
         except StartupError as error:  # _build and _supervise name the station in it
