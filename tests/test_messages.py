@@ -341,7 +341,9 @@ def test_text_a_voice_cannot_say_is_refused_naming_the_character(data: str, frag
 def test_tabs_line_breaks_and_invisible_text_are_left_as_they_were() -> None:
     # Tabs and line breaks are ordinary text; zero-width and other formatting characters pass
     # as before (the speech stage decides what to say); whitespace-only is still "empty".
-    for data in ["one\ttwo\r\nthree\n", "zero\u200bwidth", "\u200b", "emoji 👩\u200d💻", "x\u0085y"]:
+    # Vertical tab and form feed are line breaks too (Word's soft break, a PDF's page break).
+    for data in ["one\ttwo\r\nthree\n", "zero\u200bwidth", "\u200b", "emoji 👩\u200d💻", "x\u0085y",
+                 "soft\u000bbreak", "page\u000cbreak"]:
         assert parse_message(body(type="text", data=data), LIMITS).data == data  # type: ignore[union-attr]
     assert rejected(body(type="text", data="\u001c\u001f \t")) == "'data' is empty"
 

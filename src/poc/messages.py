@@ -33,10 +33,11 @@ MESSAGE_TYPES = ("text", "audio", "control")
 # "order-42"-style key needs, and short enough to read in a log.
 MAX_ID_CHARS = 128
 
-# Not text in speech: C0 controls other than tab and line breaks, DEL, and lone surrogates.
+# Not text in speech: C0 controls other than tab and line breaks (vertical tab and form feed
+# are line breaks too: Word's soft break, a PDF's page break), DEL, and lone surrogates.
 # A NUL makes piper fail as if the engine were down (retried, then a fallback voice for 30 s),
 # and a surrogate cannot even be encoded to UTF-8. A regex scans a 2 MB body in milliseconds.
-_NOT_SPEECH = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_NOT_SPEECH = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\ud800-\udfff]")
 # Not in a name (id, session_id, voice, language): every control character (tab and line breaks
 # too), invisible formatting characters (e.g. right-to-left override), lone surrogates and
 # line/paragraph separators: each can break or disguise the log line the name is written into.

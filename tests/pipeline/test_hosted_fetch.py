@@ -250,3 +250,36 @@ def test_a_video_that_comes_after_its_job_settled_is_deleted(did, temp_dir, back
     seven, left = anyio.run(settle_as_the_video_comes, did, temp_dir, backend=backend)
     assert seven.outcome is Outcome.DROPPED
     assert not left, "the vendor's video was left in the temp folder"
+
+
+async def play_without_a_fetch_thread(did: DIdServer) -> tuple[Job, Air]:
+    client = did_client(did)
+    pipeline = make_pipeline(client, Metrics())
+    air = Air(pipeline)
+    seven = job(7, "One two three")
+    async with anyio.create_task_group() as tg:
+        await tg.start(pipeline.run)
+        tg.start_soon(air.run)
+        pipeline.submit(seven)
+        assert await eventually(lambda: seven.is_settled and pipeline.chart.state_id == "idle"), "it never played"
+        tg.cancel_scope.cancel()
+    client.close()
+    return seven, air
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_when_no_thread_can_be_started_for_the_vendor_the_local_face_speaks(did, monkeypatch, backend) -> None:
+    """A process at its thread limit: the job is not left waiting for a request that never
+    began; the local engine speaks it at once."""
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if "-video-" in thread.name:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    seven, air = anyio.run(play_without_a_fetch_thread, did, backend=backend)
+    assert seven.outcome is Outcome.PLAYED
+    assert air.of(7) and not any(air.of(7)), "the vendor's video showed, but it was never asked for"
+    assert not did.jobs

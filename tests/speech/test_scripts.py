@@ -35,6 +35,8 @@ def test_text_mostly_in_another_script_is_refused_naming_it(text: str, language:
         ("今日はいい天気ですね。カタカナも。", "ja"),
         (RUSSIAN, "ru-ru"),
         ("Сербия and Србија", "sr"),
+        ("Dobar dan, kako ste danas?", "sr-rs"),  # Serbian in Latin letters
+        ("Welcome to Київ and Харків, Львів, Одеса", "en-us"),  # places in their own script
         ("你好", "en-us"),  # too few letters to judge: a name
         (CHINESE, "xx-unknown"),  # a language the table does not know is not checked
         ("Hello there!", "en_US"),

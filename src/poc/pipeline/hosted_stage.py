@@ -12,6 +12,7 @@ its video deleted, only when the job settles.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from poc.pipeline.face_stage import FaceStage, InFlight
 from poc.pipeline.job_queue import JobQueue
 from poc.pipeline.link import SpeechEnd, SpeechFailed, SpeechPart, StageLink
 from poc.speech.base import SpeechChunk
+
+log = logging.getLogger(__name__)
 
 FRAMES_AHEAD_S = 2.0  # a hosted face's whole frames decoded ahead of the clock, at most
 EXTRA_LEAD_S = 0.25  # extra time before a hosted face's first frame: whole frames cost more
@@ -149,13 +152,20 @@ class HostedStage:
         before a re-plan (which keeps the job's speech, so the audio is the same)."""
         fetch = self._fetches.get(job)
         if fetch is None:
-            fetch = self._fetches[job] = _Fetch()
+            fetch = _Fetch()
             # A thread of its own, not a task's worker thread: the request must outlive the
             # task that started it, which every re-plan cancels.
-            threading.Thread(
+            thread = threading.Thread(
                 target=self._fetch, args=(fetch, audio, self._compositor.sample_rate),
                 name=f"{self._hosted.name}-video-{job.id}", daemon=True,
-            ).start()  # fmt: skip
+            )  # fmt: skip
+            try:
+                thread.start()
+            except RuntimeError as error:  # "can't start new thread": no vendor, the local face
+                log.warning("could not ask %s for a video (%s); the local engine speaks this message",
+                            self._hosted.name, error)  # fmt: skip
+                return None
+            self._fetches[job] = fetch  # only a started fetch is waited for
         # Polled rather than waited for in a worker thread: each re-plan would abandon such a
         # wait, leaving a thread blocked until the vendor answers (up to its timeout). A poll is
         # cancelled at once on any backend, and 20 ms is nothing next to a vendor's seconds.

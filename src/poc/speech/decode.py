@@ -324,7 +324,8 @@ def _check_samples(frames: int, channels: int, max_seconds: float) -> None:
     if samples > budget:
         raise InvalidAudio(
             f"audio decodes to {samples} samples ({channels} channel(s)), more than the {budget} "
-            f"a {max_seconds:g} s message may hold"
+            f"a {max_seconds:g} s message may hold (96 kHz stereo's worth): downmix it to mono "
+            "or stereo, or send it shorter"
         )
 
 

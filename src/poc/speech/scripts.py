@@ -23,10 +23,12 @@ from poc.speech.base import InvalidSpeechRequest
 _LATIN = frozenset({"LATIN"})
 _SCRIPTS_BY_LANGUAGE: dict[str, frozenset[str]] = {
     **{code: _LATIN for code in (
-        "en de fr es it pt nl pl cs sk sl hr sr-latn ro hu fi sv da no nb nn is et lv lt tr "
+        "en de fr es it pt nl pl cs sk sl hr ro hu fi sv da no nb nn is et lv lt tr "
         "ca eu gl cy ga sq sw vi id ms tl lb mt"
     ).split()},  # fmt: skip
-    **{code: frozenset({"CYRILLIC"}) for code in ("ru", "uk", "be", "bg", "mk", "kk", "sr")},
+    **{code: frozenset({"CYRILLIC"}) for code in ("ru", "uk", "be", "bg", "mk")},
+    # Serbian and Kazakh are written in both (espeak-ng's Serbian rules are in Latin letters).
+    **{code: frozenset({"CYRILLIC", "LATIN"}) for code in ("sr", "kk")},
     "el": frozenset({"GREEK"}),
     "ar": frozenset({"ARABIC"}),
     "fa": frozenset({"ARABIC"}),
@@ -40,7 +42,9 @@ _SCRIPTS_BY_LANGUAGE: dict[str, frozenset[str]] = {
     "ko": frozenset({"HANGUL", "CJK"}),
     "th": frozenset({"THAI"}),
 }
-MOST = 0.5  # refused when more than this share of the letters is in scripts the voice cannot read
+# Refused when more than this share of the letters is in scripts the voice cannot read: high,
+# so a sentence naming a few places in their own script ("Welcome to Київ and Харків") plays.
+MOST = 0.75
 MIN_LETTERS = 4  # too few letters to judge: a name, an initial
 
 
