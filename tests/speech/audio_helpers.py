@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
+
+from poc.speech.decode import find_ffmpeg
 
 
 def dominant_frequency(audio: np.ndarray, rate: int) -> float:
@@ -25,3 +30,14 @@ def band_level(audio: np.ndarray, rate: int, low: float, high: float) -> float:
     freqs = np.fft.rfftfreq(len(audio), 1 / rate)
     spectrum[(freqs < low) | (freqs > high)] = 0
     return rms(np.fft.irfft(spectrum, len(audio)))
+
+
+def encode_with_ffmpeg(folder: Path, name: str, source: list[str]) -> bytes:
+    """The bytes of `folder/name` as ffmpeg writes it from `source` (its input arguments)."""
+    path = folder / name
+    subprocess.run(
+        [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *source, str(path)],
+        check=True,
+        timeout=30,
+    )
+    return path.read_bytes()

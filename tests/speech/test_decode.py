@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import io
 import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 
-from poc.speech.decode import InvalidAudio, decode_audio, find_ffmpeg
+from poc.speech.decode import InvalidAudio, decode_audio
 
-from .audio_helpers import band_level, dominant_frequency, rms
+from .audio_helpers import band_level, dominant_frequency, encode_with_ffmpeg, rms
 
 FORMATS = ["wav", "flac", "ogg", "mp3", "opus", "webm", "m4a"]
 SINE_RMS = 32767 / 8 / np.sqrt(2)  # ffmpeg's sine source has amplitude 1/8
-
-
-def _encode(tmp: Path, name: str, source: list[str]) -> bytes:
-    path = tmp / name
-    subprocess.run(
-        [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *source, str(path)],
-        check=True,
-        timeout=30,
-    )
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +23,7 @@ def sines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """One second of 440 Hz at 44.1 kHz, encoded by ffmpeg in every accepted format."""
     tmp = tmp_path_factory.mktemp("sines")
     source = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100:duration=1"]
-    return {fmt: _encode(tmp, f"sine.{fmt}", source) for fmt in FORMATS}
+    return {fmt: encode_with_ffmpeg(tmp, f"sine.{fmt}", source) for fmt in FORMATS}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -58,7 +47,7 @@ def test_stereo_is_mixed_to_mono_by_averaging(tmp_path: Path) -> None:
         "-filter_complex", "[0][1]amerge=inputs=2",
     ]  # fmt: skip
     for fmt in ("wav", "m4a"):  # one in process (soundfile), one through ffmpeg
-        data = _encode(tmp_path, f"stereo.{fmt}", source)
+        data = encode_with_ffmpeg(tmp_path, f"stereo.{fmt}", source)
         audio = decode_audio(data, fmt, 48000, max_seconds=5)[4800:-4800]
         assert band_level(audio, 48000, 400, 480) == pytest.approx(SINE_RMS / 2, rel=0.1)
         assert band_level(audio, 48000, 950, 1050) == pytest.approx(SINE_RMS / 2, rel=0.1)

@@ -21,8 +21,10 @@ import pytest
 import soundfile
 
 from poc.speech import decode
-from poc.speech.decode import InvalidAudio, decode_audio, find_ffmpeg
+from poc.speech.decode import InvalidAudio, decode_audio
 from poc.speech.resample import MAX_DOWNSAMPLING, _kernel_table, resample_int16
+
+from .audio_helpers import encode_with_ffmpeg
 
 MB = 1 << 20
 
@@ -155,23 +157,13 @@ def test_many_channels_only_allow_a_shorter_message() -> None:
     assert len(decode_audio(eight, "flac", 48000, max_seconds=1.0)) == 14400
 
 
-def _encode(tmp: Path, name: str, source: list[str]) -> bytes:
-    path = tmp / name
-    subprocess.run(
-        [find_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", *source, str(path)],
-        check=True,
-        timeout=30,
-    )
-    return path.read_bytes()
-
-
 def test_ffmpeg_output_is_capped_at_the_sample_budget(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # webm goes through ffmpeg, which keeps the source's channels: 0.4 s of 7.1 at 48 kHz is
     # 153,600 samples. With 0.5 s allowed (96,000 samples) ffmpeg must stop writing near the
     # budget rather than hand over everything, and the message is refused.
-    data = _encode(tmp_path, "surround.webm", [
+    data = encode_with_ffmpeg(tmp_path, "surround.webm", [
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=0.4",
         "-filter_complex", "[0]aformat=channel_layouts=7.1", "-c:a", "libopus",
     ])  # fmt: skip
