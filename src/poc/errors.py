@@ -39,6 +39,15 @@ class StartupError(Exception):
         return message
 
 
+def describe_error(error: BaseException) -> str:
+    """An error in one line for a log or a dead-letter reason: a StartupError's `line()`, else
+    'KeyError: 3', or the type alone ('MemoryError') when the message is empty."""
+    if isinstance(error, StartupError):
+        return error.line()
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def find_startup_error(error: BaseException) -> StartupError | None:
     """The StartupError `error` is or carries (task groups wrap what their tasks raise in
     exception groups, nested as deep as the task groups were); None when there is none."""

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from poc.app import Service
 from poc.config import ConfigError, Settings
-from poc.errors import StartupError, find_startup_error
+from poc.errors import StartupError, describe_error, find_startup_error
 from poc.ops.batch_metrics import BatcherSource, export_batches, loaded_models_batchers
 from poc.ops.http import serve
 from poc.ops.memory import release_freed_memory
@@ -49,12 +49,6 @@ STEADY_S = 60.0  # on air this long before failing: the back-off starts over
 def _backoff(failures: int) -> float:
     """Seconds to wait before rebuilding a station after its `failures`-th failure in a row."""
     return RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S)) - 1]
-
-
-def _one_line(error: Exception) -> str:
-    if isinstance(error, StartupError):
-        return error.line()
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 class _StartedFlag:
@@ -147,22 +141,25 @@ class Host:
 
     async def _start(self, tg: TaskGroup, stations: Sequence[object] | None) -> None:
         if stations is None:
-            service = await anyio.to_thread.run_sync(self.build, self.settings)
+            service = await self._build_unless_stopped(self.settings, None)
+            if service is None:  # a signal came while it was being built
+                return
             await self._serve_http(tg, service)
             await tg.start(self._supervise, "", None, service)
             return
         await self._serve_http(tg, None)
         for station in stations:
             service = await self._build(station)
+            if service is None:  # a signal came while it was being built
+                return
             await tg.start(self._supervise, station.name, station, service)
         log.info("%d stations on air: %s", len(stations), ", ".join(s.name for s in stations))
 
-    async def _build(self, station, unless_stopped: bool = False) -> Service | None:
+    async def _build(self, station) -> Service | None:
+        """The station's Service, its start-up errors naming it; None if a signal came meanwhile."""
         token = CURRENT_STATION.set(station.name)
         try:
-            if unless_stopped:
-                return await self._build_unless_stopped(station.settings, None)
-            return await anyio.to_thread.run_sync(self.build, station.settings)
+            return await self._build_unless_stopped(station.settings, None)
         except StartupError as error:
             raise StationStartupError(station.name, error) from None
         finally:
@@ -258,7 +255,7 @@ class Host:
                             except Exception as build_error:  # a file gone since: the others stay on air
                                 failures += 1
                                 log.error("station could not be rebuilt (%s); trying again in %.0f s",
-                                          _one_line(build_error), _backoff(failures))  # fmt: skip
+                                          describe_error(build_error), _backoff(failures))  # fmt: skip
                                 continue
                             break
                         if rebuilt is None:
@@ -373,9 +370,8 @@ class Host:
         if self._stopping:
             return
         try:
-            # A signal that comes while it is being built: it never goes on air.
-            service = await self._build(station, unless_stopped=True)
-            if service is None:
+            service = await self._build(station)
+            if service is None:  # a signal came while it was being built: it never goes on air
                 return
             await self._tg.start(self._supervise, station.name, station, service)
         except StartupError as error:  # _build and _supervise name the station in it

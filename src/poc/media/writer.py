@@ -362,29 +362,31 @@ class FfmpegWriter:
             self._first_session.set()
             started = time.monotonic()
             reason = self._watch(session)
-            if reason is _ROTATE:
-                self._session = None  # frames offered meanwhile are counted as dropped
-                session.finish(timeout=self._close_timeout)
-                self.rotations += 1
-                self.metrics.rtmp_up.set(0)
-                log.info(
-                    "RTMP session to %s renewed after %.1f days of stream time, before FLV's "
-                    "timestamps wrap at 24.8 days (ffmpeg exit code %s)",
-                    self.url_for_logs, session.frames_written / self._fps / DAY_S, session.process.returncode,
-                )  # fmt: skip
-                backoff = 0.25
-                continue
-            if reason is None:  # closing, or off air on purpose: a clean finish, not an outage
+            if reason is None or reason is _ROTATE:
+                # Closing, off air on purpose, or renewing the session: a clean finish, not an
+                # outage; the loop then starts the next session at once unless off air.
+                renewing = reason is _ROTATE
+                if renewing:
+                    self._session = None  # frames offered while it finishes count as dropped
                 session.finish(timeout=self._close_timeout)
                 if self._closing.is_set():
                     break
                 self._session = None
                 self.metrics.rtmp_up.set(0)
                 self._outage_started = None  # a start after this is a new start, not a recovery
-                log.debug(
-                    "RTMP output to %s closed on purpose: ffmpeg exit code %s",
-                    self.url_for_logs, session.process.returncode,
-                )  # fmt: skip
+                if renewing:
+                    self.rotations += 1
+                    backoff = 0.25
+                    log.info(
+                        "RTMP session to %s renewed after %.1f days of stream time, before FLV's "
+                        "timestamps wrap at 24.8 days (ffmpeg exit code %s)",
+                        self.url_for_logs, session.frames_written / self._fps / DAY_S, session.process.returncode,
+                    )  # fmt: skip
+                else:
+                    log.debug(
+                        "RTMP output to %s closed on purpose: ffmpeg exit code %s",
+                        self.url_for_logs, session.process.returncode,
+                    )  # fmt: skip
                 continue
             self._session = None
             session.kill()

@@ -21,6 +21,7 @@ import anyio
 import numpy as np
 from anyio.abc import ObjectSendStream
 
+from poc.errors import describe_error
 from poc.jobs import Job
 from poc.media.compositor import Compositor
 from poc.metrics import Metrics
@@ -133,7 +134,7 @@ class SpeechStage:
             # MemoryError from a hostile message, or a decoder bug: escaping would take the
             # station down, and the unsettled message would come back and do it again.
             log.exception("decoding an audio message crashed")
-            raise _PermanentFailure(f"audio decoder error: {_describe(error)}") from None
+            raise _PermanentFailure(f"audio decoder error: {describe_error(error)}") from None
 
     async def _synthesize(self, message) -> AsyncIterator[SpeechChunk]:
         try:
@@ -149,7 +150,7 @@ class SpeechStage:
             raise _PermanentFailure(f"speech failed: {error}") from None
         except Exception as error:  # a bug or an engine crash must not take the stream down
             log.exception("TTS crashed")
-            raise _PermanentFailure(f"speech engine error: {_describe(error)}") from None
+            raise _PermanentFailure(f"speech engine error: {describe_error(error)}") from None
 
     def _start_speech(self, message) -> Iterator[SpeechChunk]:
         self._speech.check_voice(message.voice, message.language)
@@ -168,9 +169,3 @@ def _no_audio(job: Job) -> str:
     if job.message.type == "audio":
         return "audio: the message decoded to no samples"
     return "speech: the voice produced no audio for this text"
-
-
-def _describe(error: Exception) -> str:
-    """'MemoryError' or 'KeyError: 3': one line, the type even when the message is empty."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

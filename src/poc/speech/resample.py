@@ -86,9 +86,12 @@ def _kernel_table(up: int, down: int) -> tuple[np.ndarray, int]:
     return _cached_kernel_table(up, down)
 
 
+def _cutoff(up: int, down: int) -> float:
+    return min(1.0, up / down) * ROLLOFF  # in units of the input Nyquist rate
+
+
 def _half_width(up: int, down: int) -> int:
-    cutoff = min(1.0, up / down) * ROLLOFF  # in units of the input Nyquist rate
-    return math.ceil(ZEROS / cutoff)
+    return math.ceil(ZEROS / _cutoff(up, down))
 
 
 @lru_cache(maxsize=16)
@@ -97,8 +100,7 @@ def _cached_kernel_table(up: int, down: int) -> tuple[np.ndarray, int]:
 
 
 def _build_kernel_table(up: int, down: int) -> tuple[np.ndarray, int]:
-    cutoff = min(1.0, up / down) * ROLLOFF
-    half = _half_width(up, down)
+    cutoff, half = _cutoff(up, down), _half_width(up, down)
     phases = min(up, MAX_PHASES)
     taps = np.arange(-half + 1, half + 1, dtype=np.float64)[None, :]
     table = np.empty((phases, 2 * half), dtype=np.float32)
