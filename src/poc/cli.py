@@ -69,11 +69,19 @@ def _run(args: argparse.Namespace) -> int:
     from poc.ops.logs import configure_logging
 
     configure_logging(settings.log_level, settings.secrets())
+    _prepare_process()
+    # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
+    return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+
+
+def _prepare_process() -> None:
+    """What `run` sets up for a long life on air, once logging is configured."""
+    from poc.ops.limits import raise_open_file_limit
+
     # A crash in native code (a codec, a model runtime) otherwise leaves only "exit -11" behind;
     # this prints every thread's Python stack to stderr first, where the service's log goes.
     faulthandler.enable()
-    # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
-    return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+    raise_open_file_limit()
 
 
 def _run_stations(args: argparse.Namespace, base: Settings) -> int:
@@ -104,7 +112,7 @@ def _run_stations(args: argparse.Namespace, base: Settings) -> int:
     from poc.ops.logs import configure_logging
 
     configure_logging(base.log_level, _SECRETS)
-    faulthandler.enable()  # as in _run: a native crash leaves every thread's stack behind
+    _prepare_process()
     return anyio.run(run_stations, base, stations, reload, backend="asyncio")  # aio-pika needs asyncio
 
 

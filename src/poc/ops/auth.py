@@ -80,10 +80,21 @@ class StudioTokenGuard:
 
     def _allowed(self, request: Request) -> bool:
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode("utf-8"), self._token):
+        if scheme.lower() == "bearer" and self._is_token(credential.strip()):
             return True
         cookie = request.cookies.get(COOKIE, "")
         return hmac.compare_digest(cookie.encode("utf-8"), self._cookie.encode("ascii"))
+
+    def _is_token(self, credential: str) -> bool:
+        """Whether a bearer credential is the token. Starlette decodes header bytes as Latin-1,
+        so `credential.encode("latin-1")` is the bytes as sent: a token beyond ASCII arrives as
+        its UTF-8 from curl and most clients, as Latin-1 from a few (Python's http.client).
+        Both comparisons always run, in constant time."""
+        wire = credential.encode("latin-1")  # the header's bytes exactly: each char came from one
+        meant_by_latin1_client = credential.encode("utf-8")
+        from_utf8_client = hmac.compare_digest(wire, self._token)
+        from_latin1_client = hmac.compare_digest(meant_by_latin1_client, self._token)
+        return from_utf8_client or from_latin1_client
 
     async def _login(self, request: Request) -> Response:
         if request.method in ("GET", "HEAD"):

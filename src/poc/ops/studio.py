@@ -310,17 +310,33 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
 
 def _encode(body: dict[str, Any]) -> bytes:
     # The bytes publish() would put on the queue, so size limits count the same.
-    return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    text = json.dumps(body, ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (a "\ud83d" escape in the request: text cut inside an emoji) has no
+        # UTF-8 form. Escaped, as a producer's JSON library would send it, it reaches
+        # parse_message, which refuses it with the queue's own reason (never a 500).
+        return json.dumps(body).encode("ascii")
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _origin_host(origin: str) -> str | None:
+    """The host[:port] of an Origin header; None for one that is no URL ("http://[::1" makes
+    urlsplit raise), which no browser sends for the page itself."""
+    try:
+        return urlsplit(origin).netloc
+    except ValueError:
+        return None
+
+
 async def _json_object(request: Request) -> dict[str, Any] | Response:
     """The request's JSON object, or the 400/403 response that says why there is none."""
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    if origin and _origin_host(origin) != request.headers.get("host"):
         # A page on another site may post to a local port; the page itself is same-origin.
         return json_error(403, "cross-origin requests are refused")
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
@@ -331,6 +347,8 @@ async def _json_object(request: Request) -> dict[str, Any] | Response:
         payload = json.loads((await request.body()).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
         return json_error(400, f"request body is not JSON: {error}".splitlines()[0])
+    except RecursionError:  # "[[[[...": the C parser stops at the recursion limit, at no cost
+        return json_error(400, "request body is not usable JSON: nested too deeply")
     if not isinstance(payload, dict):
         return json_error(400, "request body must be a JSON object")
     return payload
