@@ -7,6 +7,7 @@ or extend them before publishing. Speech goes to the main queue, control to `<qu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import anyio
+from aio_pika.abc import AbstractRobustConnection
 
 from poc.messages import AUDIO_FORMATS, CONTROL_ACTIONS
 from poc.source.connection import AmqpSettings, control_queue_name, describe_connect_error
@@ -108,27 +111,65 @@ async def publish(
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         msg_id = str(body.get("id") or uuid.uuid4().hex)
     try:
-        connection = await aio_pika.connect(**settings.connect_kwargs())  # type: ignore[arg-type]
+        connection = await _connect(settings)
     except Exception as exc:
         raise PublishError(
             f"cannot publish to RabbitMQ at {settings.url_for_logs()}: "
             f"{describe_connect_error(exc, settings)}"
         ) from None
     try:
-        async with connection:
-            channel = await connection.channel()
-            await channel.declare_queue(target, durable=True)
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body=payload,
-                    content_type="application/json",
-                    message_id=msg_id,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=target,
-            )
+        channel = await connection.channel()
+        await channel.declare_queue(target, durable=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(
+                body=payload,
+                content_type="application/json",
+                message_id=msg_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=target,
+        )
     except Exception as exc:
         raise PublishError(
             f"publishing to {target!r} failed: {describe_connect_error(exc, settings)}"
         ) from None
+    finally:
+        await _close(connection)
     return msg_id
+
+
+# Connections whose opening outlived the publish that asked for them, closed once open.
+_LATE_CLOSES: set[asyncio.Future[Any]] = set()
+CLOSE_BUDGET_S = 2.0
+
+
+async def _connect(settings: AmqpSettings) -> AbstractRobustConnection:
+    """Connect; a caller cancelled mid-connect (a publish deadline) still gets the connection
+    closed once it opens. aio-pika cancelled half-way leaves it open on the broker for good."""
+    opening = asyncio.ensure_future(aio_pika.connect(**settings.connect_kwargs()))  # type: ignore[arg-type]
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        _LATE_CLOSES.add(opening)
+        opening.add_done_callback(_close_when_open)
+        raise
+
+
+def _close_when_open(opening: asyncio.Future[Any]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        _LATE_CLOSES.discard(opening)
+        return
+    closing = asyncio.ensure_future(_close(opening.result()))
+    _LATE_CLOSES.add(closing)
+    closing.add_done_callback(_LATE_CLOSES.discard)
+    _LATE_CLOSES.discard(opening)
+
+
+async def _close(connection: AbstractRobustConnection) -> None:
+    """Close even when the publish was cancelled: the caller's deadline (a level-triggered
+    anyio scope) would otherwise cancel the close too and leave the connection open."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_BUDGET_S):
+        try:
+            await connection.close()
+        except Exception:
+            pass  # the broker went away: nothing left open to close
