@@ -191,11 +191,23 @@ def optional_region(raw: str) -> str | None:
 
 
 def optional_path(raw: str) -> Path | None:
-    return Path(raw.strip()).expanduser() if raw.strip() else None
+    return expand_home(raw.strip()) if raw.strip() else None
 
 
 def path(raw: str) -> Path:
-    return Path(raw.strip()).expanduser()
+    return expand_home(raw.strip())
+
+
+def expand_home(text: str) -> Path:
+    """`~/x` or `~user/x` as a path under that home folder. pathlib raises RuntimeError for a
+    home it cannot find (a misspelt user, HOME unset for a user without a passwd entry), which
+    no settings check catches: start-up would end in a traceback, a SIGHUP reload would end the
+    host. Here it is a ValueError, so the setting is named like any other bad value."""
+    path = Path(text)
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot find the home folder of {path.parts[0]!r} (no such user, or HOME unset)") from None
 
 
 def optional_secret(raw: str) -> SecretStr | None:

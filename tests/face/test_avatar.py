@@ -11,7 +11,8 @@ from poc.paths import DEFAULT_AVATAR
 
 
 def write_video(path: Path, count: int, size=(64, 48)) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, size)
+    # at load_avatar's default stream rate, so that each source frame is one stream frame
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, size)
     for i in range(count):
         writer.write(np.full((size[1], size[0], 3), 20 * i + 10, dtype=np.uint8))
     writer.release()

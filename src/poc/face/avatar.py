@@ -11,6 +11,7 @@ landmarks and prepared data the face engines draw on (at a cross-fade, the neare
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import attrs
@@ -22,6 +23,9 @@ from poc.face.loop import Cycle, ping_pong_cycle, plan_cycle
 from poc.paths import RUN_DIR
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+# A clip's own frame rate is trusted within these bounds (slow motion and screen captures
+# included); outside them it is a container's time base, not a rate.
+MIN_CLIP_FPS, MAX_CLIP_FPS = 1.0, 240.0
 DEFAULT_LOOP_CACHE = RUN_DIR / "avatars"  # beside the MuseTalk preparations (same key prefix)
 
 
@@ -36,11 +40,16 @@ class Avatar:
 
     frames: tuple[np.ndarray, ...]
     source: Path
-    source_digest: str  # sha256 of the source file: cache key for prepared data
+    # Cache key for prepared data (MuseTalk's, the loop plan's): the sha256 of the source file,
+    # or for a clip retimed to the stream's rate a digest of that and both rates (its frames
+    # depend on the stream's rate too).
+    source_digest: str
     # One pass of the loop; ping-pong over `frames` unless load_avatar found a loop.
     cycle: Cycle = attrs.field(
         default=attrs.Factory(lambda self: ping_pong_cycle(self.frames), takes_self=True), eq=False, repr=False
     )
+    # sha256 of the source file's bytes: two avatars of the same bytes are one (load_avatars).
+    file_sha256: str = attrs.field(default=attrs.Factory(lambda self: self.source_digest, takes_self=True), repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -135,31 +144,93 @@ def load_avatar(
     stream time) and the plan is cached in `loop_cache` (None: not cached)."""
     if not path.is_file():
         raise AvatarError(f"avatar file not found: {path}")
+    step = 1.0  # source frames per stream frame
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise AvatarError(f"cannot read avatar image: {path}")
-        frames = [image]
+        fitted = [_read_image(path, width, height)]
     else:
-        capture = cv2.VideoCapture(str(path))
-        frames = []
-        try:
-            while len(frames) < max_frames:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frames.append(frame)
-        finally:
-            capture.release()
-        if not frames:
-            raise AvatarError(f"cannot read any frame from avatar video: {path}")
-    fitter = CanvasFitter(width, height)  # one blurred surround per clip, not per frame (~90 ms each at 720p)
-    fitted = tuple(fitter.fit(f) for f in frames)
+        fitted, step = _read_video(path, width, height, max_frames, fps)
     for f in fitted:
         f.setflags(write=False)  # shared by every tick; nobody may paint on them
-    digest = file_digest(path)
+    sha256 = file_digest(path)
+    # A retimed clip's frames depend on the stream's rate: caches made for the same file at
+    # another rate (or, same count, before clips were retimed) must not be taken for them.
+    digest = sha256 if step == 1.0 else hashlib.sha256(f"{sha256} retimed {step!r}".encode()).hexdigest()
     cycle = plan_cycle(fitted, fps, digest, path.name, loop_cache)
-    return Avatar(frames=fitted, source=path, source_digest=digest, cycle=cycle)
+    return Avatar(frames=tuple(fitted), source=path, source_digest=digest, cycle=cycle, file_sha256=sha256)
+
+
+def check_decodes(path: Path) -> None:
+    """AvatarError unless load_avatar could decode the file: an image decodes, a video gives
+    its first frame. Cheap next to a load (no fitting, one frame, no loop plan): what a
+    stations file reload checks before it stops a station to rebuild it on this file."""
+    if not path.is_file():
+        raise AvatarError(f"avatar file not found: {path}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None:  # holds 1/64 of the pixels
+            raise AvatarError(f"cannot read avatar image: {path}")
+        return
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.read()[0]:
+            raise AvatarError(f"cannot read any frame from avatar video: {path}")
+    finally:
+        capture.release()
+
+
+def _read_image(path: Path, width: int, height: int) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise AvatarError(f"cannot read avatar image: {path}")
+    return fit_to_canvas(image, width, height)
+
+
+def _read_video(path: Path, width: int, height: int, max_frames: int, fps: int) -> tuple[list[np.ndarray], float]:
+    """Up to max_frames stream frames of the clip, retimed to the stream's `fps` and fitted as
+    each is decoded; and the source frames per stream frame it was retimed by.
+
+    Stream frame k shows the source frame on screen at k / fps, so the clip plays at its own
+    speed (one source frame per tick played a 60 fps phone clip at double speed): a 60 fps clip
+    skips every other frame (grabbed, never decoded), a 25 fps one shows every fifth twice (the
+    same array). Only one source frame is held at a time, so a 4K clip costs what its fitted
+    frames cost (holding every decoded frame first took 15 GB for 600 frames of 4K)."""
+    fitter = CanvasFitter(width, height)  # one blurred surround per clip, not per frame (~90 ms each at 720p)
+    capture = cv2.VideoCapture(str(path))
+    frames: list[np.ndarray] = []
+    try:
+        step = _source_frames_per_tick(capture.get(cv2.CAP_PROP_FPS), fps)
+        shown, picture = -1, None  # the source frame last decoded, fitted
+        while len(frames) < max_frames:
+            wanted = math.floor(len(frames) * step + 1e-9)
+            while shown < wanted:
+                if not capture.grab():
+                    # The clip's n frames last n / source rate: as many ticks, rounded (one
+                    # 25 fps frame is one tick at 30 fps, not two).
+                    del frames[max(1, round((shown + 1) / step)) :]
+                    break
+                shown += 1
+                if shown == wanted:
+                    ok, raw = capture.retrieve()
+                    picture = fitter.fit(raw) if ok else None
+            if shown < wanted or picture is None:  # the clip ended (or a frame did not decode)
+                break
+            frames.append(picture)
+    finally:
+        capture.release()
+    if not frames:
+        raise AvatarError(f"cannot read any frame from avatar video: {path}")
+    return frames, step
+
+
+def _source_frames_per_tick(source_fps: float, fps: int) -> float:
+    """Source frames per stream frame. A rate the container does not give, or gives as
+    nonsense (0, NaN, a 1000 fps time base), plays one source frame per tick, as a clip at
+    the stream's own rate does."""
+    if not math.isfinite(source_fps) or not MIN_CLIP_FPS <= source_fps <= MAX_CLIP_FPS:
+        return 1.0
+    step = source_fps / fps
+    # 29.97 on 30 (NTSC-rate cameras and phones) drifts 20 ms over a 20-s loop: not worth
+    # retiming, which would only repeat the first frame.
+    return 1.0 if abs(step - 1.0) < 0.005 else step
 
 
 def load_avatars(
@@ -189,7 +260,7 @@ def load_avatars(
     try:
         if not talking.is_file():
             raise AvatarError(f"avatar file not found: {talking}")
-        if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.source_digest:
+        if talking.resolve() == idle.resolve() or file_digest(talking) == idle_avatar.file_sha256:
             return idle_avatar, idle_avatar
         talking_avatar = load_avatar(talking, width, height, talking_max_frames, fps=fps, loop_cache=loop_cache)
         return idle_avatar, talking_avatar

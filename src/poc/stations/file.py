@@ -76,6 +76,7 @@ def load_stations(
         except ConfigError as error:
             raise _error(path, f"station '{name}': {_as_written(str(error), keys.written_as)}") from None
         settings = settings.model_copy(update=process_wide)
+        _check_avatars(path, name, settings, keys.written_as)
         stations.append(Station(name, settings, types.MappingProxyType(dict(keys.overrides))))
     _check_queues(path, stations)
     _check_rtmp_urls(path, stations)
@@ -109,7 +110,7 @@ def _error(path: Path, message: str) -> ConfigError:
 def _read_tables(path: Path) -> list[dict[str, object]]:
     """The file's `[[station]]` tables; ConfigError for an unreadable file or another shape."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark (Notepad) is not TOML
     except FileNotFoundError:
         raise _error(path, "file not found") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -161,6 +162,23 @@ def _as_written(message: str, written_as: Mapping[str, str]) -> str:
         env, colon, rest = part.partition(":")
         parts.append(f"{written_as[env]}:{rest}" if colon and env in written_as else part)
     return "; ".join(parts)
+
+
+def _check_avatars(path: Path, name: str, settings: Settings, written_as: Mapping[str, str]) -> None:
+    """The station's avatar files decode. Only their existence is a settings check: a file that
+    exists but does not decode (still being copied, or not a picture) would otherwise fail that
+    one station's build, at start-up or on a reload, instead of refusing the file with one
+    line naming the station and the key as written."""
+    from poc.face.avatar import AvatarError, check_decodes
+
+    chosen = {settings.idle_avatar_path: settings.idle_avatar_setting}
+    chosen.setdefault(settings.talking_avatar_path, settings.talking_avatar_setting)
+    for avatar, setting in chosen.items():
+        try:
+            check_decodes(avatar)
+        except AvatarError as error:
+            message = _as_written(f"{setting}: {error}", written_as)
+            raise _error(path, f"station '{name}': {message}") from None
 
 
 def _check_queues(path: Path, stations: list[Station]) -> None:

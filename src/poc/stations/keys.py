@@ -18,6 +18,7 @@ from typing import Mapping
 
 import attrs
 
+from poc import config_values as values
 from poc.config import Settings, env_names
 
 # The short names the issue gives; every other setting goes by its lower-cased env name.
@@ -74,7 +75,10 @@ def station_keys(table: Mapping[str, object], folder: Path) -> StationKeys:
         if env in written_as:
             raise ValueError(f"'{written_as[env]}' and '{key}' both set {env}")
         text = _as_text(key, value)
-        overrides[env] = _resolved(env, text, folder)
+        try:
+            overrides[env] = _resolved(env, text, folder)
+        except ValueError as error:  # a home folder that cannot be found
+            raise ValueError(f"{key}: {error}") from None
         written_as[env] = key
     if "avatar" in table:
         for env in _TALKING_AVATARS:
@@ -111,7 +115,7 @@ def _resolved(env: str, text: str, folder: Path) -> str:
     is_path = env in _path_settings() or (env == "TTS_VOICE" and text.strip().endswith(".onnx"))
     if not is_path or not text.strip():
         return text
-    path = Path(text.strip()).expanduser()
+    path = values.expand_home(text.strip())
     return str(path if path.is_absolute() else folder / path)
 
 

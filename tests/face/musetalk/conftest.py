@@ -53,7 +53,7 @@ def avatar_still() -> Avatar:
     return load_avatar(DEFAULT_AVATAR, *SIZE)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 25) -> Path:
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
     try:
         for f in frames:
