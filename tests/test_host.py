@@ -280,3 +280,26 @@ async def test_a_rebuild_that_cannot_even_be_built_is_tried_again_and_the_others
             assert script.on_air("b")
             send(signal.SIGTERM)
     assert [service.ended for service in script.built] == ["failed", "stopped", "stopped"]
+
+
+async def test_a_changed_station_whose_new_settings_cannot_be_built_stays_on_air_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            host = await run_host(script, tg, ["a", "b"])
+            script.build_errors["a"] = [StartupError("IDLE_AVATAR_PATH: not a picture", setting="IDLE_AVATAR_PATH")]
+            script.wanted = [Station("a", settings_for("a").model_copy(update={"fps": 25})), *stations("b")]
+            send(signal.SIGHUP)
+            await eventually(lambda: "not a picture" in caplog.text)
+            await anyio.sleep(0.2)
+            assert script.of("a")[0].on_air and script.of("a")[0].ended is None, "the station left the air"
+            assert host.on_air["a"].service.settings.fps == 30
+            # The file is fixed: the next reload applies the change.
+            send(signal.SIGHUP)
+            await eventually(lambda: len(script.of("a")) == 2 and script.on_air("a"))
+            assert host.on_air["a"].service.settings.fps == 25
+            send(signal.SIGTERM)
+    assert [service.ended for service in script.of("a")] == ["stopped", "stopped"]
+    assert [service.ended for service in script.of("b")] == ["stopped"]

@@ -356,21 +356,45 @@ class Host:
         added = [station for name, station in by_name.items() if name not in self.on_air]
         log.info("SIGHUP: %d stations added, %d removed, %d changed, %d unchanged", len(added), len(removed),
                  len(changed), len(self.on_air) - len(removed) - len(changed))  # fmt: skip
-        for entry in removed + changed:
-            log.info("station %s: stopping (%s)", entry.name, "removed" if entry in removed else "changed")
+        for entry in removed:
+            log.info("station %s: stopping (removed)", entry.name)
             self._ask_to_stop(entry)
-        for entry in removed + changed:
+        for entry in removed:
             await entry.done.wait()
-        for station in added + [by_name[entry.name] for entry in changed]:
+        for entry in changed:
+            await self._replace(entry, by_name[entry.name])
+        for station in added:
             await self._start_later(station)
 
-    async def _start_later(self, station) -> None:
-        """A station added on reload: one that cannot start is logged and left out."""
-        assert self._tg is not None
+    async def _replace(self, entry: _OnAir, station) -> None:
+        """A changed station: its new Service is built while the old one stays on air, so new
+        settings that cannot be built (an avatar that is not a picture, an unknown voice) leave
+        the station streaming as it was rather than off air until the file is fixed."""
         if self._stopping:
             return
         try:
             service = await self._build(station)
+        except StartupError as error:  # _build names the station in it
+            log.error("SIGHUP: %s; it stays on air as it was", error.line())
+            return
+        if service is None:  # a signal came while it was being built
+            return
+        log.info("station %s: stopping (changed)", entry.name)
+        self._ask_to_stop(entry)
+        await entry.done.wait()
+        await self._start_later(station, service)
+
+    async def _start_later(self, station, service: Service | None = None) -> None:
+        """A station added on reload (or its `service` built already): one that cannot start is
+        logged and left out."""
+        assert self._tg is not None
+        if self._stopping:
+            if service is not None:
+                await anyio.to_thread.run_sync(service.discard)
+            return
+        try:
+            if service is None:
+                service = await self._build(station)
             if service is None:  # a signal came while it was being built: it never goes on air
                 return
             await self._tg.start(self._supervise, station.name, station, service)
