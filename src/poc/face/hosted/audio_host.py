@@ -7,6 +7,15 @@ proxy, a tunnel, a public address). Files are kept `ttl_seconds` (the vendor fet
 the start of its job) and at most `max_files`; they live in memory, a minute of 44.1 kHz speech
 being ~5 MB. Any other publisher (a presigned S3 upload...) can stand in: Tavus's client only
 needs a callable `wav bytes -> url`.
+
+TALKING_FACE_AUDIO_HOST/PORT are set once for the process, so every station that speaks through
+Tavus publishes on the same port: the AudioHosts of one host:port share one listening server
+(each keeps its own files, served while it runs), which closes when the last of them stops.
+
+The port faces the internet, so it is bounded against whoever connects to it: at most
+MAX_CONNECTIONS are served at once (one thread each; more are closed at once) and a connection
+that sends nothing for IDLE_TIMEOUT_S is closed, so idle or half-open connections cannot pile
+up threads until the process can start no more.
 """
 
 from __future__ import annotations
@@ -16,6 +25,85 @@ import threading
 import time
 from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MAX_CONNECTIONS = 32  # served at once; a vendor fetches one file per job
+IDLE_TIMEOUT_S = 20.0  # a connection silent (or a send stuck) this long is closed
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_SharedServer"
+
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler puts it on the socket
+        super().setup()
+
+    def log_message(self, *args: object) -> None:  # tokens are capabilities: keep them out of logs
+        pass
+
+    def do_GET(self) -> None:
+        name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
+        body = self.server.lookup(name.removesuffix(".wav")) if name.endswith(".wav") else None
+        if body is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _SharedServer(ThreadingHTTPServer):
+    """One listening port, its connections bounded, serving the files of every AudioHost on it."""
+
+    daemon_threads = True
+    request_queue_size = 64  # a burst is accepted (and refused past the bound) without SYN retries
+
+    def __init__(self, address: tuple[str, int], max_connections: int, idle_timeout: float) -> None:
+        super().__init__(address, _Handler)
+        self.key = address  # as asked for: server_address may spell the host otherwise
+        self.idle_timeout = idle_timeout
+        self.hosts: list[AudioHost] = []  # guarded by _registry_lock
+        self._slots = threading.BoundedSemaphore(max_connections)
+        # serve_forever checks for shutdown every poll_interval (0.5 s by default): stop() would
+        # wait that long, on every service shutdown and every test.
+        self.thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, name="AudioHost", daemon=True
+        )
+
+    def lookup(self, token: str) -> bytes | None:
+        for host in list(self.hosts):
+            body = host._lookup(token)
+            if body is not None:
+                return body
+        return None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # every slot busy: refuse rather than add a thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that hangs up or times out is routine on a public port
+
+
+_registry: dict[tuple[str, int], _SharedServer] = {}  # fixed ports in use, shared by stations
+_registry_lock = threading.Lock()
 
 
 class AudioHost:
@@ -27,41 +115,26 @@ class AudioHost:
         *,
         ttl_seconds: float = 3600.0,
         max_files: int = 64,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
+        """Raises OSError when host:port cannot be listened on (and no AudioHost of this
+        process listens there already)."""
         self._base = public_base_url.rstrip("/") if public_base_url else ""
         self._ttl = ttl_seconds
         self._max = max_files
         self._files: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
-        host_ = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:  # tokens are capabilities: keep them out of logs
-                pass
-
-            def do_GET(self) -> None:
-                name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
-                body = host_._lookup(name.removesuffix(".wav")) if name.endswith(".wav") else None
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "audio/wav")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._http = ThreadingHTTPServer((host, port), Handler)
-        self._http.daemon_threads = True
-        # serve_forever checks for shutdown every poll_interval (0.5 s by default): stop() would
-        # wait that long, on every service shutdown and every test.
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, name="AudioHost", daemon=True
-        )
+        self._stopped = False
+        with _registry_lock:
+            key = (host, port)
+            server = _registry.get(key) if port else None  # port 0: a port of its own
+            if server is None:
+                server = _SharedServer(key, max_connections, idle_timeout_s)
+                if port:
+                    _registry[key] = server
+            server.hosts.append(self)
+        self._http = server
 
     @property
     def port(self) -> int:
@@ -71,12 +144,29 @@ class AudioHost:
         if not self._base:
             host, port = self._http.server_address[:2]
             self._base = f"http://{host}:{port}"
-        self._thread.start()
+        with _registry_lock:
+            if not self._http.thread.is_alive():
+                self._http.thread.start()
         return self
 
     def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+        """Stop serving this host's files; the port closes once no AudioHost uses it."""
+        server = self._http
+        with _registry_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            server.hosts.remove(self)
+            last = not server.hosts
+            if last:
+                if _registry.get(server.key) is server:
+                    del _registry[server.key]
+        with self._lock:
+            self._files.clear()
+        if last:
+            if server.thread.is_alive():
+                server.shutdown()
+            server.server_close()
 
     def publish(self, wav: bytes) -> str:
         """Keep `wav` available and return its URL (an AudioPublisher)."""

@@ -163,7 +163,11 @@ class VendorHttp:
                         response.read()
                         raise self._status_error(response, "download the video", keyless=True)
                     size = 0
-                    for block in response.iter_bytes(1 << 16):
+                    # Each piece as the network hands it over, never gathered into fixed-size
+                    # blocks: a CDN trickling a few bytes at a time would otherwise keep every
+                    # read inside its timeout and never reach this check, holding the message
+                    # (and every one queued behind it) far past the deadline.
+                    for block in response.iter_bytes():
                         self.check(deadline, cancelled, "download the video")
                         size += len(block)
                         if size > MAX_VIDEO_BYTES:
