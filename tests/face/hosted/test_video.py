@@ -47,6 +47,16 @@ def test_30_fps_becomes_25_fps_dropping_frames_evenly(tmp_path: Path) -> None:
     assert [_source_index(f, 1.0, 0.0) for f in frames] == [math.floor(k * 30 / 25) for k in range(25)]
 
 
+def test_60_fps_becomes_30_fps_showing_every_other_frame(tmp_path: Path) -> None:
+    # A 60 fps vendor video (phones, some renderers): the frames between ticks are skipped
+    # without being converted or fitted, and the ones shown are the ones due.
+    path = tmp_path / "talk60.mp4"
+    path.write_bytes(make_talking_video(0.5, fps=60))
+    frames = decode_video(path, SOURCE, SOURCE, 30)
+    assert len(frames) == 15
+    assert [_source_index(f, 1.0, 0.0) for f in frames] == [2 * k for k in range(15)]
+
+
 def test_frames_are_fitted_to_the_stream_like_the_avatar(one_second: Path) -> None:
     """A square video in a 16:9 stream: scaled to the full height and centred, the sides filled
     with a darkened blur of itself (no black bars, no stretching)."""

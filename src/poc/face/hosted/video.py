@@ -64,19 +64,23 @@ def _resample(
     ratio = source_fps / fps
     fitter = CanvasFitter(width, height)  # one blurred surround for the whole video
     current_index, current = 0, _fit(fitter, first)
-    pending: np.ndarray | None = None  # the next source frame, read ahead to know the count
-    ok, raw = capture.read()
-    pending = raw if ok else None
+    # The next source frame is grabbed ahead (to know whether the video goes on) and converted
+    # and fitted only if it is shown: a 60 fps vendor video on a 30 fps stream skips half its
+    # frames, and converting 4K frames only to drop them ran slower than real time.
+    has_next = capture.grab()
     k = 0
     while True:
         wanted = math.floor(k * ratio + 1e-9)  # the source frame on screen at k / fps
         while wanted > current_index:
-            if pending is None:
+            if not has_next:
                 return
-            current_index, current = current_index + 1, _fit(fitter, pending)
-            ok, raw = capture.read()
-            pending = raw if ok else None
-        if pending is None and not _within(k, current_index, ratio):
+            current_index += 1
+            if current_index == wanted:
+                ok, raw = capture.retrieve()
+                if ok and raw is not None:  # a frame that does not convert: the last one holds
+                    current = _fit(fitter, raw)
+            has_next = capture.grab()
+        if not has_next and not _within(k, current_index, ratio):
             return
         yield current
         k += 1
