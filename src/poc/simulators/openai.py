@@ -8,12 +8,21 @@ streamed with chunked transfer encoding as they are made (no container, no timin
 `{"error": {"message", "type", "param", "code"}}`.
 
 Faults besides the shared ones (see simulators/voice.py): "garbage" answers an HTML error page
-(what a misconfigured proxy sends), "odd" streams PCM with one byte too many.
+(what a misconfigured proxy sends), "odd" streams PCM with one byte too many. What an
+OpenAI-compatible server that ignores response_format sends: "mp3" answers MP3 (audio/mpeg, an
+ID3 tag then frames), "wav" a WAV file of the samples (audio/wav), "mislabelled" the raw PCM
+labelled audio/mpeg (as some proxies label every answer). "endless" repeats the text's audio
+without end (a model stuck in a loop) until the client hangs up.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import re
+import wave
+
+import numpy as np
 
 from poc.simulators.base import Request
 from poc.simulators.voice import VoiceServer, speak
@@ -73,18 +82,47 @@ class OpenAIServer(VoiceServer):
             _error(request, 400, "This simulator only serves response_format 'pcm'.", "invalid_request_error",
                    "invalid_value", "response_format")  # fmt: skip
             return
+        if fault == "mp3":
+            self.stream(request, [_mp3_like(len(body["input"]))], "audio/mpeg", None)
+            return
         if fault == "garbage":
             page = b"<html><body><h1>502 Bad Gateway</h1></body></html>\n"
             self.stream(request, [page], "text/html", None)
             return
         data = speak(body["input"], PCM_RATE).audio.astype("<i2").tobytes()
+        content_type = "audio/mpeg" if fault == "mislabelled" else "audio/pcm"
+        if fault == "wav":
+            data, content_type = _wav(data), "audio/wav"
         if fault == "odd":
             data += b"\x00"
         # Pieces of an odd number of bytes: the network does not respect sample borders.
         step = round(self.chunk_seconds * PCM_RATE) * 2 + 1
-        self.stream(request, [data[i : i + step] for i in range(0, len(data), step)], "audio/pcm", fault)
+        pieces = [data[i : i + step] for i in range(0, len(data), step)]
+        if fault == "endless":
+            self.stream(request, itertools.cycle(pieces), content_type, None)
+            return
+        self.stream(request, pieces, content_type, fault)
 
     routes = [("POST", r"/v1/audio/speech", speech)]
+
+
+def _wav(pcm: bytes) -> bytes:
+    """`pcm` (16-bit mono at PCM_RATE) as a WAV file, as Python's wave module writes one."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(PCM_RATE)
+        wav.writeframes(pcm)
+    return out.getvalue()
+
+
+def _mp3_like(characters: int) -> bytes:
+    """Bytes shaped like an MP3 file (an ID3v2 tag, then 128 kb/s frame headers and noise); as
+    raw PCM it would be a burst of noise."""
+    tag = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+    noise = np.random.default_rng(characters).integers(0, 256, 413, dtype=np.uint8).tobytes()
+    return tag + (b"\xff\xfb\x90\x64" + noise) * (4 * characters)
 
 
 def _invalid(body: object) -> tuple[str, str] | None:

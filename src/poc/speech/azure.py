@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import queue
 import re
+import threading
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -189,8 +190,9 @@ class AzureProvider(VendorVoice):
         chunker = PcmChunker(VENDOR, self.vendor_rate, self.sample_rate)
         backlog: deque[tuple[str, Any]] = deque()  # events taken early, in arrival order
         finished = False
+        speaking = None
         try:
-            synthesizer.speak_ssml_async(ssml)
+            speaking = synthesizer.speak_ssml_async(ssml)
             while True:
                 try:
                     wait = self._timeout_s + WATCHDOG_MARGIN_S
@@ -229,9 +231,7 @@ class AzureProvider(VendorVoice):
                 else:
                     raise self._fault(*value)
         finally:
-            if not finished:
-                # Abandoned (a stall, a cancel, an error): stop the service talking into a void.
-                synthesizer.stop_speaking_async()
+            _release(synthesizer, speaking, finished)
 
     def _mark(self, chunker: PcmChunker, viseme: tuple[int, int]) -> None:
         ticks, viseme_id = viseme
@@ -258,6 +258,31 @@ class AzureProvider(VendorVoice):
         if code in (errors.ConnectionFailure, errors.ServiceUnavailable, errors.ServiceError):
             return Unavailable(f"{VENDOR} cannot be reached or failed: {said}")
         return SpeechError(f"{VENDOR} failed: {said}")
+
+
+def _release(
+    synthesizer: speechsdk.SpeechSynthesizer, speaking: speechsdk.ResultFuture | None, finished: bool
+) -> None:
+    """Give back what one utterance holds. The SDK keeps a request's connection and native
+    threads until its future is resolved (`get()`), even after the synthesizer is collected:
+    left unresolved, every sentence leaked a WebSocket and about five threads.
+
+    A finished utterance's result is ready, so it is resolved here. An abandoned one (a stall,
+    a cancel, an error) is first stopped, so the service does not talk into a void; its futures
+    are resolved on a thread of their own, because the SDK's wait has no timeout and this may
+    run wherever the abandoned stream is collected (the event loop's thread included)."""
+    if speaking is None:
+        return
+    if finished:
+        speaking.get()
+        return
+    stopping = synthesizer.stop_speaking_async()
+
+    def resolve() -> None:
+        stopping.get()
+        speaking.get()
+
+    threading.Thread(target=resolve, name="azure-release", daemon=True).start()
 
 
 def _cancellation(event: speechsdk.SpeechSynthesisEventArgs) -> tuple[Any, str]:

@@ -11,8 +11,13 @@ pipeline never learns which vendor spoke. The rules, per sentence:
 - `AuthRejected` (401/403) is never retried: the next provider speaks.
 - Any other `InvalidSpeechRequest` (an unknown voice, empty text) is the request's fault, not the
   vendor's: it is raised at once and the message is dead-lettered.
+- A provider that sends far more audio than the sentence could hold (10 s plus 1 s a
+  character: a model stuck in a loop) is cut off there and not retried: the next provider speaks.
 - When a provider gives up, it is marked down for `down_s` seconds, so the following sentences
-  and messages go straight to the next provider instead of paying for the failure again.
+  and messages go straight to the next provider instead of paying for the failure again. After
+  its rest it gets one attempt, no retries, while another provider stands behind it (a vendor
+  in an outage that stalls costs a TTS_TIMEOUT_SECONDS silence per attempt); if that fails too,
+  its rest doubles, up to `max_down_s`. One success makes it the provider it was.
 - Only when every provider in the chain failed does the sentence fail, with one line that says
   what each provider did (the pipeline then dead-letters the message).
 
@@ -27,6 +32,7 @@ Per provider it counts requests, failures by kind and the time to the first audi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -38,6 +44,7 @@ import numpy as np
 
 from poc.speech.base import (
     AuthRejected,
+    BadVendorAudio,
     InvalidSpeechRequest,
     PhonemeMark,
     SpeechChunk,
@@ -49,6 +56,12 @@ from poc.speech.base import (
 from poc.speech.sentences import join_chunks, require_speakable
 
 log = logging.getLogger(__name__)
+
+# The bound on one sentence's audio (max_sentence_samples): speech runs about 0.07 s a character
+# (0.15 at its slowest; an emoji read out by name, about 0.8), so 1 s a character and 10 s more
+# for the shortest sentences.
+MIN_SENTENCE_SECONDS = 10.0
+SECONDS_PER_CHARACTER = 1.0
 
 
 class SpeechMetrics:
@@ -66,6 +79,7 @@ class ProviderHealth:
     name: str
     down_until: float = float("-inf")
     last_failure: str = ""
+    strikes: int = 0  # times it gave up since it last spoke; >0: its next try is a probe
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
@@ -92,6 +106,7 @@ class ResilientSpeech:
         max_delay_s: float = 4.0,
         max_wait_s: float = 10.0,
         down_s: float = 30.0,
+        max_down_s: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
@@ -107,6 +122,7 @@ class ResilientSpeech:
         self._max_delay_s = max_delay_s
         self._max_wait_s = max_wait_s
         self._down_s = down_s
+        self._max_down_s = max(down_s, max_down_s)
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
@@ -174,40 +190,56 @@ class ResilientSpeech:
         now = self._clock()
         candidates = [p for p in self.chain if not self.health[p.name].is_down(now)]
         # Every provider marked down: try them all again rather than say nothing.
-        for index, provider in enumerate(candidates or self.chain):
+        order = candidates or self.chain
+        for index, provider in enumerate(order):
             # The message's voice belongs to the primary; a fallback uses its own default.
             own_voice = voice if provider is self.chain[0] else None
+            # Back from a rest with another voice behind it: one look, not a round of retries
+            # spent waiting on a vendor that may still be down. The last resort keeps its retries.
+            probing = self.health[provider.name].strikes > 0 and index < len(order) - 1
+            retries = 0 if probing else self.retries
             try:
-                yield from self._with_retries(provider, sentence, own_voice, language)
-                self.health[provider.name].last_failure = ""
+                yield from self._with_retries(provider, sentence, own_voice, language, retries)
+                self._mark_up(provider.name)
                 return
             except _GaveUp as gave_up:
                 tried.append(gave_up.summary)
                 self._mark_down(provider.name, gave_up.summary)
-                rest = (candidates or self.chain)[index + 1 :]
+                rest = order[index + 1 :]
                 if rest:
                     log.warning("%s; speaking with %s", gave_up.summary, rest[0].name)
         raise SpeechError("every voice failed: " + "; ".join(tried))
 
     def _with_retries(
-        self, provider: SpeechProvider, sentence: str, voice: str | None, language: str | None
+        self,
+        provider: SpeechProvider,
+        sentence: str,
+        voice: str | None,
+        language: str | None,
+        retries: int,
     ) -> Iterator[SpeechChunk]:
         emitted = 0  # samples of this sentence already handed on, by any attempt
         attempt = 0
+        rate = getattr(provider, "sample_rate", None) or self.sample_rate
+        limit = max_sentence_samples(sentence, rate) if rate else float("inf")
         while True:
             attempt += 1
             self._count("tts_requests", provider.name)
             started = self._clock()
             position = 0
             try:
-                for chunk in provider.synthesize_stream(sentence, voice, language):
-                    if position == 0 and len(chunk.audio):
-                        self._observe_first_audio(provider.name, self._clock() - started)
-                    fresh = _after(chunk, emitted - position)
-                    position += len(chunk.audio)
-                    if fresh is not None:
-                        emitted = position
-                        yield fresh
+                stream = provider.synthesize_stream(sentence, voice, language)
+                with _closing(stream):  # a vendor cut off mid-stream hangs up at once
+                    for chunk in stream:
+                        if position == 0 and len(chunk.audio):
+                            self._observe_first_audio(provider.name, self._clock() - started)
+                        fresh = _after(chunk, emitted - position)
+                        position += len(chunk.audio)
+                        if position > limit:
+                            raise self._runaway(provider, sentence, limit, rate)
+                        if fresh is not None:
+                            emitted = position
+                            yield fresh
                 return
             except AuthRejected as error:
                 self._count_failure(provider.name, error)
@@ -218,11 +250,22 @@ class ResilientSpeech:
             except SpeechError as error:
                 self._count_failure(provider.name, error)
                 wait = self._backoff(attempt, error)
-                if attempt > self.retries or wait is None:
+                if attempt > retries or wait is None:
                     tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
                     raise _GaveUp(f"{provider.name} failed after {tries}: {error}") from None
-                log.warning("%s; retry %d of %d in %.2f s", error, attempt, self.retries, wait)
+                log.warning("%s; retry %d of %d in %.2f s", error, attempt, retries, wait)
                 self._sleep(wait)
+
+    def _runaway(self, provider: SpeechProvider, sentence: str, limit: float, rate: int) -> _GaveUp:
+        """Giving up on a vendor that sent far more audio than the sentence holds (a model
+        stuck in a loop). Not retried: what was heard cannot be taken back, and a retry would
+        only be skipped up to there."""
+        error = BadVendorAudio(
+            f"{provider.name} sent more than {limit / rate:.0f} s of audio for a "
+            f"{len(sentence)}-character sentence (cut off)"
+        )
+        self._count_failure(provider.name, error)
+        return _GaveUp(str(error))
 
     def _backoff(self, attempt: int, error: SpeechError) -> float | None:
         """Full-jitter exponential back-off, at least the vendor's Retry-After; None when the
@@ -236,10 +279,19 @@ class ResilientSpeech:
         return wait
 
     def _mark_down(self, name: str, summary: str) -> None:
+        """Rest `name`: down_s, doubled for each time in a row it gave up, up to max_down_s."""
         with self._lock:
             health = self.health[name]
-            health.down_until = self._clock() + self._down_s
+            rest = min(self._max_down_s, self._down_s * 2 ** min(health.strikes, 16))
+            health.strikes += 1
+            health.down_until = self._clock() + rest
             health.last_failure = summary
+
+    def _mark_up(self, name: str) -> None:
+        with self._lock:
+            health = self.health[name]
+            health.strikes = 0
+            health.last_failure = ""
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -255,6 +307,25 @@ class ResilientSpeech:
     def _observe_first_audio(self, provider: str, seconds: float) -> None:
         if self._metrics is not None:
             self._metrics.tts_first_audio.labels(provider=provider).observe(seconds)
+
+
+def max_sentence_samples(sentence: str, rate: int) -> int:
+    """The most audio any voice may make of `sentence` at `rate`: several times the slowest
+    speech, so only a vendor gone wrong (audio without end) ever reaches it. It bounds both
+    what a viewer hears and what a message keeps in memory until it settles."""
+    seconds = MIN_SENTENCE_SECONDS + SECONDS_PER_CHARACTER * len(sentence)
+    return round(seconds * rate)
+
+
+@contextlib.contextmanager
+def _closing(stream: Iterator[SpeechChunk]) -> Iterator[None]:
+    """Close a provider's stream (a generator: its connection) however its reading ends."""
+    try:
+        yield
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
 
 
 def _after(chunk: SpeechChunk, skip: int) -> SpeechChunk | None:
