@@ -122,6 +122,8 @@ def test_unknown_voices_and_languages_are_permanent_errors(piper_44k: PiperProvi
         piper_44k.check_voice(None, "en-GB")
     with pytest.raises(InvalidSpeechRequest, match="voice file not found"):
         piper_44k.check_voice("/nowhere/voice.onnx", None)
+    with pytest.raises(InvalidSpeechRequest, match="cannot find the home folder"):
+        piper_44k.check_voice("~no-such-user-here/voice.onnx", None)  # pathlib raises RuntimeError
     with pytest.raises(InvalidSpeechRequest, match="nothing to speak"):
         piper_44k.synthesize("  ...  ")
     with pytest.raises(InvalidSpeechRequest, match="unknown voice"):

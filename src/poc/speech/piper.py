@@ -316,7 +316,10 @@ def resolve_voice(voice: str) -> VoiceFiles:
     if voice.strip().lower() in SHIPPED_VOICE_ALIASES:
         return shipped_voice()
     if voice.endswith(".onnx"):
-        model = Path(voice).expanduser()
+        try:
+            model = Path(voice).expanduser()
+        except RuntimeError:  # pathlib's way of saying "~nobody" has no home folder
+            raise InvalidSpeechRequest(f"piper voice {voice}: cannot find the home folder it starts from") from None
         config = model.with_name(model.name + ".json")
         if not model.is_file():
             raise InvalidSpeechRequest(f"piper voice file not found: {voice}")
