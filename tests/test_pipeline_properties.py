@@ -41,7 +41,8 @@ class FakeText:
 
 class FakeSpeech:
     """Speaks '<marker> <words>' as constant audio = marker, 0.1 s per word, one chunk per
-    sentence. 'FAIL' always fails (transient), 'FLAKY' fails once, 'BADVOICE' is permanent."""
+    sentence. 'FAIL' always fails (transient), 'FLAKY' fails once, 'BADVOICE' is permanent.
+    A sentence with 'TINY' is one sample long (less than a frame), one with 'SILENT' has none."""
 
     name = "fake"
 
@@ -66,7 +67,8 @@ class FakeSpeech:
             if "FAIL" in sentence:
                 raise SpeechError("engine down")
             words = max(1, len(sentence.split()))
-            yield SpeechChunk(audio=np.full(int(RATE * 0.1 * words), marker, dtype=np.int16))
+            length = 0 if "SILENT" in sentence else 1 if "TINY" in sentence else int(RATE * 0.1 * words)
+            yield SpeechChunk(audio=np.full(length, marker, dtype=np.int16))
 
     def synthesize(self, text, voice=None, language=None):
         raise NotImplementedError
@@ -140,62 +142,120 @@ def build_pipeline(
 
 action = st.one_of(
     st.tuples(st.just("say"), st.sampled_from(["Hi.", "One two three. Four five.", "FLAKY words here.",
-                                               "FAIL now.", "long " * 12 + "."]),
+                                               "FAIL now.", "Good words. FAIL now.", "long " * 12 + ".",
+                                               "TINY.", "SILENT."]),
               st.sampled_from([None, None, None, "BADVOICE"]), st.booleans()),
     st.tuples(st.just("interrupt")),
     st.tuples(st.just("clear")),
     st.tuples(st.just("ticks"), st.integers(1, 40)),
     st.tuples(st.just("slow"), st.sampled_from([0.0, 0.0, 0.004])),
     st.tuples(st.just("broken"), st.booleans()),
+    st.tuples(st.just("stop")),
+    st.tuples(st.just("start")),
 )  # fmt: skip
+
+CUT_FRAMES = FPS // 5  # an interrupt cuts the speech on air within 200 ms of stream time
 
 
 async def scenario(actions, late: bool = False) -> None:
     """`late`: the engine's faces improve with later speech, so the face stage holds frames
-    back until they are due (as it does for MuseTalk)."""
+    back until they are due (as it does for MuseTalk). `stop` hands every held message back as
+    the `stop` control does (the control lane waits for it); no message arrives until `start`."""
     speech, engine = ResilientSpeech([FakeSpeech()], retries=1, sleep=lambda s: None), FakeEngine()
     engine.improves_with_later_audio = late
     pipeline = build_pipeline(speech, engine)
+    compositor, chart = pipeline.compositor, pipeline.chart
     transitions: list[tuple[str, str]] = []
 
     class Listener:
         def after_transition(self, source, target) -> None:
             transitions.append((source.id, target.id))
 
-    pipeline.chart.add_listener(Listener())
+    chart.add_listener(Listener())
     jobs: dict[int, Job] = {}
+    urgent: set[int] = set()
     settled_at: dict[int, int] = {}
+    first_heard: dict[int, int] = {}
+    heard_runs: list[int] = []  # the job heard, once per run of frames: a job twice here played twice
+    cut_by: dict[int, int] = {}  # job -> the last frame it may be heard on after an interrupt
+    ahead_of: dict[int, set[int]] = {}  # urgent job -> jobs held then, which it must play before
+    stopped = False
     frame = 0
 
     async def tick() -> None:
         nonlocal frame
-        picture, audio = pipeline.compositor.render(frame)
+        picture, audio = compositor.render(frame)
         assert picture.shape == (8, 8, 3)
         assert len(audio) == samples_in_frame(frame, RATE, FPS)  # the clock never stops
         marker = int(audio.max())
         if marker:
             assert marker in jobs
             assert marker not in settled_at or settled_at[marker] >= frame, "a settled job played"
+            assert frame <= cut_by.get(marker, frame), f"job {marker} heard after its interrupt"
+            first_heard.setdefault(marker, frame)
+            if not heard_runs or heard_runs[-1] != marker:
+                assert marker not in heard_runs, f"job {marker} played twice, or between others"
+                heard_runs.append(marker)
+        head = pipeline.schedule.head()
+        if head is not None and head.playing:  # something is on air: the chart says so
+            assert chart.state_id in ("transitioning", "talking"), f"{chart.state_id} while job {head.job.id} plays"
+        elif chart.talking.is_active:
+            raise AssertionError("talking with nothing on air")
         for number, job in jobs.items():
             if job.is_settled and number not in settled_at:
                 settled_at[number] = frame
         frame += 1
         await anyio.sleep(0.0005)
 
+    def on_air() -> int | None:
+        head = pipeline.schedule.head()
+        return int(head.job.id) if head is not None and head.playing and head.stop_at is None else None
+
+    def interrupt() -> None:
+        number = on_air()
+        pipeline.interrupt()
+        if number is not None:
+            cut_by[number] = compositor.frame + CUT_FRAMES
+
+    async def hand_back() -> None:
+        handed = [job for job in jobs.values() if not job.is_settled]
+        done = anyio.Event()
+
+        async def stop() -> None:
+            await pipeline.hand_back("stopped")
+            done.set()
+
+        tg.start_soon(stop)
+        for _ in range(FPS * 5):  # the control lane waits for the stop's blend out
+            if done.is_set():
+                break
+            await tick()
+        assert done.is_set(), "a stop never finished"
+        assert all(job.is_settled for job in handed), "a stop kept a message"
+        assert pipeline.schedule.head() is None, "a stop left speech on air"
+
     async with anyio.create_task_group() as tg:
         await tg.start(pipeline.run)
         for step in actions:
             kind = step[0]
-            if kind == "say":
-                _, text, voice, urgent = step
+            if kind == "say" and not stopped:
+                _, text, voice, is_urgent = step
                 number = len(jobs) + 1
                 # Every sentence carries the job's number: the voice is asked one sentence at a time.
                 marked = " ".join(f"{number} {part.strip()}." for part in text.split(".") if part.strip())
                 job = Job(message=FakeText(marked, voice=voice), id=str(number))
                 jobs[number] = job
-                pipeline.submit(job, urgent=urgent)
+                if is_urgent:
+                    urgent.add(number)
+                    ahead_of[number] = {n for n, j in jobs.items() if j.on_air_at is None and n != number}
+                    interrupt_of = on_air()
+                    pipeline.submit(job, urgent=True)
+                    if interrupt_of is not None:
+                        cut_by[interrupt_of] = compositor.frame + CUT_FRAMES
+                else:
+                    pipeline.submit(job)
             elif kind == "interrupt":
-                pipeline.interrupt()
+                interrupt()
             elif kind == "clear":
                 pipeline.clear()
             elif kind == "ticks":
@@ -205,6 +265,11 @@ async def scenario(actions, late: bool = False) -> None:
                 engine.delay = step[1]
             elif kind == "broken":
                 engine.broken = step[1]
+            elif kind == "stop" and not stopped:
+                await hand_back()
+                stopped = True
+            elif kind == "start":
+                stopped = False
         engine.delay, engine.broken = 0.0, False
         for _ in range(FPS * 120):
             if all(job.is_settled for job in jobs.values()) and not pipeline.schedule.head():
@@ -220,7 +285,7 @@ async def scenario(actions, late: bool = False) -> None:
     for source, target in transitions:
         if target == "talking":
             assert source == "transitioning"
-    assert pipeline.chart.state_id == "idle"
+    assert chart.state_id == "idle"
     assert not pipeline.queued_jobs
     dead = {n for n, j in jobs.items() if j.outcome is Outcome.DEAD_LETTERED}
     for n in dead:
@@ -228,7 +293,17 @@ async def scenario(actions, late: bool = False) -> None:
     for n, job in jobs.items():
         text = job.message.data
         if job.outcome is Outcome.PLAYED:
-            assert "FAIL" not in text and job.message.voice != "BADVOICE"
+            assert "FAIL" not in text and "SILENT" not in text and job.message.voice != "BADVOICE"
+            assert n in first_heard, f"job {n} settled as played but was never heard"
+    # Strictly in order: a message plays after every one published before it, except that an
+    # urgent one plays before every message held when it came.
+    heard = sorted(first_heard, key=first_heard.get)
+    plain = [n for n in heard if n not in urgent]
+    assert plain == sorted(plain), f"messages played out of order: {heard}"
+    for number, held in ahead_of.items():
+        for other in held & first_heard.keys():
+            if number in first_heard:
+                assert first_heard[number] < first_heard[other], f"urgent {number} played after {other}"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

@@ -179,7 +179,11 @@ class Pipeline:
 
     def _dead_letter(self, job: Job, reason: str) -> None:
         self.jobs.settle(job, Outcome.DEAD_LETTERED, reason)
-        self.chart.failed()
+        # This job never reached the air. Only in PROCESSING is the chart about it (back to idle
+        # if nothing else waits); while another message is on air, `failed` would blend that
+        # one's mouth out and it would play on with the idle face.
+        if self.chart.processing.is_active:
+            self.chart.failed()
 
     async def _until_off_air(self, timeout: float) -> None:
         """Wait (at most `timeout` s) until nothing plays and no blend is running."""
