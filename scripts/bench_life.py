@@ -23,7 +23,7 @@ import numpy as np
 from poc.face.avatar import load_avatar
 from poc.face.base import FacePatch
 from poc.face.landmarks import detect_landmarks
-from poc.face.life import Life, LifeOptions, paste
+from poc.face.life import Life, LifeOptions
 from poc.face.mouth import MouthPose, MouthRig
 from poc.face.musetalk.geometry import blend_face, frame_geometry
 
@@ -108,8 +108,8 @@ def talking(avatar, landmarks: np.ndarray, frames: range) -> None:
             for k in range(60):
                 life.apply_patched(k, picture, mouth)
             report(f"  {name}", timed(lambda k: life.apply_patched(k, picture, mouth), frames))
-            report("    (full path)", timed(lambda k: life.apply(k, paste(picture, mouth)), frames))
-        report("  paste alone (no life)", timed(lambda k: paste(picture, mouth), frames))
+            report("    (full path)", timed(lambda k: life.apply(k, mouth.pasted_on(picture)), frames))
+        report("  paste alone (no life)", timed(lambda k: mouth.pasted_on(picture), frames))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,13 @@ from pathlib import Path
 import cv2
 from skimage import data
 
-out = Path(__file__).resolve().parent.parent / "assets" / "avatar.png"
-rgb = data.astronaut()
-cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-print(f"wrote {out} ({rgb.shape[1]}x{rgb.shape[0]})")
+
+def main() -> None:
+    out = Path(__file__).resolve().parent.parent / "assets" / "avatar.png"
+    rgb = data.astronaut()
+    cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    print(f"wrote {out} ({rgb.shape[1]}x{rgb.shape[0]})")
+
+
+if __name__ == "__main__":
+    main()

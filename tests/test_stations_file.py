@@ -340,3 +340,31 @@ def test_the_readme_shows_the_shipped_example():
     shown = section.split("```toml\n", 1)[1].split("```", 1)[0]
     example = (PROJECT_ROOT / "assets" / "stations.example.toml").read_text(encoding="utf-8")
     assert shown.strip() in example and shown.count("[[station]]") == 3
+
+
+@pytest.mark.integration
+def test_send_publishes_where_the_services_files_are_missing(tmp_path: Path, clean_env, monkeypatch, rabbitmq, capsys):
+    # A producer sharing the service's .env, on a machine without the avatar or the voice file.
+    queue = f"poc_test_{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("RABBITMQ_QUEUE", queue)
+    monkeypatch.setenv("STATIC_VIDEO_PATH", str(tmp_path / "not-here" / "avatar.mp4"))
+    monkeypatch.setenv("TALKING_FACE_AVATAR_VIDEO", str(tmp_path / "not-here" / "talking.mp4"))
+    try:
+        assert main(["send", "hello from the producer"]) == 0
+        (body, _headers), = amqp.drain(queue)
+        assert json.loads(body)["data"] == "hello from the producer"
+    finally:
+        amqp.delete(queue, control_queue_name(queue), dead_letter_queue_name(queue))
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--audio", "x.wav", "--voice", "joe"], "poc send: --voice applies to TEXT only (audio is played as it is)"),
+        (["--control", "clear", "--voice", "joe"], "poc send: --voice applies to TEXT only (audio is played as it is)"),
+        (["--control", "stop", "--interrupt"], "poc send: --interrupt applies to TEXT or --audio (a control message acts at once)"),
+    ],
+)
+def test_send_refuses_flags_that_would_be_ignored(clean_env, capsys, args, expected):
+    assert main(["send", *args]) == 2
+    assert stderr_line(capsys) == expected

@@ -45,7 +45,9 @@ def _add_run(subparsers) -> None:
     run.set_defaults(func=_run)
 
 
-def settings_from_args(args: argparse.Namespace, names: Mapping[str, str | tuple[str, ...]] | None = None):
+def settings_from_args(
+    args: argparse.Namespace, names: Mapping[str, str | tuple[str, ...]] | None = None, *, check_files: bool = True
+):
     overrides = {
         env: str(getattr(args, attr))
         for attr, envs in (names or _RUN_OVERRIDES).items()
@@ -53,7 +55,7 @@ def settings_from_args(args: argparse.Namespace, names: Mapping[str, str | tuple
         for env in ((envs,) if isinstance(envs, str) else envs)
     }
     env_file = Path(args.env_file) if getattr(args, "env_file", None) else None
-    settings = load_settings(env_file=env_file, overrides=overrides)
+    settings = load_settings(env_file=env_file, overrides=overrides, check_files=check_files)
     _SECRETS[:] = settings.secrets()  # masked in the one line a start-up error prints, too
     return settings
 
@@ -140,9 +142,18 @@ def _send(args: argparse.Namespace) -> int:
     from poc.source.connection import AmqpSettings
     from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
-    settings = settings_from_args(args, {"queue": "RABBITMQ_QUEUE", "stations": "STATIONS_FILE"})
+    # A producer shares the service's settings (its .env) but not its files: the avatar, the
+    # voice and the weights are the service's to check, not a reason to refuse to publish.
+    names = {"queue": "RABBITMQ_QUEUE", "stations": "STATIONS_FILE"}
+    settings = settings_from_args(args, names, check_files=False)
     if sum(x is not None for x in (args.text, args.audio, args.control)) != 1:
         print("poc send: give exactly one of TEXT, --audio FILE or --control ACTION", file=sys.stderr)
+        return 2
+    if args.voice is not None and args.text is None:
+        print("poc send: --voice applies to TEXT only (audio is played as it is)", file=sys.stderr)
+        return 2
+    if args.interrupt and args.control is not None:
+        print("poc send: --interrupt applies to TEXT or --audio (a control message acts at once)", file=sys.stderr)
         return 2
     queue = settings.rabbitmq_queue
     if args.station is not None:
