@@ -28,7 +28,7 @@ from anyio.abc import ObjectReceiveStream
 from poc.face.base import FaceEngine, RenderedFrame, SpeechSlot, Utterance
 from poc.jobs import Job
 from poc.media.compositor import Compositor
-from poc.media.timeline import Segment, SlotCutter
+from poc.media.timeline import Schedule, Segment, SlotCutter
 from poc.metrics import Metrics
 from poc.pipeline.link import SpeechFailed, SpeechPart, StageLink
 from poc.pipeline.options import PipelineOptions
@@ -51,6 +51,16 @@ def render_ahead_frames_for(engine: FaceEngine, fps: int, options: PipelineOptio
     (also what `bench stations --face-only` paces by)."""
     batch = max(MIN_BATCH, engine.batch_size)
     return max(lead_frames_for(engine, fps) + batch, round(options.render_ahead_seconds * fps))
+
+
+def _air_end(schedule: Schedule) -> int | None:
+    """One past the last frame the schedule's last message will be on air: where an interrupt
+    stops it (its fade frame included), not where its speech would have ended. A re-plan lays
+    the next message before the clock's next frame, while the cut one is still in the schedule."""
+    last = next(reversed(list(schedule)), None)
+    if last is None:
+        return None
+    return last.end if last.stop_at is None else min(last.end, last.stop_at + 1)
 
 
 @attrs.define
@@ -167,7 +177,7 @@ class FaceStage:
         assert self._engine is not None, "the pipeline runs its stages only once an engine is attached"
         compositor = self._compositor
         start = compositor.frame + (self.lead_frames if lead_frames is None else lead_frames)
-        last_end = compositor.schedule.last_end()
+        last_end = _air_end(compositor.schedule)
         if last_end is not None:
             # Room for the previous message's blend out: a whole-frame cross-fade is longer.
             whole = compositor.avatars_differ or self._whole_frames

@@ -14,6 +14,7 @@ never asks the voice twice for the same words.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import AsyncIterator, Callable, Iterator, TypeVar
 
@@ -33,6 +34,8 @@ from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, Spee
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+ABANDONED_POLL_S = 0.01  # how often a new synthesis looks whether an abandoned one is done
 
 
 class _PermanentFailure(Exception):
@@ -61,7 +64,10 @@ class SpeechStage:
         self._options = options
         self._metrics = metrics
         self._dead_letter = dead_letter
-        self._limiter = anyio.CapacityLimiter(1)  # one synthesis at a time, abandoned ones included
+        self._limiter = anyio.CapacityLimiter(1)  # one synthesis at a time
+        # Held by the thread while it speaks. On asyncio an abandoned call gives the limiter back
+        # at once while its thread goes on, so this is what says it still runs (see _in_thread).
+        self._speaking = threading.Lock()
         self._spoken: dict[Job, list[SpeechChunk]] = {}  # complete speech kept across re-plans
         jobs.when_settled(self.forget)
 
@@ -157,8 +163,19 @@ class SpeechStage:
         return iter(self._speech.synthesize_stream(message.data, message.voice, message.language))
 
     async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
-        # Abandoned on cancel: a re-plan must not wait for a sentence being synthesised.
-        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter, abandon_on_cancel=True)
+        # Abandoned on cancel: a re-plan must not wait for a sentence being synthesised. But a
+        # new call waits here until an abandoned one is done, rather than start a thread of its
+        # own: each re-plan in a burst (urgent messages, interrupts) would add one more sentence
+        # nobody hears in front of the one wanted (piper speaks one at a time, for all stations).
+        while self._speaking.locked():
+            await anyio.sleep(ABANDONED_POLL_S)
+        return await anyio.to_thread.run_sync(
+            self._while_speaking, function, args, limiter=self._limiter, abandon_on_cancel=True
+        )
+
+    def _while_speaking(self, function: Callable[..., T], args: tuple[object, ...]) -> T:
+        with self._speaking:
+            return function(*args)
 
 
 def _next_or_none(iterator: Iterator[SpeechChunk]) -> SpeechChunk | None:
