@@ -206,6 +206,12 @@ class _Face:
         return self.origin + points @ np.stack([self.ex, self.ey])
 
 
+def check_face(landmarks: np.ndarray) -> None:
+    """Raise RigError when a face with these landmarks cannot carry the warp (too small, or
+    degenerate); cheap: nothing of a rig is built."""
+    _Face.from_landmarks(landmarks)
+
+
 class MouthRig:
     """The precomputed warp of one avatar frame; `render` draws it at any `MouthPose`.
 

@@ -2,7 +2,9 @@
 
 At construction the engine finds the face landmarks of every avatar frame (once; a video's are
 tracked frame to frame and smoothed over time so the mouth does not shimmer) and checks that
-the first frame can carry the warp, so a bad avatar fails at start-up with one clear line.
+each frame can carry the warp, so an avatar with no such frame fails at start-up with one clear
+line. A video's frames whose face cannot (too small: the presenter far away or turned) show the
+idle face whatever is said: the mouth rests there, as the warp has nothing to move.
 Per slot, `MouthTrack` (visemes.py) turns phonemes or loudness into a smoothed `MouthPose`, and
 the frame's `MouthRig` (mouth.py) renders the lower face at that pose onto the body frame of the
 slot's index. A silent slot at rest returns no patch, so the compositor shows the idle frame.
@@ -25,7 +27,7 @@ import numpy as np
 from poc.face.avatar import Avatar
 from poc.face.base import AvatarFaceError, EngineError, FacePatch, RenderedFrame, SpeechSlot
 from poc.face.landmarks import NoFaceFound, detect_landmarks
-from poc.face.mouth import MouthPose, MouthRig, RigError
+from poc.face.mouth import MouthPose, MouthRig, RigError, check_face
 from poc.face.visemes import LOOKAHEAD, MouthTrack, TrackedSlot
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,17 @@ def track_landmarks(frames: Sequence[np.ndarray]) -> np.ndarray:
     return _smooth_over_time(filled).astype(np.float32)
 
 
+def _warp_problems(landmarks: np.ndarray) -> dict[int, str]:
+    """Why each frame whose landmarks cannot carry the warp cannot, by frame number."""
+    problems = {}
+    for number, face in enumerate(landmarks):
+        try:
+            check_face(face)
+        except RigError as exc:
+            problems[number] = str(exc)
+    return problems
+
+
 def _smooth_over_time(tracks: np.ndarray) -> np.ndarray:
     """Local linear regression of each coordinate over neighbouring frames (Gaussian weights).
 
@@ -121,8 +134,18 @@ class WarpEngine:
             raise AvatarFaceError(f"warp engine: {exc} ({avatar.source})") from None
         self._rigs: OrderedDict[int, MouthRig] = OrderedDict()
         self._rigs_lock = threading.Lock()  # an interrupted utterance may overlap the next
+        problems = _warp_problems(self._landmarks)
+        if len(problems) == len(avatar.frames):
+            raise AvatarFaceError(f"warp engine: {problems[0]} ({avatar.source})")
+        if problems:
+            log.warning(
+                "warp engine: the face in %d of %d avatar frames cannot carry the mouth warp (%s); "
+                "the mouth rests on those frames", len(problems), len(avatar.frames), next(iter(problems.values())),
+            )  # fmt: skip
+        self._resting = frozenset(problems)  # source frames shown with the idle face
+        first = min(set(range(len(avatar.frames))) - self._resting)
         try:
-            self.rig(0)  # a face too small or too odd to warp fails now, not on air
+            self.rig(first)  # a face too odd to warp fails now, not on air
         except RigError as exc:
             raise AvatarFaceError(f"warp engine: {exc} ({avatar.source})") from None
         log.info(
@@ -165,9 +188,16 @@ class WarpEngine:
                 self._rigs.popitem(last=False)
         return rig
 
-    def render(self, index: int, pose: MouthPose) -> FacePatch:
-        """The face patch for frame counter `index` with the mouth at `pose`."""
+    def can_warp(self, frame_number: int) -> bool:
+        """Whether this source frame's face can carry the warp (else the mouth rests there)."""
+        return frame_number not in self._resting
+
+    def render(self, index: int, pose: MouthPose) -> FacePatch | None:
+        """The face patch for frame counter `index` with the mouth at `pose`; None (the idle
+        face) on a frame whose face cannot carry the warp."""
         number = self.avatar.frame_number(index)
+        if not self.can_warp(number):
+            return None
         rig = self.rig(number)
         # The rig (landmarks) is the source frame's; the pixels are the picture shown, which at a
         # loop joint is a cross-fade of two frames, so the patch's border matches the body.
@@ -228,7 +258,8 @@ def bench_render(engine: WarpEngine, frames: int = 250) -> float:
         for i in range(frames)
     ]
     for i in range(min(frames, engine.avatar.cycle_length)):
-        engine.rig(engine.avatar.frame_number(i))
+        if engine.can_warp(engine.avatar.frame_number(i)):
+            engine.rig(engine.avatar.frame_number(i))
     started = time.perf_counter()
     for i, pose in enumerate(poses):
         engine.render(i, pose)

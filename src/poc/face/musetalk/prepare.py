@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -200,6 +201,8 @@ def _load(folder: Path, meta: dict) -> PreparedAvatar | None:
     """The cached avatar if it exists and was made from the same source, size, model and VAE."""
     try:
         stored = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(stored, dict):
+            raise ValueError("meta.json is not a JSON object")
         if _identity(stored) != _identity(meta):
             log.info("prepared avatar in %s is stale (%s); rebuilding", folder, _diff(stored, meta))
             return None
@@ -209,7 +212,9 @@ def _load(folder: Path, meta: dict) -> PreparedAvatar | None:
             parsed = int(data["parsed_frames"])
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError) as e:
+    # A damaged cache only costs a rebuild. np.load raises BadZipFile for a cut-off archive and
+    # EOFError for an empty file (what a power cut can leave: the files are not fsynced).
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         log.warning("prepared avatar in %s is unreadable (%s); rebuilding", folder, e)
         return None
     geometry, offset = [], 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any, Iterable
@@ -165,7 +166,8 @@ def parser_problem(models_dir: Path) -> str:
     try:
         found = tensor_shapes(path)
     except Exception as e:  # any reader failure means the file cannot be loaded
-        return _corrupt(PARSER_WEIGHTS, path, models_dir, f"cannot read it as a torch checkpoint ({_one_line(e)}), truncated or damaged")
+        reason = _unreadable(path, f"cannot read it as a torch checkpoint ({_one_line(e)}), truncated or damaged")
+        return _corrupt(PARSER_WEIGHTS, path, models_dir, reason)
     torch = _deps.require("torch")
     from poc.face.musetalk.bisenet import FaceParsingNet
 
@@ -183,7 +185,8 @@ def read_json(file: WeightFile, models_dir: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise EngineError(
-            _corrupt(file, path, models_dir, f"unreadable JSON ({_one_line(e)})"), setting="TALKING_FACE_MODEL_PATH"
+            _corrupt(file, path, models_dir, _unreadable(path, f"unreadable JSON ({_one_line(e)})")),
+            setting="TALKING_FACE_MODEL_PATH",
         ) from e
     if not isinstance(data, dict):
         raise EngineError(_corrupt(file, path, models_dir, "not a JSON object"), setting="TALKING_FACE_MODEL_PATH")
@@ -249,7 +252,8 @@ def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, we
     try:
         found = tensor_shapes(weights)
     except Exception as e:  # any reader failure means the file cannot be loaded
-        return f"cannot read it as a {'safetensors' if weights.suffix == '.safetensors' else 'torch'} checkpoint ({_one_line(e)}), truncated or damaged"
+        kind = "safetensors" if weights.suffix == ".safetensors" else "torch"
+        return _unreadable(weights, f"cannot read it as a {kind} checkpoint ({_one_line(e)}), truncated or damaged")
     expected = _expected_shapes(part, config, models_dir)
     if part == "vae":
         found = {_modern_attention_name(k): v for k, v in found.items()}
@@ -294,14 +298,24 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     then costs no copy on CPU), read fully otherwise (old non-zip checkpoints)."""
     torch = _deps.require("torch")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as e:
-        if "mmap can only be used" not in str(e):
-            raise
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap can only be used" not in str(e):
+                raise
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"not a plain checkpoint of tensors: safe loading refused it ({_refusal(e)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError("not a state dict of tensors")
     return state
+
+
+def _refusal(error: pickle.UnpicklingError) -> str:
+    """What torch's weights-only loading stopped at, without its advice to load unsafely (a
+    weight file that needs that is the wrong file)."""
+    detail = str(error).partition("WeightsUnpickler error:")[2].strip()
+    return detail.partition(". Please use")[0].splitlines()[0] if detail else _one_line(error)
 
 
 def _expected_shapes(part: str, config: dict[str, Any], models_dir: Path) -> dict[str, tuple[int, ...]]:
@@ -342,6 +356,30 @@ def _missing(file: WeightFile, models_dir: Path) -> str:
 
 def _corrupt(file: WeightFile, path: Path, models_dir: Path, reason: str) -> str:
     return f"corrupt {path}: {reason}; download it again: {file.where(models_dir)}"
+
+
+GIT_LFS_POINTER = b"version https://git-lfs"  # how a Git LFS pointer file begins
+WEB_PAGE = (b"<!doctype html", b"<html")  # how a saved web page begins
+
+
+def _unreadable(path: Path, otherwise: str) -> str:
+    """Why a file its reader failed on is not what it should be, said so that the fix follows:
+    an empty file, a Git LFS pointer (a clone without git-lfs) and a saved web page (the hub's
+    page of a file rather than the file) are named as such, since the reader's own words mislead
+    (torch's suggest turning its safe loading off); anything else is `otherwise`."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(64).lstrip().lower()
+    except OSError as e:
+        return f"cannot read it ({_one_line(e)})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head.startswith(GIT_LFS_POINTER):
+        return f"a Git LFS pointer ({size} bytes), not the file itself: the repository was cloned without git-lfs"
+    if head.startswith(WEB_PAGE):
+        return f"a web page ({size} bytes), not the file itself: download the file (the hub's 'resolve' link), not its page"
+    return otherwise
 
 
 def _one_line(e: BaseException) -> str:
