@@ -49,6 +49,7 @@ class ScriptedService:
 
     def __init__(self, settings: Settings, script: Script) -> None:
         self.settings = settings
+        self.script = script
         self.name = settings.rtmp_url.rsplit("/", 1)[-1]
         self.startup_error: StartupError | None = script.startup_errors.pop(self.name, None)
         self.fail_when_stopping = self.name in script.fail_when_stopping
@@ -100,6 +101,11 @@ class ScriptedService:
     def discard(self) -> None:
         self.discarded = True
 
+    def build_engine(self) -> None:  # as Service.build_engine: the face found, or EngineError
+        error = self.script.engine_errors.pop(self.name, None)
+        if error is not None:
+            raise error
+
     def cut_short(self) -> None:
         self._stop.set()
 
@@ -116,6 +122,7 @@ class Script:
     may_stop: dict[str, anyio.Event] = attrs.Factory(dict)
     build_gates: dict[str, threading.Event] = attrs.Factory(dict)
     build_errors: dict[str, list[Exception]] = attrs.Factory(dict)
+    engine_errors: dict[str, StartupError] = attrs.Factory(dict)
     building: set[str] = attrs.Factory(set)
     built: list[ScriptedService] = attrs.Factory(list)
     wanted: list[Station] = attrs.Factory(list)
@@ -303,3 +310,24 @@ async def test_a_changed_station_whose_new_settings_cannot_be_built_stays_on_air
             send(signal.SIGTERM)
     assert [service.ended for service in script.of("a")] == ["stopped", "stopped"]
     assert [service.ended for service in script.of("b")] == ["stopped"]
+
+
+async def test_a_changed_station_whose_new_avatar_shows_no_face_stays_on_air_as_it_was(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            host = await run_host(script, tg, ["a"])
+            script.engine_errors["a"] = StartupError("warp engine: no face found in the avatar", setting="STATIC_VIDEO_PATH")
+            script.wanted = [Station("a", settings_for("a").model_copy(update={"fps": 25}))]
+            send(signal.SIGHUP)
+            await eventually(lambda: "no face found" in caplog.text)
+            await anyio.sleep(0.2)
+            old, replacement = script.of("a")
+            assert old.on_air and old.ended is None, "the station left the air"
+            assert replacement.discarded and replacement.ended is None, "the replacement was not let go of"
+            assert host.on_air["a"].service is old
+            assert "station 'a': STATIC_VIDEO_PATH: warp engine: no face found" in caplog.text
+            send(signal.SIGTERM)
+    assert old.ended == "stopped"

@@ -176,9 +176,9 @@ class Service:
                 voice_ready = anyio.Event()
                 tg.start_soon(self._warm_up_speech, voice_ready)
                 try:
-                    self.engine = await anyio.to_thread.run_sync(self._build_engine)
+                    await self._engine_ready()
                 except EngineError as error:
-                    self.startup_error = error.with_setting("TALKING_FACE_MODEL")
+                    self.startup_error = error
                     self.exit_code = 2
                     tg.cancel_scope.cancel()
                     return
@@ -230,8 +230,12 @@ class Service:
 
     def discard(self) -> None:
         """Let go of a Service that was built but will never run (its station was stopped while
-        it was being built): what the constructor opened, the face API's client and the port
-        that serves it speech, which the station built in its place needs."""
+        it was being built, or its engine would not build): what the constructor opened, the
+        face API's client and the port that serves it speech, which the station built in its
+        place needs, and the engine if build_engine made one."""
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         if self.hosted is not None:
             self.hosted.close()
         if self.audio_host is not None:
@@ -342,6 +346,23 @@ class Service:
         compositor.talking_life = talking_life.start_at(compositor.frame)
         log.info("the avatar lives from frame %d: blinks %s, motion x%g, seed %d", life.origin,
                  "on" if life.blinks else "off", options.motion if life.signals else 0, options.seed)  # fmt: skip
+
+    def build_engine(self) -> None:
+        """Build the face engine now, unless it is built: a station replaced on SIGHUP has its
+        new engine built (the avatar's face found, MuseTalk's avatar prepared) while the old
+        station is still on air. Raises EngineError naming its setting."""
+        if self.engine is None:
+            try:
+                self.engine = self._build_engine()
+            except EngineError as error:
+                raise error.with_setting("TALKING_FACE_MODEL") from None
+
+    async def _engine_ready(self) -> None:
+        # Shielded: the build runs on in its thread whatever happens here, and an engine built
+        # for a stream that is going away must still reach self.engine for _release to close
+        # (its model lease and batcher seat would otherwise stay taken for good).
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.build_engine)
 
     def _build_engine(self) -> FaceEngine:
         """Build the engine and, where it can, measure it (MuseTalk: frames per second on a short

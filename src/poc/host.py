@@ -367,9 +367,10 @@ class Host:
             await self._start_later(station)
 
     async def _replace(self, entry: _OnAir, station) -> None:
-        """A changed station: its new Service is built while the old one stays on air, so new
-        settings that cannot be built (an avatar that is not a picture, an unknown voice) leave
-        the station streaming as it was rather than off air until the file is fixed."""
+        """A changed station: its new Service and face engine are built while the old one stays
+        on air, so new settings that cannot be built (an avatar that is not a picture or shows
+        no face, an unknown voice) leave the station streaming as it was rather than off air
+        until the file is fixed."""
         if self._stopping:
             return
         try:
@@ -378,6 +379,13 @@ class Host:
             log.error("SIGHUP: %s; it stays on air as it was", error.line())
             return
         if service is None:  # a signal came while it was being built
+            return
+        try:
+            with anyio.CancelScope(shield=True):  # a thread cannot be cancelled: wait, then let go
+                await anyio.to_thread.run_sync(service.build_engine)
+        except StartupError as error:
+            await anyio.to_thread.run_sync(service.discard)
+            log.error("SIGHUP: %s; it stays on air as it was", StationStartupError(station.name, error).line())
             return
         log.info("station %s: stopping (changed)", entry.name)
         self._ask_to_stop(entry)
