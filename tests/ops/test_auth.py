@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.operator import EventReader, StandInService, make_settings, serving
+from support.operator import EventReader, RecordingPublisher, StandInService, make_settings, serving
 
 from poc.config import ConfigError, load_settings
 from poc.ops.auth import COOKIE
@@ -20,15 +20,6 @@ from poc.ops.auth import COOKIE
 pytestmark = pytest.mark.anyio
 
 TOKEN = "correct-horse-battery-staple"
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    async def __call__(self, body: dict, control: bool) -> str:
-        self.sent.append(body)
-        return str(body["id"])
 
 
 def guarded(publisher=None):

@@ -7,20 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.operator import StandInService, call, make_settings, serving
+from support.operator import RecordingPublisher, StandInService, call, make_settings, serving
 
 pytestmark = pytest.mark.anyio
 
 TOKENS = ["Grüße-aus-Köln-2024", "пароль-для-студии-42"]  # within Latin-1, and beyond it
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    async def __call__(self, body: dict, control: bool) -> str:
-        self.sent.append(body)
-        return str(body["id"])
 
 
 @pytest.mark.parametrize("token", TOKENS)

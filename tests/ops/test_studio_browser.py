@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from anyio.from_thread import start_blocking_portal
-from support.operator import StandInService, make_settings
+from support.operator import RecordingPublisher, StandInService, make_settings
 
 from poc.ops.auth import COOKIE
 from poc.ops.http import serve
@@ -15,15 +15,6 @@ from poc.ops.http import serve
 pytestmark = pytest.mark.integration
 
 TOKEN = "studio-token-for-the-browser"
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    async def __call__(self, body: dict, control: bool) -> str:
-        self.sent.append(body)
-        return str(body["id"])
 
 
 def test_a_browser_logs_in_with_the_token_and_then_uses_the_studio(browser):

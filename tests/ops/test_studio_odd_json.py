@@ -7,20 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.operator import StandInService, call, make_settings, serving
+from support.operator import RecordingPublisher, StandInService, call, make_settings, serving
 
 from poc.messages import InvalidMessage, MessageLimits, parse_message
 
 pytestmark = pytest.mark.anyio
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    async def __call__(self, body: dict, control: bool) -> str:
-        self.sent.append(body)
-        return str(body["id"])
 
 
 def queue_reason(body: dict) -> str:

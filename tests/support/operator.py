@@ -25,6 +25,17 @@ from poc.ops.studio import Publisher
 from poc.statechart import StreamChart
 
 
+class RecordingPublisher:
+    """Stands for RabbitMQ behind the studio: keeps each body the page would have published."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    async def __call__(self, body: dict, control: bool) -> str:
+        self.sent.append(body)
+        return str(body["id"])
+
+
 def make_settings(**env: str) -> Settings:
     return load_settings(environ={}, env_file=Path("/nonexistent"), overrides=env, check_files=False)
 
