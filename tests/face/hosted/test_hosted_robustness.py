@@ -172,3 +172,26 @@ def test_two_tavus_stations_both_start(tmp_path: Path) -> None:
     finally:
         for service in services:
             service.discard()
+
+
+def test_a_station_starting_while_the_last_one_on_the_audio_port_stops_can_listen() -> None:
+    """One Tavus station stops (discarded after a failure, say) while another is being built
+    for the same process-wide port: the new one either shares the server or finds the port
+    free. Taking the server out of the registry before closing its socket left a window in
+    which the new one found no server to share, yet the port still taken (address in use: the
+    station failed to build)."""
+    port = _free_port()
+    for _ in range(10):
+        leaving = AudioHost(f"http://127.0.0.1:{port}", "127.0.0.1", port).start()
+        stopping = threading.Thread(target=leaving.stop)
+        stopping.start()
+        time.sleep(0.005)  # inside the stop: the listener's shutdown takes up to its poll interval
+        try:
+            arriving = AudioHost(f"http://127.0.0.1:{port}", "127.0.0.1", port).start()
+        finally:
+            stopping.join(HANG_S)
+        try:
+            url = arriving.publish(b"RIFF-new")
+            assert httpx.get(url, timeout=10).content == b"RIFF-new"
+        finally:
+            arriving.stop()

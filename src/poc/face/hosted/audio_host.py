@@ -152,20 +152,22 @@ class AudioHost:
     def stop(self) -> None:
         """Stop serving this host's files; the port closes once no AudioHost uses it."""
         server = self._http
+        with self._lock:
+            self._files.clear()
+        # The last user closes the socket before letting go of the registry: an AudioHost made
+        # for this port meanwhile would otherwise find no server to share, yet the port still
+        # taken (address in use). A second stop() waits here until the port is closed.
         with _registry_lock:
             if self._stopped:
                 return
             self._stopped = True
             server.hosts.remove(self)
-            last = not server.hosts
-            if last:
-                if _registry.get(server.key) is server:
-                    del _registry[server.key]
-        with self._lock:
-            self._files.clear()
-        if last:
+            if server.hosts:
+                return
+            if _registry.get(server.key) is server:
+                del _registry[server.key]
             if server.thread.is_alive():
-                server.shutdown()
+                server.shutdown()  # within a poll interval (50 ms); handlers never take this lock
             server.server_close()
 
     def publish(self, wav: bytes) -> str:
