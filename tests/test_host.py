@@ -101,7 +101,7 @@ class ScriptedService:
     def discard(self) -> None:
         self.discarded = True
 
-    def build_engine(self) -> None:  # as Service.build_engine: the face found, or EngineError
+    def prepare(self) -> None:  # as Service.prepare: the face found and the voice loaded, or a StartupError
         error = self.script.engine_errors.pop(self.name, None)
         if error is not None:
             raise error
@@ -331,3 +331,23 @@ async def test_a_changed_station_whose_new_avatar_shows_no_face_stays_on_air_as_
             assert "station 'a': STATIC_VIDEO_PATH: warp engine: no face found" in caplog.text
             send(signal.SIGTERM)
     assert old.ended == "stopped"
+
+
+async def test_a_fault_of_ours_while_building_on_reload_ends_no_station(caplog: pytest.LogCaptureFixture) -> None:
+    # Not a StartupError: a bug in a build or in an engine's preparation. The stations on air,
+    # the one being changed included, stay on air, and later reloads still apply.
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            host = await run_host(script, tg, ["a", "b"])
+            script.build_errors["a"] = [KeyError("oops")]
+            script.build_errors["c"] = [ZeroDivisionError("oops")]
+            script.wanted = [Station("a", settings_for("a").model_copy(update={"fps": 25})), *stations("b", "c")]
+            send(signal.SIGHUP)
+            await eventually(lambda: "station c could not start" in caplog.text)
+            assert "station a could not be built" in caplog.text
+            assert script.of("a")[0].on_air and script.of("b")[0].on_air and "c" not in host.on_air
+            send(signal.SIGHUP)  # the faults are gone: this reload applies
+            await eventually(lambda: script.on_air("c") and len(script.of("a")) == 2 and script.on_air("a"))
+            send(signal.SIGTERM)
+    assert all(service.ended == "stopped" for service in script.built)

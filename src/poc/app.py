@@ -357,6 +357,13 @@ class Service:
             except EngineError as error:
                 raise error.with_setting("TALKING_FACE_MODEL") from None
 
+    def prepare(self) -> None:
+        """What a station replaced on SIGHUP makes ready while the old one is still on air: the
+        face engine (build_engine) and the voice (a local voice's model loaded: a voice file cut
+        short passes every check until then). Raises a StartupError naming its setting."""
+        self.build_engine()
+        self._load_voice()
+
     async def _engine_ready(self) -> None:
         # Shielded: the build runs on in its thread whatever happens here, and an engine built
         # for a stream that is going away must still reach self.engine for _release to close
@@ -411,14 +418,18 @@ class Service:
         return time.monotonic() - started
 
     async def _warm_up_speech(self, ready: anyio.Event) -> None:
+        await anyio.to_thread.run_sync(self._load_voice)
+        ready.set()
+
+    def _load_voice(self) -> None:
+        """Load a local voice's model now (vendors need nothing; a voice loaded already is not
+        loaded again). One that cannot load now never will, and every message would fail: a
+        start-up error (task groups carry it out)."""
         try:
-            await anyio.to_thread.run_sync(self.speech.warm_up)
+            self.speech.warm_up()
         except Exception as error:
-            # Only local voices warm up (a model file loads): one that cannot load now never
-            # will, and every message would fail; a start-up error (task groups carry it out).
             setting = "TTS_VOICE" if self.settings.tts_voice else "TTS_PROVIDER"
             raise ConfigError(f"{setting}: the voice cannot load: {error}") from None
-        ready.set()
 
 
 async def run_service(settings: Settings) -> int:

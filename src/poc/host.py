@@ -369,8 +369,8 @@ class Host:
     async def _replace(self, entry: _OnAir, station) -> None:
         """A changed station: its new Service and face engine are built while the old one stays
         on air, so new settings that cannot be built (an avatar that is not a picture or shows
-        no face, an unknown voice) leave the station streaming as it was rather than off air
-        until the file is fixed."""
+        no face, an unknown voice or one whose file does not load) leave the station streaming
+        as it was rather than off air until the file is fixed."""
         if self._stopping:
             return
         try:
@@ -378,19 +378,43 @@ class Host:
         except StartupError as error:  # _build names the station in it
             log.error("SIGHUP: %s; it stays on air as it was", error.line())
             return
+        except Exception as error:  # a fault of ours: still no reason to end every station
+            log.error("SIGHUP: station %s could not be built (%s); it stays on air as it was", station.name,
+                      describe_error(error), exc_info=error)  # fmt: skip
+            return
         if service is None:  # a signal came while it was being built
             return
         try:
             with anyio.CancelScope(shield=True):  # a thread cannot be cancelled: wait, then let go
-                await anyio.to_thread.run_sync(service.build_engine)
+                await anyio.to_thread.run_sync(service.prepare)  # its face engine and its voice
         except StartupError as error:
-            await anyio.to_thread.run_sync(service.discard)
+            await self._let_go(service)
             log.error("SIGHUP: %s; it stays on air as it was", StationStartupError(station.name, error).line())
+            return
+        except Exception as error:
+            await self._let_go(service)
+            log.error("SIGHUP: station %s could not be prepared (%s); it stays on air as it was", station.name,
+                      describe_error(error), exc_info=error)  # fmt: skip
+            return
+        if self._stopping:  # a signal came while it was being prepared: it never goes on air
+            await self._let_go(service)
             return
         log.info("station %s: stopping (changed)", entry.name)
         self._ask_to_stop(entry)
-        await entry.done.wait()
+        try:
+            await entry.done.wait()
+        except anyio.get_cancelled_exc_class():  # the host is ending (a signal came meanwhile)
+            await self._let_go(service)
+            raise
         await self._start_later(station, service)
+
+    @staticmethod
+    async def _let_go(service: Service) -> None:
+        """Discard a Service that will never go on air (its engine, its ports), even while the
+        host is being cancelled: the process's task group is cancelled once every station on
+        air has stopped, which may be before a replacement's build is over."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(service.discard)
 
     async def _start_later(self, station, service: Service | None = None) -> None:
         """A station added on reload (or its `service` built already): one that cannot start is
@@ -398,7 +422,7 @@ class Host:
         assert self._tg is not None
         if self._stopping:
             if service is not None:
-                await anyio.to_thread.run_sync(service.discard)
+                await self._let_go(service)
             return
         try:
             if service is None:
@@ -408,6 +432,10 @@ class Host:
             await self._tg.start(self._supervise, station.name, station, service)
         except StartupError as error:  # _build and _supervise name the station in it
             log.error("SIGHUP: %s; the other stations go on", error.line())
+            return
+        except Exception as error:  # a fault of ours: it must not end the stations on air
+            log.error("SIGHUP: station %s could not start (%s); the other stations go on", station.name,
+                      describe_error(error), exc_info=error)  # fmt: skip
             return
         log.info("station %s: on air", station.name)
 
