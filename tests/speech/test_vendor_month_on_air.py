@@ -57,6 +57,7 @@ def service() -> Iterator[AzureSpeechServer]:
         yield server
 
 
+@pytest.mark.slow  # a dozen sentences through the Speech SDK
 @pytest.mark.parametrize("abandoned", [False, True], ids=["spoken-to-the-end", "abandoned-halfway"])
 def test_azure_sentences_give_back_their_connections_and_threads(
     service: AzureSpeechServer, abandoned: bool

@@ -64,6 +64,7 @@ def trickling() -> Iterator[TricklingStorage]:
     storage.stop()
 
 
+@pytest.mark.slow  # waits out its 5 s deadline per vendor
 def test_a_video_download_that_trickles_gives_up_at_the_deadline(vendor: Vendor, trickling: TricklingStorage) -> None:
     """A slow CDN must not hold the message (and every message queued behind it) past
     TALKING_FACE_API_TIMEOUT_SECONDS: the local engine is to speak it once the deadline passes."""
