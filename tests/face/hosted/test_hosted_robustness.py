@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from poc.face.hosted import HostedFaceError
-from poc.face.hosted.audio_host import AudioHost
+from poc.face.hosted.audio_host import MAX_CONNECTIONS, MAX_PER_ADDRESS, AudioHost
 
 from .conftest import RATE, Vendor, speech
 
@@ -196,3 +196,29 @@ def test_a_station_starting_while_the_last_one_on_the_audio_port_stops_can_liste
             assert httpx.get(url, timeout=10).content == b"RIFF-new"
         finally:
             arriving.stop()
+
+
+def _connect_idle_from(source: str, port: int, count: int) -> list[socket.socket]:
+    """Idle connections from another loopback address (Linux routes all of 127/8 to lo)."""
+    conns = []
+    for _ in range(count):
+        conn = socket.socket()
+        conn.bind((source, 0))
+        conn.connect(("127.0.0.1", port))
+        conns.append(conn)
+    return conns
+
+
+def test_one_address_cannot_hold_every_connection_of_the_audio_port() -> None:
+    """A client holding connections open (a byte now and then keeps each alive) takes at most
+    its own share of the port: the vendor, fetching from another address, is still served."""
+    with AudioHost("", idle_timeout_s=HANG_S) as host:
+        hog = _connect_idle_from("127.0.0.2", host.port, MAX_PER_ADDRESS)
+        extra = _connect_idle_from("127.0.0.2", host.port, MAX_CONNECTIONS)
+        try:
+            assert all(_closed_by_server(conn) for conn in extra), "one address took more than its share"
+            url = host.publish(b"RIFF-speech")
+            assert httpx.get(url, timeout=10).content == b"RIFF-speech"
+        finally:
+            for conn in hog + extra:
+                conn.close()

@@ -13,9 +13,10 @@ Tavus publishes on the same port: the AudioHosts of one host:port share one list
 (each keeps its own files, served while it runs), which closes when the last of them stops.
 
 The port faces the internet, so it is bounded against whoever connects to it: at most
-MAX_CONNECTIONS are served at once (one thread each; more are closed at once) and a connection
-that sends nothing for IDLE_TIMEOUT_S is closed, so idle or half-open connections cannot pile
-up threads until the process can start no more.
+MAX_CONNECTIONS are served at once (one thread each; more are closed at once), at most
+MAX_PER_ADDRESS of them for one client address, and a connection that sends nothing for
+IDLE_TIMEOUT_S is closed, so idle or half-open connections cannot pile up threads until the
+process can start no more, nor one client hold every slot against the vendor.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_CONNECTIONS = 32  # served at once; a vendor fetches one file per job
+# Served at once for one client address: a client holding connections open (a byte now and
+# then keeps each inside IDLE_TIMEOUT_S) takes its own share, not every slot of the port.
+MAX_PER_ADDRESS = 8
 IDLE_TIMEOUT_S = 20.0  # a connection silent (or a send stuck) this long is closed
 
 
@@ -69,6 +73,8 @@ class _SharedServer(ThreadingHTTPServer):
         self.idle_timeout = idle_timeout
         self.hosts: list[AudioHost] = []  # guarded by _registry_lock
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._per_address: dict[str, int] = {}  # connections being served, by client address
+        self._per_address_lock = threading.Lock()
         # serve_forever checks for shutdown every poll_interval (0.5 s by default): stop() would
         # wait that long, on every service shutdown and every test.
         self.thread = threading.Thread(
@@ -83,13 +89,18 @@ class _SharedServer(ThreadingHTTPServer):
         return None
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._take_address(client_address[0]):
+            self.shutdown_request(request)  # this address has its share: refuse
+            return
         if not self._slots.acquire(blocking=False):
+            self._give_address(client_address[0])
             self.shutdown_request(request)  # every slot busy: refuse rather than add a thread
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._give_address(client_address[0])
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -97,6 +108,21 @@ class _SharedServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._give_address(client_address[0])
+
+    def _take_address(self, address: str) -> bool:
+        with self._per_address_lock:
+            held = self._per_address.get(address, 0)
+            if held >= MAX_PER_ADDRESS:
+                return False
+            self._per_address[address] = held + 1
+            return True
+
+    def _give_address(self, address: str) -> None:
+        with self._per_address_lock:
+            held = self._per_address.pop(address) - 1
+            if held:
+                self._per_address[address] = held  # an address with none left is forgotten
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that hangs up or times out is routine on a public port
