@@ -373,28 +373,20 @@ class Host:
         as it was rather than off air until the file is fixed."""
         if self._stopping:
             return
+        stays = "it stays on air as it was"
         try:
             service = await self._build(station)
-        except StartupError as error:  # _build names the station in it
-            log.error("SIGHUP: %s; it stays on air as it was", error.line())
-            return
-        except Exception as error:  # a fault of ours: still no reason to end every station
-            log.error("SIGHUP: station %s could not be built (%s); it stays on air as it was", station.name,
-                      describe_error(error), exc_info=error)  # fmt: skip
+        except Exception as error:
+            _log_reload_failure(station.name, "could not be built", error, stays)
             return
         if service is None:  # a signal came while it was being built
             return
         try:
             with anyio.CancelScope(shield=True):  # a thread cannot be cancelled: wait, then let go
                 await anyio.to_thread.run_sync(service.prepare)  # its face engine and its voice
-        except StartupError as error:
-            await self._let_go(service)
-            log.error("SIGHUP: %s; it stays on air as it was", StationStartupError(station.name, error).line())
-            return
         except Exception as error:
             await self._let_go(service)
-            log.error("SIGHUP: station %s could not be prepared (%s); it stays on air as it was", station.name,
-                      describe_error(error), exc_info=error)  # fmt: skip
+            _log_reload_failure(station.name, "could not be prepared", error, stays)
             return
         if self._stopping:  # a signal came while it was being prepared: it never goes on air
             await self._let_go(service)
@@ -430,14 +422,21 @@ class Host:
             if service is None:  # a signal came while it was being built: it never goes on air
                 return
             await self._tg.start(self._supervise, station.name, station, service)
-        except StartupError as error:  # _build and _supervise name the station in it
-            log.error("SIGHUP: %s; the other stations go on", error.line())
-            return
-        except Exception as error:  # a fault of ours: it must not end the stations on air
-            log.error("SIGHUP: station %s could not start (%s); the other stations go on", station.name,
-                      describe_error(error), exc_info=error)  # fmt: skip
+        except Exception as error:
+            _log_reload_failure(station.name, "could not start", error, "the other stations go on")
             return
         log.info("station %s: on air", station.name)
+
+
+def _log_reload_failure(name: str, what: str, error: Exception, outcome: str) -> None:
+    """One line for a station a reload could not build, prepare or start. A StartupError is the
+    file's fault and says so naming the station; anything else is a fault of ours, logged with
+    its traceback, and neither ends the stations on air."""
+    if isinstance(error, StartupError):
+        named = error if isinstance(error, StationStartupError) else StationStartupError(name, error)
+        log.error("SIGHUP: %s; %s", named.line(), outcome)
+    else:
+        log.error("SIGHUP: station %s %s (%s); %s", name, what, describe_error(error), outcome, exc_info=error)
 
 
 async def run_single(settings: Settings) -> int:
