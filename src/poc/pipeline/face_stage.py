@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 MIN_LEAD_FRAMES = 2  # a message starts two frames from now at the soonest
 MIN_BATCH = 2  # slots fed to the engine per call, at least
+ABANDONED_POLL_S = 0.01  # how often a new render looks whether an abandoned one is done
 
 
 def lead_frames_for(engine: FaceEngine, fps: int) -> int:
@@ -87,7 +88,9 @@ class FaceStage:
         self._metrics = metrics
         self._whole_frames = whole_frames
         self._engine: FaceEngine | None = None
-        self._engine_lock = threading.Lock()  # an abandoned render may still be running
+        # Held by the thread while it renders. On asyncio an abandoned render gives the limiter
+        # back at once while its thread goes on, so this is what says it still runs (_in_thread).
+        self._engine_lock = threading.Lock()
         self.limiter = anyio.CapacityLimiter(1)  # one render at a time (hosted frames included)
         self.lead_frames = MIN_LEAD_FRAMES
         self._quick_lead_frames = MIN_LEAD_FRAMES
@@ -234,6 +237,12 @@ class FaceStage:
     async def _in_thread(
         self, utterance: Utterance, ahead: Sequence[SpeechSlot], slots: Sequence[SpeechSlot], last: bool
     ) -> list[RenderedFrame]:
+        # Abandoned on cancel: a re-plan must not wait for a batch being rendered. But a new
+        # render waits here until an abandoned one is done, rather than start a thread of its
+        # own: each re-plan in a burst would queue one more batch nobody sees in front of the
+        # faces wanted (with MuseTalk, a whole batch on the GPU each).
+        while self._engine_lock.locked():
+            await anyio.sleep(ABANDONED_POLL_S)
         return await anyio.to_thread.run_sync(
             self._render, utterance, ahead, slots, last, limiter=self.limiter, abandon_on_cancel=True
         )
