@@ -82,7 +82,9 @@ def test_our_full_size_networks_have_exactly_the_manifest_names_and_shapes(part:
 
 def write_sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
     """A float32 safetensors file of zeros with these tensors, written as a sparse file: the
-    header is real (what the check reads), the data costs no disk and no memory.
+    header is real (what the check reads), the data costs no disk and no memory. Its last value
+    is 1.0, as a file of zeros to the end is what an unfinished download looks like (the check
+    says so; test_zero_filled.py).
     Format: 8-byte little-endian header length, JSON header (dtype, shape, byte offsets), data."""
     header, offset = {}, 0
     for name, shape in shapes.items():
@@ -93,7 +95,8 @@ def write_sparse_safetensors(path: Path, shapes: dict[str, tuple[int, ...]]) -> 
     blob += b" " * (-len(blob) % 8)
     with path.open("wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
-        f.truncate(8 + len(blob) + offset)
+        f.seek(8 + len(blob) + offset - 4)
+        f.write(struct.pack("<f", 1.0))
 
 
 def write_meta_torch(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:

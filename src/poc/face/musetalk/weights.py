@@ -19,8 +19,9 @@ it is not needed here.
 A check costs well under a second even for the 3.4 GB UNet: configs are parsed, checkpoints are
 opened lazily (safetensors headers, torch zip files memory-mapped) and their tensor names and
 shapes compared with a model built from the config on torch's `meta` device (no memory, no
-init). So "corrupt" covers unreadable JSON, truncated or unloadable files, and a checkpoint that
-does not fit its config, each reported on one line naming the file and how to replace it.
+init). So "corrupt" covers unreadable JSON, truncated or unloadable files, a checkpoint that
+does not fit its config, and a file a download manager preallocated and left zero-filled (its last
+64 KiB sampled, see `_zero_filled`), each reported on one line naming the file and how to replace it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import os
 import pickle
 import socket
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Iterable
 from urllib.parse import urlparse
 
 import attrs
@@ -163,6 +164,9 @@ def parser_problem(models_dir: Path) -> str:
     path = PARSER_WEIGHTS.find(models_dir)
     if path is None:
         return ""
+    zeros = _zero_filled(path)
+    if zeros:
+        return _corrupt(PARSER_WEIGHTS, path, models_dir, zeros)
     try:
         found = tensor_shapes(path)
     except Exception as e:  # any reader failure means the file cannot be loaded
@@ -248,7 +252,11 @@ def _config_mismatch(
 
 
 def _state_dict_mismatch(part: str, config: dict[str, Any], models_dir: Path, weights: Path) -> str:
-    """Compare the checkpoint's tensor names and shapes with the config's model ('' if fine)."""
+    """Compare the checkpoint's tensor names and shapes with the config's model ('' if fine).
+    A file whose end is zeros is said to be one first: its header may read well enough."""
+    zeros = _zero_filled(weights)
+    if zeros:
+        return zeros
     try:
         found = tensor_shapes(weights)
     except Exception as e:  # any reader failure means the file cannot be loaded
@@ -375,11 +383,52 @@ def _unreadable(path: Path, otherwise: str) -> str:
         return f"cannot read it ({_one_line(e)})"
     if size == 0:
         return "the file is empty (0 bytes)"
+    zeros = _zero_filled(path)
+    if zeros:
+        return zeros
     if head.startswith(GIT_LFS_POINTER):
         return f"a Git LFS pointer ({size} bytes), not the file itself: the repository was cloned without git-lfs"
     if head.startswith(WEB_PAGE):
         return f"a web page ({size} bytes), not the file itself: download the file (the hub's 'resolve' link), not its page"
     return otherwise
+
+
+ZERO_BLOCK = 64 << 10  # bytes per sampled block: 16 Ki fp32 or 32 Ki fp16 values
+ZERO_SAMPLES = 8  # blocks sampled across the file, besides its last one
+
+
+def _zero_filled(path: Path) -> str:
+    """Why the file looks like a download left unfinished ('' when it does not, or cannot be read).
+
+    Download managers preallocate a file at its full size and fill it in, so one stopped early has
+    the right size, often a good header, and zeros from where it stopped to the end. A complete
+    weight file never ends in ZERO_BLOCK zero bytes: a torch zip ends with its directory, a
+    safetensors file with tensor data, and that many real fp16/fp32 values are never all exactly
+    zero (zero-initialised biases and buffers are far smaller). So the last block decides; the
+    spread samples only say from about where the zeros run. At most 9 blocks are read, whatever
+    the file's size (the UNet is 3.4 GB)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            tail = max(0, size - ZERO_BLOCK)
+            if size == 0 or not _zero_block(f, tail):
+                return ""
+            zero_from = tail
+            starts = [k * size // ZERO_SAMPLES for k in range(ZERO_SAMPLES)]
+            for start in reversed([s for s in starts if s < tail]):  # walk back while still zeros
+                if not _zero_block(f, start):
+                    break
+                zero_from = start
+    except OSError:
+        return ""  # the reader will say what is wrong
+    where = "all zeros where sampled" if zero_from == 0 else f"zeros from about {100 * zero_from // size}% of its {size} bytes on"
+    return f"the file is {where}: it looks like an incomplete download (a file preallocated with zeros and never filled in)"
+
+
+def _zero_block(f: BinaryIO, start: int) -> bool:
+    f.seek(start)
+    block = f.read(ZERO_BLOCK)
+    return block == bytes(len(block))
 
 
 def _one_line(e: BaseException) -> str:
