@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     )
     tts_model: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_MODEL", None)
     tts_language: Annotated[str | None, _parsed(values.optional_text)] = _env("TTS_LANGUAGE", None)
-    sample_rate: Annotated[int, _parsed(values.int_between(8000, 96000))] = _env("TTS_SAMPLE_RATE", 44100)
+    sample_rate: Annotated[int, _parsed(values.parse_sample_rate)] = _env("TTS_SAMPLE_RATE", 44100)
     tts_channels: Annotated[int, _parsed(values.parse_channels)] = _env("TTS_CHANNELS", 1)
     tts_retries: Annotated[int, _parsed(values.int_between(0, 10))] = _env("TTS_RETRIES", 2)
     tts_timeout_seconds: Annotated[float, _parsed(values.float_between(0.5, 120))] = _env("TTS_TIMEOUT_SECONDS", 10.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import SecretStr
 
@@ -46,6 +46,22 @@ def int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+# The rates the stream's AAC encoder (ffmpeg's aac) takes from 8 to 96 kHz; at any other rate
+# ffmpeg refuses to open it and the stream never goes on air.
+AAC_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def parse_sample_rate(raw: str) -> int:
+    rates = ", ".join(str(rate) for rate in AAC_SAMPLE_RATES)
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"must be a whole number of Hz, one of {rates}") from None
+    if value not in AAC_SAMPLE_RATES:
+        raise ValueError(f"must be a rate the stream's AAC audio takes: one of {rates}")
+    return value
+
+
 def float_between(low: float, high: float) -> Callable[[str], float]:
     def parse(raw: str) -> float:
         try:
@@ -73,6 +89,9 @@ def parse_resolution(raw: str) -> tuple[int, int]:
 
 
 def parse_bitrate(raw: str) -> str:
+    """`2000k`, `2.5M`, `1500000` → the bitrate as ffmpeg must read it. Written back in ffmpeg's
+    own terms rather than passed on as typed: ffmpeg reads a lower-case `m` as milli (`2.5m` is
+    0.0025 bit/s) and refuses what only Python's float() reads (`2_000k`)."""
     text = raw.strip().lower()
     number = text[:-1] if text[-1:] in {"k", "m"} else text
     try:
@@ -81,7 +100,8 @@ def parse_bitrate(raw: str) -> str:
         raise ValueError("must look like 2000k or 2.5M") from None
     if not 100e3 <= value <= 50e6:
         raise ValueError("must be between 100k and 50M")
-    return text
+    bits = round(value)
+    return f"{bits // 1000}k" if bits % 1000 == 0 else str(bits)
 
 
 def parse_rtmp_url(raw: str) -> str:
@@ -89,9 +109,20 @@ def parse_rtmp_url(raw: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in {"rtmp", "rtmps"} or not parts.hostname:
         raise ValueError("must be an rtmp:// or rtmps:// URL with a host")
+    if not _has_usable_port(parts):  # ffmpeg could never connect: off air for good, retrying
+        raise ValueError("its port must be a number from 1 to 65535 (or left out: 1935)")
     if len([p for p in parts.path.split("/") if p]) < 2:
         raise ValueError("must name an application and a stream key: rtmp://host/app/key")
     return url
+
+
+def _has_usable_port(parts: SplitResult) -> bool:
+    """No port (the scheme's default) or one from 1 to 65535. urlsplit raises for a port it
+    cannot read only when asked, and the service asks when it redacts the URL for its logs."""
+    try:
+        return parts.port != 0
+    except ValueError:
+        return False
 
 
 def optional_url(*schemes: str) -> Callable[[str], str | None]:

@@ -31,7 +31,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 @pytest.mark.parametrize("rate", [44056, 44101, 15984, 95999, 8004])
 def test_an_odd_stream_rate_converts_to_16k_with_bounded_memory(rate: int) -> None:
-    # TTS_SAMPLE_RATE takes any rate from 8 to 96 kHz; 44101 Hz (a typo) once asked for a filter
+    # The engine takes any rate (the settings now allow only AAC's); 44101 Hz (a typo) once asked for a filter
     # bank of 16000 x 44195 values, gigabytes, and the MuseTalk engine died building it.
     tracemalloc.start()
     try:
