@@ -104,16 +104,23 @@ class _Session:
     ) -> None:
         self.writer = writer
         audio_read, self.audio_write = os.pipe()
-        self.process = subprocess.Popen(
-            command_for_fd(audio_read),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=(audio_read,),
-            bufsize=0,
-            start_new_session=True,  # a Ctrl-C to our terminal must not kill ffmpeg mid-flush
-        )
-        os.close(audio_read)
+        try:
+            self.process = subprocess.Popen(
+                command_for_fd(audio_read),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(audio_read,),
+                bufsize=0,
+                start_new_session=True,  # a Ctrl-C to our terminal must not kill ffmpeg mid-flush
+            )
+        except BaseException:
+            # The supervisor retries a failed spawn every couple of seconds for as long as it
+            # fails: leaking the audio pipe each time would use up the process's descriptors.
+            os.close(self.audio_write)
+            raise
+        finally:
+            os.close(audio_read)
         self.frames_before_up = _frames_before_up(self.process.stdin.fileno(), frame_bytes)  # type: ignore[union-attr]
         self.error: str | None = None
         self.write_started: float | None = None  # when the current blocking write began
@@ -344,6 +351,7 @@ class FfmpegWriter:
 
     def _supervise(self) -> None:
         backoff = 0.25
+        spawn_failing = False  # the last spawn failed (logged once until one succeeds)
         while not self._closing.is_set():
             if self._off_air.is_set():
                 # Polled: a start or a close is noticed within 50 ms, and nothing else runs.
@@ -355,9 +363,18 @@ class FfmpegWriter:
             try:
                 session = _Session(self._command_for_fd, self, self._frame_bytes)
             except OSError as error:
-                log.error("cannot start ffmpeg: %s", error)
-                self._closing.wait(self.max_backoff)
+                # Nothing leaves until one starts: an outage like any other (no message starts
+                # meanwhile), said once, not once per retry.
+                if self._outage_started is None:
+                    self._outage_started = time.monotonic()
+                if not spawn_failing:
+                    spawn_failing = True
+                    log.error("cannot start ffmpeg: %s; retrying every %g s", error, self.max_backoff)
+                self.restarts += 1
+                self.metrics.writer_restarts.inc()
+                self._rest(self.max_backoff)
                 continue
+            spawn_failing = False
             self._session = session
             self._first_session.set()
             started = time.monotonic()
