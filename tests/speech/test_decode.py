@@ -140,8 +140,18 @@ def test_truncated_compressed_audio_fails_or_decodes_only_what_is_there(
         assert 0 < len(audio) < 16000 * 0.5
 
 
-@pytest.mark.parametrize("fmt", ["wav", "flac", "m4a", "webm"])
-def test_audio_longer_than_the_limit_is_refused(sines: dict[str, bytes], fmt: str) -> None:
-    with pytest.raises(InvalidAudio, match=r"1\.0 s long, more than the 0\.5 s allowed"):
+@pytest.mark.parametrize(
+    ("fmt", "says"),
+    [
+        ("wav", r"1\.0 s long, more than"),
+        ("flac", r"1\.0 s long, more than"),
+        # ffmpeg stops decoding a little past the limit: cut there, the length is not known
+        ("mp3", r"(1\.0 s long, more|longer) than"),
+        ("m4a", r"(1\.0 s long, more|longer) than"),
+        ("webm", r"(1\.0 s long, more|longer) than"),
+    ],
+)
+def test_audio_longer_than_the_limit_is_refused(sines: dict[str, bytes], fmt: str, says: str) -> None:
+    with pytest.raises(InvalidAudio, match=says + r" the 0\.5 s allowed"):
         decode_audio(sines[fmt], fmt, 16000, max_seconds=0.5)
     assert len(decode_audio(sines[fmt], fmt, 16000, max_seconds=1.1)) > 0

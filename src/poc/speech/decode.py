@@ -3,11 +3,15 @@
 Audio messages come from outside, so every failure must become one clear line
 (`InvalidAudio`), never a crash or a hang. Two decoders:
 
-- soundfile (libsndfile, in process) for wav/flac/ogg/opus/mp3: no subprocess, fast.
-- ffmpeg (a subprocess with a timeout, bytes through stdin/stdout) for what libsndfile cannot
-  read (webm, m4a, unusual codecs inside the others). It is asked for a float32 WAV at the
-  target rate with the source's channels, so the mix to mono is the same plain mean on both
-  paths.
+- soundfile (libsndfile, in process) for wav/flac: no subprocess, fast.
+- ffmpeg (a subprocess with a timeout, bytes through stdin/stdout) for MP3 and Ogg (Vorbis,
+  Opus) and for what libsndfile cannot read (webm, m4a, unusual codecs inside the others).
+  libsndfile takes an MP3's length from its first frame (a Xing header, else the file size at
+  the first frame's bitrate) and an Ogg's from its first chained stream and reads no further, so
+  files joined end to end (streamed TTS saved chunk by chunk) or a VBR MP3 without a Xing header
+  would silently lose their rest, or be refused as far longer than they are; ffmpeg reads them
+  to the end. It is asked for a float32 WAV at the target rate with the source's channels, so
+  the mix to mono is the same plain mean on both paths.
 
 A WAV's RIFF header is checked here before any decoder sees it: decoders quietly "repair" a
 header that declares more data than the file holds, a data size that is not whole frames, or
@@ -21,7 +25,9 @@ the decoded samples (frames x channels: a FLAC of silence at a high rate with 8 
 gigabytes of samples into a few hundred KB) and, where the header does not say how long the
 audio is (a FLAC written to a pipe), what is read: at most one frame past the limit. Samples
 that are not numbers (NaN/inf: float sources only) are refused when they are most of the audio and
-replaced by silence when they are a few stray ones.
+replaced by silence when they are a few stray ones. Float samples far beyond full scale (+-1)
+are refused the same way when more than a few: they are integer sample values written into a
+float file, which clipped would air as a full-scale buzz.
 """
 
 from __future__ import annotations
@@ -52,6 +58,10 @@ _ALIASES = {
     "m4a": "m4a", "mp4": "m4a", "aac": "m4a",
 }  # fmt: skip
 _SOUNDFILE_FORMATS = frozenset({"wav", "mp3", "ogg", "opus", "flac"})
+# What libsndfile recognised (SoundFile.format) -> the format ffmpeg decodes it as instead,
+# for containers whose length libsndfile takes from the first header (see above). By content,
+# not by label: MP3 bytes labelled "ogg" decoded before and still do.
+_DECODED_BY_FFMPEG = {"MP3": "mp3", "OGG": "ogg"}
 _FFMPEG_DEMUXERS = {
     "wav": "wav", "mp3": "mp3", "ogg": "ogg", "opus": "ogg", "flac": "flac",
     "webm": "matroska,webm", "m4a": "mov,mp4,m4a,3gp,3g2,mj2",
@@ -70,6 +80,11 @@ MAX_SAMPLE_RATE = 384_000
 BUDGET_SAMPLES_PER_SECOND = 96_000 * 2
 # Refuse audio when more than this fraction of its samples is NaN/inf: that is not speech.
 MAX_NOT_FINITE_FRACTION = 0.5
+# Refuse float audio when more than this fraction of its samples is beyond +-FAR_OVER_FULL_SCALE:
+# not a hot master (a few overs, clipped) but int16 values in a float file, all clipped to a buzz.
+# 8 is 18 dB over full scale, and as an int16 value near silence (-72 dBFS).
+FAR_OVER_FULL_SCALE = 8.0
+MAX_FAR_OVER_FRACTION = 0.01
 _SF_UNKNOWN_FRAMES = 2**63 - 1  # libsndfile's SF_COUNT_MAX: the header does not give a length
 _READ_BLOCK_FRAMES = 65_536  # frames per read when the length is unknown
 _TOLERANCE_S = 1e-9  # a length exactly at the limit is allowed despite float rounding
@@ -93,13 +108,20 @@ class WavLayout:
     data_size: int
 
 
-def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) -> np.ndarray:
+def decode_audio(
+    data: bytes, fmt: str, sample_rate: int, max_seconds: float, *, one_stream: bool = False
+) -> np.ndarray:
     """Decode an audio message to mono int16 at `sample_rate`.
+
+    `one_stream`: the bytes are one constant-bitrate MP3/Ogg stream as a vendor's encoder wrote
+    it (edge-tts), never files joined end to end, so libsndfile's length holds and the ~80 ms of
+    an ffmpeg start per sentence is saved.
 
     Raises InvalidAudio for: an unsupported format name, empty data, bytes that do not decode,
     a WAV whose header does not match its bytes, audio with no samples, audio longer than
     `max_seconds`, a sample rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, more decoded samples
-    than `max_seconds` allows (see BUDGET_SAMPLES_PER_SECOND), or samples mostly NaN/inf.
+    than `max_seconds` allows (see BUDGET_SAMPLES_PER_SECOND), samples mostly NaN/inf, or float
+    samples at integer scale (see FAR_OVER_FULL_SCALE).
     """
     canonical = _ALIASES.get(fmt.strip().lower().lstrip(".").removeprefix("audio/"))
     if canonical is None:
@@ -113,7 +135,7 @@ def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) ->
 
     decoded: tuple[np.ndarray, int] | None = None
     if canonical in _SOUNDFILE_FORMATS:
-        decoded = _decode_with_soundfile(data, max_seconds)
+        decoded = _decode_with_soundfile(data, sample_rate, max_seconds, one_stream)
     if decoded is None:
         decoded = _decode_with_ffmpeg(data, canonical, sample_rate, max_seconds)
     frames, rate = decoded
@@ -124,6 +146,7 @@ def decode_audio(data: bytes, fmt: str, sample_rate: int, max_seconds: float) ->
     _check_duration(frames.shape[0], rate, max_seconds)
     _check_samples(frames.shape[0], frames.shape[1], max_seconds)
     frames = _without_stray_non_finite(frames)
+    _check_float_scale(frames)
     return resample_int16(_to_int16_mono(frames), rate, sample_rate)
 
 
@@ -187,13 +210,21 @@ def _check_layout(
     return WavLayout(tag, channels, rate, align, bits, body, size)
 
 
-def _decode_with_soundfile(data: bytes, max_seconds: float) -> tuple[np.ndarray, int] | None:
-    """(frames x channels float32, rate), or None when libsndfile cannot read these bytes."""
+def _decode_with_soundfile(
+    data: bytes, sample_rate: int, max_seconds: float, one_stream: bool = False
+) -> tuple[np.ndarray, int] | None:
+    """(frames x channels float32, rate), or None when libsndfile cannot read these bytes.
+
+    MP3 and Ogg, recognised by their content, are handed to ffmpeg (see _DECODED_BY_FFMPEG)."""
     try:
         source = soundfile.SoundFile(io.BytesIO(data))
     except (RuntimeError, TypeError, ValueError):  # LibsndfileError is a RuntimeError
         return None
     with source:
+        if source.format in _DECODED_BY_FFMPEG and not one_stream:
+            return _decode_with_ffmpeg(
+                data, _DECODED_BY_FFMPEG[source.format], sample_rate, max_seconds
+            )
         if source.samplerate <= 0 or source.channels <= 0:
             return None
         _check_rate(source.samplerate)
@@ -264,6 +295,9 @@ def _decode_with_ffmpeg(
         raise InvalidAudio(f"cannot decode {canonical} audio: unexpected ffmpeg output")
     payload = result.stdout[layout.data_offset : layout.data_offset + layout.data_size]
     frames = np.frombuffer(payload, dtype="<f4").reshape(-1, layout.channels)
+    if len(frames) >= (max_seconds + 0.5) * layout.sample_rate - 1:
+        # Cut at "-t": its true length is unknown, and the cut's would mislead.
+        raise InvalidAudio(f"audio is longer than the {max_seconds:g} s allowed")
     return frames, layout.sample_rate
 
 
@@ -336,6 +370,18 @@ def _max_frames(rate: int, max_seconds: float) -> int:
 
 def _sample_budget(max_seconds: float) -> int:
     return math.floor((max_seconds + _TOLERANCE_S) * BUDGET_SAMPLES_PER_SECOND)
+
+
+def _check_float_scale(frames: np.ndarray) -> None:
+    if max(float(frames.max()), -float(frames.min())) <= FAR_OVER_FULL_SCALE:
+        return  # the usual case, without a mask the size of the audio
+    far = np.count_nonzero(frames > FAR_OVER_FULL_SCALE)
+    far += np.count_nonzero(frames < -FAR_OVER_FULL_SCALE)
+    if far > MAX_FAR_OVER_FRACTION * frames.size:
+        raise InvalidAudio(
+            f"audio is not at float scale: {far / frames.size:.0%} of its samples are beyond "
+            f"±{FAR_OVER_FULL_SCALE:g} (full scale is ±1): integer sample values in a float file?"
+        )
 
 
 def _without_stray_non_finite(frames: np.ndarray) -> np.ndarray:

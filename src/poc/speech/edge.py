@@ -141,7 +141,7 @@ class EdgeProvider:
         except (aiohttp.ClientError, edge_tts.exceptions.EdgeTTSException) as error:
             raise Unavailable(f"edge-tts service failed: {_describe(error)}") from error
         try:
-            return decode_audio(mp3, "mp3", self.sample_rate, MAX_SENTENCE_SECONDS)
+            return decode_audio(mp3, "mp3", self.sample_rate, MAX_SENTENCE_SECONDS, one_stream=True)
         except InvalidAudio as error:
             raise BadVendorAudio(f"edge-tts sent audio that does not decode: {error}") from error
 
