@@ -55,6 +55,12 @@ class Segment:
         """One past the last frame number with audio."""
         return self.start + len(self.audio)
 
+    @property
+    def air_end(self) -> int:
+        """One past its last frame on air: where an interrupt stops it (its fade frame
+        included), not where its speech would have ended."""
+        return self.end if self.stop_at is None else min(self.end, self.stop_at + 1)
+
     def add_slots(self, slots: Sequence[SpeechSlot]) -> None:
         for slot in slots:
             if slot.index != self.end:
@@ -143,6 +149,9 @@ class Schedule:
 
     def __init__(self) -> None:
         self._segments: deque[Segment] = deque()
+        # Where the last segment that went on air left it. Kept once it is popped (on its last
+        # frame): its mouth still blends out, and the next message keeps its pause after it.
+        self.aired_until: int | None = None
 
     def __len__(self) -> int:
         return len(self._segments)
@@ -157,7 +166,10 @@ class Schedule:
         self._segments.append(segment)
 
     def pop_head(self) -> Segment:
-        return self._segments.popleft()
+        segment = self._segments.popleft()
+        if segment.playing:  # (one dropped before it started never reached the air)
+            self.aired_until = segment.air_end
+        return segment
 
     def last_end(self) -> int | None:
         return self._segments[-1].end if self._segments else None

@@ -57,11 +57,11 @@ def render_ahead_frames_for(engine: FaceEngine, fps: int, options: PipelineOptio
 def _air_end(schedule: Schedule) -> int | None:
     """One past the last frame the schedule's last message will be on air: where an interrupt
     stops it (its fade frame included), not where its speech would have ended. A re-plan lays
-    the next message before the clock's next frame, while the cut one is still in the schedule."""
+    the next message before the clock's next frame, while the cut one is still in the schedule.
+    With nothing scheduled, where the last message on air left it: its mouth may still be
+    blending out, and the pause after it is kept all the same."""
     last = next(reversed(list(schedule)), None)
-    if last is None:
-        return None
-    return last.end if last.stop_at is None else min(last.end, last.stop_at + 1)
+    return schedule.aired_until if last is None else last.air_end
 
 
 @attrs.define
