@@ -17,8 +17,10 @@ WebSocket is handed to `websockets`' own server-side handler, everything else is
 
 Faults (queue them in `faults`): `HttpFault(status)` refuses the next WebSocket upgrade or
 voices request (the SDK reports the status); `STALL` sends the first `stall_after` audio
-frames of the next utterance, then nothing; `BAD_AUDIO` ends the next utterance in half a
-sample (raw PCM whose length is odd cannot be 16-bit audio).
+frames of the next utterance, then nothing; `KEEPALIVE` sends the first `stall_after` audio
+frames, then only viseme metadata (no audio) every `keepalive_s`, for as long as the SDK
+listens; `BAD_AUDIO` ends the next utterance in half a sample (raw PCM whose length is odd
+cannot be 16-bit audio).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class HttpFault:
 
 
 STALL = "stall"
+KEEPALIVE = "keepalive"
 BAD_AUDIO = "bad_audio"
 
 
@@ -153,6 +156,7 @@ class AzureSpeechServer(VendorServer):
         pace_s: float = 0.02,
         first_byte_delay: float = 0.0,
         stall_after: int = 2,
+        keepalive_s: float = 0.1,
     ) -> None:
         self.api_key = api_key
         self.voices = voices
@@ -160,6 +164,7 @@ class AzureSpeechServer(VendorServer):
         self.pace_s = pace_s  # wall time between frames
         self.first_byte_delay = first_byte_delay
         self.stall_after = stall_after
+        self.keepalive_s = keepalive_s  # between the metadata frames of a KEEPALIVE fault
         self.turns: list[Turn] = []
         self.finished_at: list[float] = []  # time.monotonic() each utterance's last frame left
         super().__init__()
@@ -216,7 +221,7 @@ class AzureSpeechServer(VendorServer):
 
     def _pop_stream(self) -> str | None:
         """The next queued fault if it spoils an utterance (checked per ssml request)."""
-        if self.faults and self.faults[0] in (STALL, BAD_AUDIO):
+        if self.faults and self.faults[0] in (STALL, KEEPALIVE, BAD_AUDIO):
             return str(self.faults.popleft())
         return None
 
@@ -280,8 +285,11 @@ class AzureSpeechServer(VendorServer):
             time.sleep(self.first_byte_delay)
         step = 2 * max(1, int(self.frame_s * rate))
         for index, begin in enumerate(range(0, len(pcm), step)):
-            if fault == STALL and index >= self.stall_after:
-                self.stalled.wait(60)
+            if fault in (STALL, KEEPALIVE) and index >= self.stall_after:
+                if fault == KEEPALIVE:
+                    self._keep_alive(ws, prefix, begin / 2 / rate)
+                else:
+                    self.stalled.wait(60)
                 return False
             end_s = (begin + step) / 2 / rate
             due = [(s, v) for s, v in visemes if begin / 2 / rate <= s < end_s]
@@ -299,6 +307,15 @@ class AzureSpeechServer(VendorServer):
         self.finished_at.append(time.monotonic())
         ws.send(prefix + "Path:turn.end\r\n\r\n{}")
         return True
+
+    def _keep_alive(self, ws: ServerConnection, prefix: str, at_s: float) -> None:
+        """Metadata without audio (a silence viseme where the audio stopped), every
+        `keepalive_s`, until the SDK hangs up or the server stops."""
+        entry = {"Type": "Viseme", "Data": {"Offset": round(at_s * TICKS_PER_SECOND), "VisemeId": VISEME_SILENCE}}
+        frame = (prefix + "Content-Type:application/json; charset=utf-8\r\nPath:audio.metadata\r\n\r\n"
+                 + json.dumps({"Metadata": [entry]}))  # fmt: skip
+        while not self.stalled.wait(self.keepalive_s):
+            ws.send(frame)
 
 
 def _headers(head: str) -> dict[str, str]:

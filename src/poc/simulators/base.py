@@ -84,9 +84,12 @@ class Request:
         first_byte_delay: float = 0.0,
         stall_after: int | None = None,
         stall_seconds: float = 30.0,
+        idle_part: bytes = b"",
+        idle_interval: float = 0.1,
     ) -> None:
         """Stream `parts` with chunked transfer encoding, flushing each one. With `stall_after`,
-        the stream stops after that many parts and the connection stays open `stall_seconds`."""
+        the stream stops after that many parts and the connection stays open `stall_seconds`,
+        silent, or sending `idle_part` every `idle_interval` (a keep-alive that is not audio)."""
         h = self._handler
         h.send_response(status)
         h.send_header("Content-Type", content_type)
@@ -98,7 +101,7 @@ class Request:
         try:
             for index, part in enumerate(parts):
                 if stall_after is not None and index >= stall_after:
-                    self.server.stalled.wait(stall_seconds)
+                    self._idle(idle_part, idle_interval, stall_seconds)
                     return
                 if not part:
                     continue
@@ -110,6 +113,17 @@ class Request:
             h.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout, a cancel): nothing to finish
+
+    def _idle(self, part: bytes, interval: float, seconds: float) -> None:
+        """Keep the connection open `seconds` (or until the server stops), sending `part` every
+        `interval` if there is one."""
+        if not part:
+            self.server.stalled.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while not self.server.stalled.wait(interval) and time.monotonic() < deadline:
+            self._handler.wfile.write(f"{len(part):X}\r\n".encode() + part + b"\r\n")
+            self._handler.wfile.flush()
 
 
 class VendorServer:

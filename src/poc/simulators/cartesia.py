@@ -70,6 +70,13 @@ def _event(kind: str, payload: dict[str, object]) -> bytes:
 class CartesiaServer(VoiceServer):
     """Cartesia's TTS and voices API on 127.0.0.1 (see the module docstring)."""
 
+    keepalives = {
+        "keepalive": _event("timestamps", {
+            "done": False, "status_code": 206, "word_timestamps": {"words": [], "start": [], "end": []},
+        }),  # fmt: skip
+        "ping": b": ping\n\n",  # an SSE comment: no event at all
+    }
+
     def _admitted(self, request: Request, fault: object) -> bool:
         headers = request.headers
         keyed = headers.get("authorization") == f"Bearer {self.api_key}" or headers.get("x-api-key") == self.api_key

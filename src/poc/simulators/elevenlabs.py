@@ -64,6 +64,11 @@ class ElevenLabsServer(VoiceServer):
     WebSocket API does, instead of from the utterance's start.
     """
 
+    keepalives = {
+        "keepalive": b'{"audio_base64": "", "alignment": null, "normalized_alignment": null}\n',
+        "ping": b"\n",  # a blank line: the SDK skips it
+    }
+
     def __init__(self, api_key: str = "test-key") -> None:
         super().__init__(api_key)
         self.relative_alignment = False

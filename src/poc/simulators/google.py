@@ -14,8 +14,9 @@ UNAUTHENTICATED.
 
 Faults (queue them in `faults`, one is taken per call): `GrpcFault(code)` fails the call
 outright; `STALL` sends `stall_after` pieces (streaming) or nothing (unary), then hangs;
-`BAD_AUDIO` sends audio that cannot be what was asked for (a unary answer that is not a WAV
-file, a stream that ends in half a sample).
+`KEEPALIVE` (streaming) sends `stall_after` pieces, then responses without audio every
+`keepalive_s` for as long as the client listens; `BAD_AUDIO` sends audio that cannot be what
+was asked for (a unary answer that is not a WAV file, a stream that ends in half a sample).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class GrpcFault:
 
 
 STALL = "stall"
+KEEPALIVE = "keepalive"
 BAD_AUDIO = "bad_audio"
 
 
@@ -80,6 +82,7 @@ class GoogleTtsServer:
         piece_s: float = 0.1,
         pace_s: float = 0.02,
         stall_after: int = 2,
+        keepalive_s: float = 0.1,
     ) -> None:
         self.api_key = api_key
         self.certs = dict(service_account_certs or {})  # key id -> PEM certificate
@@ -87,6 +90,7 @@ class GoogleTtsServer:
         self.piece_s = piece_s
         self.pace_s = pace_s
         self.stall_after = stall_after
+        self.keepalive_s = keepalive_s  # between the audio-less responses of a KEEPALIVE fault
         self.calls: list[Call] = []
         self.faults: deque[Any] = deque()
         self.first_byte_at: list[float] = []
@@ -185,6 +189,10 @@ class GoogleTtsServer:
         for index, begin in enumerate(range(0, len(pcm), step)):
             if fault == STALL and index >= self.stall_after:
                 self.stalled.wait(60)
+                return
+            if fault == KEEPALIVE and index >= self.stall_after:
+                while context.is_active() and not self.stalled.wait(self.keepalive_s):
+                    yield cloud_tts.StreamingSynthesizeResponse(audio_content=b"")
                 return
             if index == 0:
                 if self.first_byte_delay:

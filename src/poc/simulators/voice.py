@@ -110,9 +110,14 @@ class VoiceServer(VendorServer):
       vendor generating in real time sends a piece per piece of audio).
     - `faults`: popped one per request: "401", "429" (with `retry_after`), "500", "stall"
       (the stream stops after `stall_after` pieces and stays open), "garbage" (audio that
-      does not decode, in the vendor's format).
+      does not decode, in the vendor's format). Where the vendor's format has them (see
+      `keepalives`): "keepalive" (after `stall_after` pieces, only events without audio, every
+      `keepalive_interval`, never audio again) and "ping" (the same with bytes that make no
+      event at all: an SSE comment, a blank line).
     - `finished_at`: time.monotonic() when each stream sent its last piece.
     """
+
+    keepalives: dict[str, bytes] = {}  # fault -> what the stream repeats instead of audio
 
     def __init__(self, api_key: str = "test-key") -> None:
         super().__init__()
@@ -122,6 +127,7 @@ class VoiceServer(VendorServer):
         self.chunk_interval = 0.0
         self.retry_after = "2"
         self.stall_after = 1
+        self.keepalive_interval = 0.1
         self.finished_at: list[float] = []
 
     def paced(self, parts: Iterable[bytes]) -> Iterator[bytes]:
@@ -133,13 +139,16 @@ class VoiceServer(VendorServer):
         self.finished_at.append(time.monotonic())
 
     def stream(self, request: Request, parts: Iterable[bytes], content_type: str, fault: object) -> None:
-        """Send `parts` chunked, honouring the delay knobs and a "stall" fault."""
+        """Send `parts` chunked, honouring the delay knobs and a "stall" or keep-alive fault."""
+        idle = self.keepalives.get(fault, b"") if isinstance(fault, str) else b""
         request.send_chunked(
             200,
             self.paced(parts),
             content_type,
             first_byte_delay=self.first_byte_delay,
-            stall_after=self.stall_after if fault == "stall" else None,
+            stall_after=self.stall_after if fault == "stall" or idle else None,
+            idle_part=idle,
+            idle_interval=self.keepalive_interval,
         )
 
     def pieces(self, audio: np.ndarray, rate: int) -> list[np.ndarray]:

@@ -16,7 +16,8 @@ as they arrive, so the first words go on air while the service is still speaking
   WebSocket upgrades the HTTP status in its text); they are mapped here onto the speech
   contract. The SDK does not expose the 429's Retry-After header, so Throttled carries none.
   The SDK's own frame timeout is set to `timeout_s`; a watchdog at `timeout_s` plus a margin
-  backs it up, so a silent service always ends in `Stalled`.
+  backs it up, so a silent service always ends in `Stalled`. A service that sends viseme
+  metadata but no audio for `timeout_s` is stalled too (vendor_voice.StallWatch).
 
 Each utterance gets its own SpeechSynthesizer (and connection): callbacks then cannot mix two
 requests made from different worker threads, and a stalled request is simply abandoned.
@@ -47,7 +48,7 @@ from poc.speech.base import (
 from poc.speech.faults import fault_for_status
 from poc.speech.sentences import language_matches
 from poc.speech.stream_resample import PcmChunker
-from poc.speech.vendor_voice import VendorVoice
+from poc.speech.vendor_voice import StallWatch, VendorVoice
 
 VENDOR = "azure"
 DEFAULT_VOICE = "en-US-AriaNeural"
@@ -189,21 +190,21 @@ class AzureProvider(VendorVoice):
         synthesizer.synthesis_canceled.connect(lambda e: events.put(("canceled", _cancellation(e))))
         chunker = PcmChunker(VENDOR, self.vendor_rate, self.sample_rate)
         backlog: deque[tuple[str, Any]] = deque()  # events taken early, in arrival order
+        watch = StallWatch(VENDOR, self._timeout_s)
         finished = False
         speaking = None
         try:
             speaking = synthesizer.speak_ssml_async(ssml)
             while True:
-                try:
-                    wait = self._timeout_s + WATCHDOG_MARGIN_S
-                    kind, value = backlog.popleft() if backlog else events.get(timeout=wait)
-                except queue.Empty:
-                    raise Stalled(
-                        f"{VENDOR} sent nothing for {self._timeout_s:g} s (the stream stalled)"
-                    ) from None
+                if backlog:
+                    kind, value = backlog.popleft()
+                else:
+                    kind, value = watch.take(events, margin_s=WATCHDOG_MARGIN_S)
                 if kind == "viseme":
                     self._mark(chunker, value)
+                    watch.check()  # metadata without audio does not keep a stream alive
                 elif kind == "audio":
+                    watch.heard_audio()
                     # Viseme and audio events are raised on different SDK threads, so a viseme
                     # the service sent before this audio may be raised just after it: wait a
                     # few milliseconds for one, and take those already queued, so the mark

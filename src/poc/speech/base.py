@@ -68,7 +68,8 @@ class Unavailable(SpeechError):
 
 
 class Stalled(SpeechError):
-    """The vendor stopped sending mid-stream for longer than TTS_TIMEOUT_SECONDS."""
+    """The vendor sent no audio for TTS_TIMEOUT_SECONDS: nothing at all, or only what is not
+    audio (keep-alives, events without audio), before its first audio or mid-stream."""
 
     kind = "stalled"
 

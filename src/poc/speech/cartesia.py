@@ -8,8 +8,10 @@ first mark can reach us after that audio left: it then starts at the next chunk 
 PcmChunker), a shift of at most one network piece.
 
 The SDK is pointed at `base_url` (TTS_API_BASE_URL, e.g. https://api.cartesia.ai), with its
-retries off (speech/resilient.py retries) and `timeout_s` as the stall timeout. It sends the
-key as `Authorization: Bearer` and the `Cartesia-Version` header it was built for.
+retries off (speech/resilient.py retries) and `timeout_s` as the stall timeout: `timeout_s`
+without audio raises Stalled, whether nothing came or only events without audio and SSE
+comments (vendor_voice.StallWatch). It sends the key as `Authorization: Bearer` and the
+`Cartesia-Version` header it was built for.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, V
 from poc.speech.stream_resample import PcmChunker
 from poc.speech.timings import word_marks
 from poc.speech.vendor_errors import TRANSPORT_ERRORS
-from poc.speech.vendor_voice import ApiVoice
+from poc.speech.vendor_voice import ApiVoice, StallWatch, watched_http_client
 
 VENDOR = "Cartesia"
 DEFAULT_VOICE = "6ccbfb76-1fc6-48f7-b71d-91ac6298247b"  # the stock voice of Cartesia's examples
@@ -46,7 +48,11 @@ class CartesiaProvider(ApiVoice):
 
     def _connect(self, api_key: str, base_url: str | None) -> cartesia.Cartesia:
         return cartesia.Cartesia(
-            api_key=api_key, base_url=base_url or None, timeout=self.timeout_s, max_retries=0
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=self.timeout_s,
+            max_retries=0,
+            http_client=watched_http_client(self.timeout_s),
         )
 
     def list_voices(self) -> list[VoiceInfo]:
@@ -65,22 +71,26 @@ class CartesiaProvider(ApiVoice):
         chunker = PcmChunker(VENDOR, self.vendor_rate, self.sample_rate)
         received = 0
         extra = {"language": language.replace("_", "-").split("-")[0].lower()} if language else {}
+        watch = StallWatch(VENDOR, self.timeout_s)
         try:
-            events = self._client.tts.generate_sse(
-                model_id=self.model,
-                transcript=text,
-                voice={"mode": "id", "id": voice_id},
-                output_format={
-                    "container": "raw", "encoding": "pcm_s16le", "sample_rate": self.vendor_rate
-                },  # fmt: skip
-                add_timestamps=True,
-                **extra,
-            )
+            with watch.asking():  # the request is made here
+                events = self._client.tts.generate_sse(
+                    model_id=self.model,
+                    transcript=text,
+                    voice={"mode": "id", "id": voice_id},
+                    output_format={
+                        "container": "raw", "encoding": "pcm_s16le", "sample_rate": self.vendor_rate
+                    },  # fmt: skip
+                    add_timestamps=True,
+                    **extra,
+                )
             with events:
                 for event in events:
                     kind = getattr(event, "type", None)
                     if kind == "chunk":
                         pcm = self._base64_audio(getattr(event, "data", None))
+                        if pcm:
+                            watch.heard_audio()
                         received += len(pcm)
                         chunk = chunker.feed(pcm)
                         if chunk is not None:

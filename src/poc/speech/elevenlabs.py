@@ -8,7 +8,8 @@ each piece goes on as soon as it arrives. The character times drive the mouth (s
 
 The SDK is pointed at `base_url` (TTS_API_BASE_URL, e.g. https://api.elevenlabs.io or a local
 simulator); its own retries are switched off because speech/resilient.py retries with the
-stream's rules, and its timeout is the stall timeout (no byte for `timeout_s` raises Stalled).
+stream's rules, and its timeout is the stall timeout: `timeout_s` without audio raises Stalled,
+whether nothing came or only objects without audio and blank lines (vendor_voice.StallWatch).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from poc.speech.base import BadVendorAudio, InvalidSpeechRequest, SpeechChunk, V
 from poc.speech.stream_resample import PcmChunker
 from poc.speech.timings import character_marks
 from poc.speech.vendor_errors import TRANSPORT_ERRORS
-from poc.speech.vendor_voice import ApiVoice
+from poc.speech.vendor_voice import ApiVoice, StallWatch, watched_http_client
 
 VENDOR = "ElevenLabs"
 DEFAULT_VOICE = "21m00Tcm4TlvDq8ikWAM"  # "Rachel", a premade voice every account has
@@ -45,7 +46,12 @@ class ElevenLabsProvider(ApiVoice):
     pcm_rates = PCM_RATES
 
     def _connect(self, api_key: str, base_url: str | None) -> ElevenLabs:
-        return ElevenLabs(api_key=api_key, base_url=base_url or None, timeout=self.timeout_s)
+        return ElevenLabs(
+            api_key=api_key,
+            base_url=base_url or None,
+            timeout=self.timeout_s,
+            httpx_client=watched_http_client(self.timeout_s),
+        )
 
     def list_voices(self) -> list[VoiceInfo]:
         try:
@@ -69,18 +75,25 @@ class ElevenLabsProvider(ApiVoice):
         timing = _AlignmentClock()
         code = language.replace("_", "-").split("-")[0].lower() if language else None
         extra = {"language_code": code} if code else {}
+        watch = StallWatch(VENDOR, self.timeout_s)
         try:
-            pieces = self._client.text_to_speech.stream_with_timestamps(
-                voice_id,
-                text=text,
-                model_id=self.model,
-                output_format=f"pcm_{self.vendor_rate}",
-                request_options=_NO_RETRIES,
-                **extra,
-            )
-            with contextlib.closing(pieces):  # a stream given up on closes its connection at once
-                for piece in pieces:
+            # A stream given up on closes its connection at once, when `hang_up` ends.
+            with contextlib.ExitStack() as hang_up:
+                with watch.asking():  # the raw form makes its request as it is entered
+                    answer = hang_up.enter_context(
+                        self._client.text_to_speech.with_raw_response.stream_with_timestamps(
+                            voice_id,
+                            text=text,
+                            model_id=self.model,
+                            output_format=f"pcm_{self.vendor_rate}",
+                            request_options=_NO_RETRIES,
+                            **extra,
+                        )
+                    )
+                for piece in answer.data:
                     pcm = self._base64_audio(getattr(piece, "audio_base_64", None))
+                    if pcm:
+                        watch.heard_audio()
                     alignment = getattr(piece, "alignment", None)
                     if alignment is not None and alignment.characters:
                         starts = alignment.character_start_times_seconds

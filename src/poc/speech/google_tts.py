@@ -14,7 +14,8 @@ Google gives no timings, so the audio envelope drives the mouth.
   only to this machine: gRPC refuses to send credentials in clear to anyone else).
 - Faults: the client's errors carry the gRPC status; UNAUTHENTICATED/PERMISSION_DENIED are
   AuthRejected, RESOURCE_EXHAUSTED is Throttled (with google.rpc.RetryInfo's delay when sent),
-  UNAVAILABLE/INTERNAL are Unavailable, DEADLINE_EXCEEDED and a stream quiet for `timeout_s` are
+  UNAVAILABLE/INTERNAL are Unavailable, DEADLINE_EXCEEDED and a stream without audio for
+  `timeout_s` (quiet, or sending only responses without audio: vendor_voice.StallWatch) are
   Stalled, INVALID_ARGUMENT/NOT_FOUND are permanent (InvalidSpeechRequest). The client is built
   with no retries of its own: speech/resilient.py decides.
 """
@@ -54,7 +55,7 @@ from poc.speech.base import (
 )
 from poc.speech.sentences import language_matches, split_sentences
 from poc.speech.stream_resample import PcmChunker
-from poc.speech.vendor_voice import VendorVoice
+from poc.speech.vendor_voice import StallWatch, VendorVoice
 
 VENDOR = "google"
 DEFAULT_VOICE = "en-US-Chirp3-HD-Charon"
@@ -196,16 +197,15 @@ class GoogleProvider(VendorVoice):
         pieces: queue.Queue[tuple[str, Any]] = queue.Queue()
         threading.Thread(target=_read, args=(responses, pieces), name="google-tts", daemon=True).start()
         chunker = PcmChunker(VENDOR, self.sample_rate, self.sample_rate)
+        watch = StallWatch(VENDOR, self._timeout_s)
         finished = False
         try:
             while True:
-                try:
-                    kind, value = pieces.get(timeout=self._timeout_s)
-                except queue.Empty:
-                    raise Stalled(
-                        f"{VENDOR} sent nothing for {self._timeout_s:g} s (the stream stalled)"
-                    ) from None
-                if kind == "audio":
+                kind, value = watch.take(pieces)
+                if kind == "audio" and not value:
+                    watch.check()  # a response without audio does not keep a stream alive
+                elif kind == "audio":
+                    watch.heard_audio()
                     chunk = chunker.feed(value)
                     if chunk is not None:
                         yield chunk

@@ -9,19 +9,29 @@ holds only what is its own: how a voice id is checked, how a request is sent and
 - `ApiVoice`: a `VendorVoice` reached with an API key through the vendor's SDK (ElevenLabs,
   OpenAI, Cartesia): the constructor's checks, the settings every such voice has, the language
   check they share, and the vendor_errors mapping with the vendor's name and the key filled in.
+- `StallWatch`: the stall timeout as "no audio for timeout_s", for the readers of vendors whose
+  streams can stay busy without audio (see its docstring).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping
-from typing import Any
+import contextlib
+import queue
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, TypeVar
 
-from poc.speech.base import BadVendorAudio, SpeechChunk, VoiceInfo
+import httpx
+
+from poc.speech.base import BadVendorAudio, SpeechChunk, Stalled, VoiceInfo
 from poc.speech.sentences import join_chunks, require_speakable
 from poc.speech.stream_resample import PcmChunker, nearest_rate
 from poc.speech.vendor_errors import check_language, status_fault, transport_fault
+
+T = TypeVar("T")
 
 
 class VendorVoice:
@@ -150,3 +160,115 @@ class ApiVoice(VendorVoice):
         last = chunker.finish()
         if last is not None:
             yield last
+
+
+class StallWatch:
+    """A stream is stalled once it has kept us waiting `timeout_s` for audio, whatever else the
+    vendor sent meanwhile.
+
+    A read timeout only notices a vendor that sends nothing at all. A vendor can also keep its
+    stream busy and never speak: events whose audio is empty, timing events, SSE comments, blank
+    lines, gRPC responses without audio. On such a stream no read ever times out and the avatar
+    would stay silent for as long as the vendor likes. So the reader counts the time it spends
+    waiting on the vendor since the last audio (`waited`, `take`, or every read of an HTTP
+    answer asked for under `asking`), and `check` raises Stalled once that reaches `timeout_s`.
+    Only waiting counts: a listener busy between chunks (the stream is paced to the picture) is
+    not a quiet vendor.
+    """
+
+    def __init__(
+        self, vendor: str, timeout_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.vendor = vendor
+        self.timeout_s = timeout_s
+        self.clock = clock
+        self._waited_s = 0.0  # waiting on the vendor since its last audio
+        self._kept_alive = False  # something that was not audio came since then
+
+    def heard_audio(self) -> None:
+        """Audio came: the wait is over."""
+        self._waited_s = 0.0
+        self._kept_alive = False
+
+    def waited(self, seconds: float) -> None:
+        """`seconds` more spent waiting on the vendor, which then sent something."""
+        self._waited_s += seconds
+        self._kept_alive = True
+
+    def check(self) -> None:
+        """Stalled once the vendor has kept us waiting `timeout_s` without audio."""
+        if self._waited_s >= self.timeout_s:
+            raise self.stalled()
+
+    def left_s(self) -> float:
+        """How much longer the vendor may keep us waiting for audio."""
+        return max(0.0, self.timeout_s - self._waited_s)
+
+    def stalled(self) -> Stalled:
+        seconds = f"{self.timeout_s:g} s"
+        if not self._kept_alive:
+            return Stalled(f"{self.vendor} sent nothing for {seconds} (the stream stalled)")
+        return Stalled(
+            f"{self.vendor} sent no audio for {seconds}, only events without any (the stream stalled)"
+        )
+
+    def take(self, pieces: "queue.Queue[T]", margin_s: float = 0.0) -> T:
+        """The next of `pieces` (filled by a thread reading the vendor); Stalled if none comes
+        within what is left of the timeout, plus `margin_s`. The caller says what it was:
+        `heard_audio()`, or `check()` for an event without audio."""
+        asked = self.clock()
+        try:
+            piece = pieces.get(timeout=self.left_s() + margin_s)
+        except queue.Empty:
+            raise self.stalled() from None
+        self.waited(self.clock() - asked)
+        return piece
+
+    @contextlib.contextmanager
+    def asking(self) -> Iterator[None]:
+        """Within this block, an HTTP answer asked for through a `watched_http_client` counts
+        the waits of its every read against this watch, and raises Stalled from the read once
+        they reach the timeout (keep-alive bytes that make no event at all count too). Make the
+        request inside the block; its answer may be read anywhere after."""
+        token = _ASKING.set(self)
+        try:
+            yield
+        finally:
+            _ASKING.reset(token)
+
+
+# The StallWatch of the stream whose request is being made (see StallWatch.asking).
+_ASKING: ContextVar[StallWatch | None] = ContextVar("poc_speech_stall_watch", default=None)
+
+
+def watched_http_client(timeout_s: float) -> httpx.Client:
+    """An httpx client for a vendor SDK: `timeout_s` per read (a vendor sending nothing), and
+    answers asked for under `StallWatch.asking` watched read by read."""
+    return httpx.Client(
+        timeout=timeout_s, follow_redirects=True, event_hooks={"response": [_watch_answer]}
+    )
+
+
+def _watch_answer(response: httpx.Response) -> None:
+    watch = _ASKING.get()
+    if watch is not None:
+        response.stream = _WatchedBody(response.stream, watch)
+
+
+class _WatchedBody(httpx.SyncByteStream):
+    """An answer's body whose reads count against a StallWatch."""
+
+    def __init__(self, body: Any, watch: StallWatch) -> None:
+        self._body = body
+        self._watch = watch
+
+    def __iter__(self) -> Iterator[bytes]:
+        asked = self._watch.clock()
+        for part in self._body:
+            self._watch.waited(self._watch.clock() - asked)
+            self._watch.check()
+            yield part
+            asked = self._watch.clock()
+
+    def close(self) -> None:
+        self._body.close()
