@@ -17,11 +17,23 @@ MAX_CONNECTIONS are served at once (one thread each; more are closed at once), a
 MAX_PER_ADDRESS of them for one client address, and a connection that sends nothing for
 IDLE_TIMEOUT_S is closed, so idle or half-open connections cannot pile up threads until the
 process can start no more, nor one client hold every slot against the vendor.
+
+A byte now and then keeps a connection inside the idle timeout, so the time a connection may
+take is bounded as well (slowloris): its request head (request line and headers, which a real
+fetcher sends in one packet) must be in within HEAD_TIMEOUT_S of the connection's accept, or of
+its previous response on a kept-alive connection; a response must be sent within
+SEND_TIMEOUT_S plus its size at SEND_MIN_RATE (a minute of speech: 20 + 80 s), so a fetcher
+that stops reading lets go of its slot too. A request for an unknown file is answered with
+Connection: close, so a scanner cannot hold a slot on keep-alive. Past a deadline the
+connection is closed and its slot freed: clients from many addresses can then take every slot
+only by reconnecting all the time, not by holding connections open.
 """
 
 from __future__ import annotations
 
+import io
 import secrets
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -29,19 +41,70 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_CONNECTIONS = 32  # served at once; a vendor fetches one file per job
-# Served at once for one client address: a client holding connections open (a byte now and
-# then keeps each inside IDLE_TIMEOUT_S) takes its own share, not every slot of the port.
+# Served at once for one client address: a client holding connections open (each up to its
+# deadlines, or as long as a slow fetcher may) takes its own share, not every slot of the port.
 MAX_PER_ADDRESS = 8
-IDLE_TIMEOUT_S = 20.0  # a connection silent (or a send stuck) this long is closed
+IDLE_TIMEOUT_S = 20.0  # a connection silent this long is closed
+# The whole request head, from accept (or from the previous response, on keep-alive): a real
+# fetcher sends it in one packet; a client trickling it a byte at a time is cut off here.
+HEAD_TIMEOUT_S = 10.0
+# A response is sent within SEND_TIMEOUT_S plus its size at SEND_MIN_RATE (bytes/s): a minute of
+# speech (~5 MB) gets 100 s, far more than a vendor's fetch takes, yet a reader that stalls
+# frees its slot.
+SEND_TIMEOUT_S = 20.0
+SEND_MIN_RATE = 64 * 1024
+
+
+class _DeadlineIO(io.RawIOBase):
+    """The handler's socket, each read and send allowed only what is left of the handler's
+    deadline (reads also at most the idle timeout): a socket timeout alone restarts with every
+    byte received, so a trickling client would never meet it."""
+
+    def __init__(self, handler: "_Handler") -> None:
+        super().__init__()
+        self._handler = handler
+        self._sock: socket.socket = handler.connection
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(min(self._handler.timeout, self._time_left()))
+        return self._sock.recv_into(buffer)
+
+    def write(self, data: Any) -> int:
+        # sendall's timeout bounds the whole call, not each chunk: the deadline holds.
+        self._sock.settimeout(self._time_left())
+        self._sock.sendall(data)
+        return len(data)
+
+    def _time_left(self) -> float:
+        left = self._handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("connection deadline passed")  # handle_one_request closes it
+        return left
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_SharedServer"
+    deadline: float  # monotonic time by which the request head, or the response, is to be done
 
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler puts it on the socket
         super().setup()
+        # Closed, not dropped: an open makefile() would keep the socket from closing.
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineIO(self))
+        self.wfile = _DeadlineIO(self)
+
+    def handle_one_request(self) -> None:
+        # From accept or from the previous response: the next head, all of it, by this time.
+        self.deadline = time.monotonic() + self.server.head_timeout
+        super().handle_one_request()
 
     def log_message(self, *args: object) -> None:  # tokens are capabilities: keep them out of logs
         pass
@@ -49,9 +112,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
         body = self.server.lookup(name.removesuffix(".wav")) if name.endswith(".wav") else None
+        send_s = self.server.send_timeout + len(body or b"") / SEND_MIN_RATE
+        self.deadline = time.monotonic() + send_s
         if body is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")  # a scanner gets no keep-alive slot to hold
             self.end_headers()
             return
         self.send_response(200)
@@ -67,10 +133,19 @@ class _SharedServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # a burst is accepted (and refused past the bound) without SYN retries
 
-    def __init__(self, address: tuple[str, int], max_connections: int, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        max_connections: int,
+        idle_timeout: float,
+        head_timeout: float,
+        send_timeout: float,
+    ) -> None:
         super().__init__(address, _Handler)
         self.key = address  # as asked for: server_address may spell the host otherwise
         self.idle_timeout = idle_timeout
+        self.head_timeout = head_timeout
+        self.send_timeout = send_timeout
         self.hosts: list[AudioHost] = []  # guarded by _registry_lock
         self._slots = threading.BoundedSemaphore(max_connections)
         self._per_address: dict[str, int] = {}  # connections being served, by client address
@@ -143,6 +218,8 @@ class AudioHost:
         max_files: int = 64,
         max_connections: int = MAX_CONNECTIONS,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        send_timeout_s: float = SEND_TIMEOUT_S,
     ) -> None:
         """Raises OSError when host:port cannot be listened on (and no AudioHost of this
         process listens there already)."""
@@ -156,7 +233,7 @@ class AudioHost:
             key = (host, port)
             server = _registry.get(key) if port else None  # port 0: a port of its own
             if server is None:
-                server = _SharedServer(key, max_connections, idle_timeout_s)
+                server = _SharedServer(key, max_connections, idle_timeout_s, head_timeout_s, send_timeout_s)
                 if port:
                     _registry[key] = server
             server.hosts.append(self)
