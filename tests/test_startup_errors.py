@@ -131,6 +131,7 @@ def build_cases(files: dict[str, Path]) -> list[Case]:
     add("TTS_VOICE", "unusable file", value=str(files["bad_voice"]))  # fails loading, after going on air
     add("TTS_API_VOICE_ID", "unknown voice", **elevenlabs, value="rachel")
     add("TTS_LANGUAGE", "unknown name", value="tlh")
+    add("TTS_TEXT_FILTER", "unknown name", value="html")
     add("TTS_API_BASE_URL", "unknown scheme", **elevenlabs, value=f"ftp://{TTS_KEY}@127.0.0.1/")
     add("TTS_API_BASE_URL", "wrong type", **elevenlabs, value="http://127.0.0.1:port/")
     add("AZURE_SPEECH_REGION", "missing value", TTS_PROVIDER="azure", value="")

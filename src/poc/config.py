@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     tts_channels: Annotated[int, _parsed(values.parse_channels)] = _env("TTS_CHANNELS", 1)
     tts_retries: Annotated[int, _parsed(values.int_between(0, 10))] = _env("TTS_RETRIES", 2)
     tts_timeout_seconds: Annotated[float, _parsed(values.float_between(0.5, 120))] = _env("TTS_TIMEOUT_SECONDS", 10.0)
+    tts_text_filter: Annotated[str, _parsed(values.parse_choice(*values.TTS_TEXT_FILTERS))] = _env(
+        "TTS_TEXT_FILTER", "markdown"
+    )
 
     talking_face_provider: Annotated[str, _parsed(values.parse_choice("local", "api"))] = _env(
         "TALKING_FACE_PROVIDER", "local"

@@ -20,6 +20,9 @@ LOCAL_TTS_PROVIDERS = ("piper", "espeak", "edge", "pyttsx3")
 API_TTS_PROVIDERS = ("elevenlabs", "openai", "cartesia", "azure", "google")
 TTS_PROVIDERS = LOCAL_TTS_PROVIDERS + API_TTS_PROVIDERS
 TTS_ALIASES = {"edge-tts": "edge"}  # the plan's spelling of edge
+# TTS_TEXT_FILTER: `markdown` leaves out what a voice would read aloud of text written for the
+# eye (Markdown, URLs' paths, emoji; speech/text_filter.py); `none` speaks the text as it comes.
+TTS_TEXT_FILTERS = ("markdown", "none")
 FACE_APIS = ("d-id", "tavus", "hedra")
 BACKUP_FACE_MODELS = ("mimictalk", "synctalk")  # the plan's post-PoC backups: not built
 

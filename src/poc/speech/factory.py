@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from poc.config import ConfigError
 from poc.speech.base import InvalidSpeechRequest, SpeechError, SpeechProvider
 from poc.speech.resilient import ResilientSpeech, SpeechMetrics
+from poc.speech.text_filter import speakable_text
 
 if TYPE_CHECKING:
     from poc.config import Settings
@@ -23,7 +24,8 @@ PROVIDERS = LOCAL_PROVIDERS + API_PROVIDERS
 
 
 def create_speech(settings: "Settings", metrics: SpeechMetrics | None = None) -> ResilientSpeech:
-    """TTS_PROVIDER and its TTS_FALLBACK_PROVIDER chain behind one retrying wrapper.
+    """TTS_PROVIDER and its TTS_FALLBACK_PROVIDER chain behind one retrying wrapper, which
+    filters every text first as TTS_TEXT_FILTER says.
 
     Raises ConfigError naming the setting at fault (unknown provider, a voice or language the
     provider cannot speak, a provider that cannot run here)."""
@@ -36,7 +38,8 @@ def create_speech(settings: "Settings", metrics: SpeechMetrics | None = None) ->
     chain = [primary]
     for name in settings.tts_fallback_providers:
         chain.append(build_provider(settings, name, primary=False, setting="TTS_FALLBACK_PROVIDER"))
-    return ResilientSpeech(chain, retries=settings.tts_retries, metrics=metrics)
+    text_filter = speakable_text if settings.tts_text_filter == "markdown" else None
+    return ResilientSpeech(chain, retries=settings.tts_retries, metrics=metrics, text_filter=text_filter)
 
 
 def build_provider(

@@ -2,7 +2,10 @@
 
 `ResilientSpeech` wraps the configured provider and its fallbacks (TTS_PROVIDER, then
 TTS_FALLBACK_PROVIDER's chain, e.g. `azure,piper`) behind the same speech contract, so the
-pipeline never learns which vendor spoke. The rules, per sentence:
+pipeline never learns which vendor spoke. Every text passes its `text_filter` first
+(TTS_TEXT_FILTER; speech/text_filter.py leaves out Markdown, URLs' paths and emoji, which a
+voice would read aloud), here, once for every voice of the chain; text left with nothing to
+say is refused like text that had nothing to begin with. The rules, per sentence:
 
 - A transient failure (`SpeechError`: 429, 5xx, connection errors, a stream that stalls, audio
   that does not decode) is retried up to `retries` times with exponential back-off and full
@@ -110,6 +113,7 @@ class ResilientSpeech:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
+        text_filter: Callable[[str], str] | None = None,
     ) -> None:
         if not chain:
             raise ValueError("ResilientSpeech needs at least one provider")
@@ -126,6 +130,7 @@ class ResilientSpeech:
         self._sleep = sleep
         self._clock = clock
         self._jitter = jitter
+        self._text_filter = text_filter
         self._lock = threading.Lock()
         self.health = {p.name: ProviderHealth(p.name) for p in self.chain}
 
@@ -138,7 +143,7 @@ class ResilientSpeech:
     def synthesize_stream(
         self, text: str, voice: str | None = None, language: str | None = None
     ) -> Iterator[SpeechChunk]:
-        sentences = require_speakable(text)  # InvalidSpeechRequest before the first chunk
+        sentences = self._sentences(text)  # InvalidSpeechRequest before the first chunk
         self.check_voice(voice, language)
         return self._stream(sentences, voice, language)
 
@@ -177,6 +182,19 @@ class ResilientSpeech:
         }
 
     # -- the rules --------------------------------------------------------------------------
+
+    def _sentences(self, text: str) -> list[str]:
+        """The sentences to speak of `text` as filtered; InvalidSpeechRequest when none is
+        left, saying so when it was the filter that left nothing (only markup, an image, emoji)."""
+        if self._text_filter is None:
+            return require_speakable(text)
+        try:
+            return require_speakable(self._text_filter(text))
+        except InvalidSpeechRequest:
+            require_speakable(text)  # nothing to say even as written: that refusal
+            raise InvalidSpeechRequest(
+                "the text has nothing to speak once its markup and emoji are left out (TTS_TEXT_FILTER)"
+            ) from None
 
     def _stream(
         self, sentences: Sequence[str], voice: str | None, language: str | None
