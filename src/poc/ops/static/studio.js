@@ -141,6 +141,7 @@ let maxChars = null;
 const seconds = (v) => (v === null || v === undefined ? "–" : `${v.toFixed(2)} s`);
 
 function showStatus(s) {
+  $("link").textContent = "";
   const air = s.stopped ? "stopped" : s.on_air ? "on_air" : s.reconnecting ? "reconnecting" : "starting";
   $("air").dataset.air = air;
   $("air").textContent = {
@@ -162,6 +163,15 @@ function showStatus(s) {
   $("n-rabbit").textContent = s.rabbitmq_connected ? "connected" : "not connected";
   maxChars = s.max_text_chars;
   updateCount();
+}
+
+// The service does not answer (restarting), or answers with an error (the station is gone):
+// everything on the page is from before, so the badge must stop saying ON AIR, and the reason
+// is shown until the next status arrives.
+function showLost(reason) {
+  $("air").dataset.air = "lost";
+  $("air").textContent = "no connection";
+  $("link").textContent = `${reason}; retrying (what the page shows is from before)`;
 }
 
 function updateCount() {
@@ -242,29 +252,56 @@ function play(url) {
 
 // ---- live updates --------------------------------------------------------------------------
 
+const STATUS_TIMEOUT_MS = 5000;  // a service that accepts but never answers is as gone as a closed port
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
 function listen() {
-  if (!window.EventSource) { setInterval(refresh, 1000); return; }
+  if (!window.EventSource) { setInterval(() => refresh().catch((err) => showLost(err.message)), 1000); return; }
   const events = new EventSource("api/events");
   events.addEventListener("state", (e) => { const d = JSON.parse(e.data); showState(d.state, d.from); });
   events.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
-  // EventSource reconnects by itself (after the server's retry: 2 s) when the service restarts;
-  // it gives up only on an answer that is not an event stream (too many open): poll instead.
   events.addEventListener("error", () => {
-    if (events.readyState === EventSource.CLOSED) setInterval(() => refresh().catch(() => {}), 1000);
+    // EventSource reconnects by itself (after the server's retry: 2 s) when the service restarts;
+    // meanwhile api/status says whether the service is there at all.
+    if (events.readyState !== EventSource.CLOSED) { refresh().catch((err) => showLost(err.message)); return; }
+    // It gives up on an answer that is not an event stream (too many open, the station gone,
+    // a new token): poll api/status, which says why, until it answers, then listen again.
+    events.close();
+    relisten();
   });
 }
 
+async function relisten() {
+  for (;;) {
+    await sleep(1000);
+    try { await refresh(); break; } catch (err) { showLost(err.message); }
+  }
+  listen();
+}
+
+// One status snapshot, shown; throws an Error whose message says why there is none.
 async function refresh() {
-  const response = await fetch("api/status");
-  const status = await response.json();
-  showStatus(status);
-  return status;
+  let response;
+  try {
+    const timeout = AbortSignal.timeout ? { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) } : {};  // Safari < 16
+    response = await fetch("api/status", timeout);
+  } catch (err) {
+    throw new Error(`the service did not answer (${err.message})`);
+  }
+  if (response.status === 401) {  // STUDIO_TOKEN changed: this cookie opens nothing any more
+    window.location.assign("/login");
+    throw new Error("logged out");
+  }
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  showStatus(answer);
+  return answer;
 }
 
 (async () => {
   let status;
   for (;;) {
-    try { status = await refresh(); break; } catch (err) { await new Promise((r) => setTimeout(r, 2000)); }
+    try { status = await refresh(); break; } catch (err) { showLost(err.message); await sleep(2000); }
   }
   drawChart(status.mermaid);
   showState(status.state, null);
