@@ -42,9 +42,12 @@ def test_the_list_opens_a_station_whose_studio_sends_to_that_station_only(browse
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(f"http://127.0.0.1:{port}/stations/b/")
-            assert page.url.endswith("/login")
+            assert page.url.endswith("/login?next=%2Fstations%2Fb%2F")
             page.fill("#token", TOKEN)
             page.click("button[type=submit]")
+            # Back where the bookmark pointed, then to the list.
+            page.wait_for_url(f"http://127.0.0.1:{port}/stations/b/", timeout=5_000)
+            page.goto(f"http://127.0.0.1:{port}/")
             # The list: a row per station, kept fresh from the API.
             page.wait_for_selector("tr[data-station='b'] .stream[data-stream='on air']", timeout=10_000)
             assert page.text_content("tr[data-station='a'] .stream") == "off air"

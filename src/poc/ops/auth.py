@@ -16,6 +16,10 @@ refuses to start without one there). With a token set, every route but the open 
 A request without either gets a 401 with a one-line JSON reason; a browser asking for a page
 (a GET of a path ending in "/": the studio, the station list, a station's studio) is sent to
 the login form instead. The token never reaches a log line or a response.
+
+/login?next=PATH (the pages send an operator whose cookie stopped working there) returns to
+PATH after the login, so they land on the station they had open. Only a path on this origin is
+followed (safe_next); anything else goes to "/", so the form is never an open redirect.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import hashlib
 import hmac
 import html
 import re
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -36,6 +40,7 @@ LOGIN_PATH = "/login"
 COOKIE = "poc_studio"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600  # an operator's browser stays logged in for a month
 _COOKIE_CONTEXT = b"poc studio login cookie v1"
+_HOME = "/"
 
 
 class StudioTokenGuard:
@@ -69,7 +74,7 @@ class StudioTokenGuard:
             await self.app(scope, receive, send)
             return
         elif request.method in ("GET", "HEAD") and scope["path"].endswith("/"):
-            response = RedirectResponse(LOGIN_PATH, status_code=303)
+            response = RedirectResponse(_login_for(scope["path"]), status_code=303)
         else:
             response = json_error(
                 401,
@@ -98,22 +103,45 @@ class StudioTokenGuard:
 
     async def _login(self, request: Request) -> Response:
         if request.method in ("GET", "HEAD"):
-            return _login_page()
+            return _login_page(safe_next(request.query_params.get("next")))
         if request.method != "POST":
             return json_error(405, "Method Not Allowed", {"Allow": "GET, HEAD, POST"})
         # A plain urlencoded form, parsed here: Starlette's form parser needs python-multipart.
         fields = parse_qs((await request.body()).decode("utf-8", "replace"))
         given = (fields.get("token") or [""])[0].strip()
+        back = safe_next((fields.get("next") or [""])[0])
         if not hmac.compare_digest(given.encode("utf-8"), self._token):
-            return _login_page("That is not the studio token.", status=401)
-        response = RedirectResponse("/", status_code=303)
+            return _login_page(back, "That is not the studio token.", status=401)
+        response = RedirectResponse(back, status_code=303)
         response.set_cookie(COOKIE, self._cookie, max_age=COOKIE_MAX_AGE_S, httponly=True, samesite="strict")
         return response
 
 
-def _login_page(error: str = "", status: int = 200) -> HTMLResponse:
+def safe_next(path: str | None) -> str:
+    """Where to go after logging in: `path` when it is a path on this origin, else "/".
+
+    A path starts with one "/"; "//host" is another site. Browsers also read "/\\host" as
+    "//host" and drop tabs and newlines from URLs ("/<TAB>/host"), so a backslash, a space or
+    anything outside printable ASCII refuses the path too (the pages send it percent-encoded)."""
+    if not path or not path.startswith("/") or path.startswith("//"):
+        return _HOME
+    if "\\" in path or not all("!" <= char <= "~" for char in path):
+        return _HOME
+    return path
+
+
+def _login_for(path: str) -> str:
+    """The login form, returning to `path` (a bookmarked station's page) once logged in."""
+    back = safe_next(quote(path, safe="/"))
+    return LOGIN_PATH if back == _HOME else f"{LOGIN_PATH}?next={quote(back, safe='')}"
+
+
+def _login_page(back: str = _HOME, error: str = "", status: int = 200) -> HTMLResponse:
     notice = f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""
-    return HTMLResponse(_LOGIN_HTML.replace("{notice}", notice), status_code=status)
+    # The path to return to rides along in the form (escaped: it came from the query string).
+    carried = "" if back == _HOME else f'<input type="hidden" name="next" value="{html.escape(back)}">'
+    page = _LOGIN_HTML.replace("{notice}", notice).replace("{next}", carried)  # the sent text last
+    return HTMLResponse(page, status_code=status)
 
 
 _LOGIN_HTML = """<!doctype html>
@@ -124,5 +152,5 @@ input,button{font:inherit;padding:.4rem}input{width:100%;box-sizing:border-box}.
 </head><body><h1>poc studio</h1>
 <form method="post" action="/login"><p><label for="token">Studio token (STUDIO_TOKEN)</label></p>
 <p><input id="token" name="token" type="password" autocomplete="current-password" required autofocus></p>
-{notice}<p><button type="submit">Log in</button></p></form></body></html>
+{next}{notice}<p><button type="submit">Log in</button></p></form></body></html>
 """

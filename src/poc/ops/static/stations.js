@@ -1,10 +1,12 @@
 // The station list: one row per station, each linking to that station's studio. Redrawn from
-// GET api/stations every second (stations come and go when the process reloads its list).
+// GET api/stations about every second (stations come and go when the process reloads its list).
 // Text goes in through textContent only: a station's name is never read as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const REFRESH_MS = 1000;
+const REFRESH_MS = 1000;  // from the end of one request to the start of the next
+const LIST_TIMEOUT_MS = 5000;  // a service that accepts but never answers is as gone as a closed port
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function cell(row, text, className) {
   const td = row.insertCell();
@@ -31,19 +33,49 @@ function draw(stations) {
   });
   body.replaceChildren(...rows);
   $("count").textContent = stations.length;
+  $("air").dataset.air = "live";
+  $("air").textContent = "live";
+  $("error").textContent = "";
 }
 
+// As the studio page's showLost: the rows are from before, and the reason shows until the
+// next list arrives.
+function showLost(reason) {
+  $("air").dataset.air = "lost";
+  $("air").textContent = "no connection";
+  $("error").textContent = `${reason}; retrying (the list shows what was there before)`;
+}
+
+// The page this browser is on, for the login form to come back to ("/" is where it goes anyway).
+function logInAgain() {
+  const here = location.pathname + location.search;
+  location.assign(here === "/" ? "/login" : `/login?next=${encodeURIComponent(here)}`);
+}
+
+// One list, drawn; throws an Error whose message says why there is none.
 async function refresh() {
+  let response;
   try {
-    const response = await fetch("api/stations");
-    if (response.status === 401) { window.location.assign("/login"); return; }  // STUDIO_TOKEN: log in again
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    draw((await response.json()).stations);
-    $("error").textContent = "";
+    const timeout = AbortSignal.timeout ? { signal: AbortSignal.timeout(LIST_TIMEOUT_MS) } : {};  // Safari < 16
+    response = await fetch("api/stations", timeout);
   } catch (err) {
-    $("error").textContent = `the service did not answer (${err.message})`;
+    throw new Error(`the service did not answer (${err.message})`);
   }
+  if (response.status === 401) {  // STUDIO_TOKEN changed: this cookie opens nothing any more
+    logInAgain();
+    throw new Error("logged out");
+  }
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  draw(answer.stations);
 }
 
-refresh();
-setInterval(refresh, REFRESH_MS);
+// One request at a time, the next one a while after the last has ended: with setInterval a
+// server that accepts and never answers would collect one more hanging request every second,
+// and with them the browser's 6 connections to this port, which the studio pages need too.
+(async () => {
+  for (;;) {
+    try { await refresh(); } catch (err) { showLost(err.message); }
+    await sleep(REFRESH_MS);
+  }
+})();

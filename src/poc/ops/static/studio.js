@@ -4,6 +4,8 @@
 // on a machine with no internet, next to the service and its nginx.
 // Every URL is relative to the page, so the same page serves one station at / and each of
 // many at /stations/NAME/. Only /login is absolute: one login covers the whole port.
+// A hidden tab (another tab in front, a minimised window) holds no event stream: a browser
+// opens at most 6 connections to one host and port, and each open stream keeps one.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -174,6 +176,20 @@ function showLost(reason) {
   $("link").textContent = `${reason}; retrying (what the page shows is from before)`;
 }
 
+// The tab is hidden and its event stream closed: nobody sees the page now, but whoever looks at
+// it (a tab switcher's preview, the moment it shows) must not take its numbers as live.
+function showPaused() {
+  $("air").dataset.air = "paused";
+  $("air").textContent = "paused";
+  $("link").textContent = "paused while this tab is hidden; it catches up when shown";
+}
+
+// The page this browser is on, for the login form to come back to ("/" is where it goes anyway).
+function logInAgain() {
+  const here = location.pathname + location.search;
+  location.assign(here === "/" ? "/login" : `/login?next=${encodeURIComponent(here)}`);
+}
+
 function updateCount() {
   const n = $("text").value.length;
   $("count").textContent = maxChars ? `${n} / ${maxChars}` : `${n}`;
@@ -194,7 +210,7 @@ async function post(path, body) {
     $("error").textContent = `the service did not answer (${err.message})`;
     return false;
   }
-  if (response.status === 401) { window.location.assign("/login"); return false; }  // STUDIO_TOKEN: log in again
+  if (response.status === 401) { logInAgain(); return false; }  // STUDIO_TOKEN: log in again
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) {
     $("error").textContent = answer.error || `HTTP ${response.status}`;
@@ -255,28 +271,60 @@ function play(url) {
 const STATUS_TIMEOUT_MS = 5000;  // a service that accepts but never answers is as gone as a closed port
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+let events = null;  // the open event stream; null while the tab is hidden or the page polls
+let connecting = false;  // connect() is polling api/status
+
 function listen() {
-  if (!window.EventSource) { setInterval(() => refresh().catch((err) => showLost(err.message)), 1000); return; }
-  const events = new EventSource("api/events");
-  events.addEventListener("state", (e) => { const d = JSON.parse(e.data); showState(d.state, d.from); });
-  events.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
-  events.addEventListener("error", () => {
+  if (!window.EventSource) {
+    setInterval(() => { if (!document.hidden) refresh().catch((err) => showLost(err.message)); }, 1000);
+    return;
+  }
+  if (events) return;
+  const stream = events = new EventSource("api/events");
+  stream.addEventListener("state", (e) => { const d = JSON.parse(e.data); showState(d.state, d.from); });
+  stream.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
+  stream.addEventListener("error", () => {
     // EventSource reconnects by itself (after the server's retry: 2 s) when the service restarts;
     // meanwhile api/status says whether the service is there at all.
-    if (events.readyState !== EventSource.CLOSED) { refresh().catch((err) => showLost(err.message)); return; }
+    if (stream.readyState !== EventSource.CLOSED) { refresh().catch((err) => showLost(err.message)); return; }
     // It gives up on an answer that is not an event stream (too many open, the station gone,
     // a new token): poll api/status, which says why, until it answers, then listen again.
-    events.close();
-    relisten();
+    stream.close();
+    if (events === stream) events = null;
+    connect(1000);
   });
 }
 
-async function relisten() {
-  for (;;) {
-    await sleep(1000);
-    try { await refresh(); break; } catch (err) { showLost(err.message); }
+function stopListening() {
+  if (events) events.close();
+  events = null;
+}
+
+// Poll api/status (the first time after `delayMs`) until it answers, then listen to the event
+// stream. One poller at a time, and none while the tab is hidden: showing it starts one again.
+async function connect(delayMs) {
+  if (connecting || events) return;
+  connecting = true;
+  try {
+    for (;;) {
+      await sleep(delayMs);
+      delayMs = 1000;
+      if (document.hidden) return;
+      try { await refresh(); break; } catch (err) { showLost(err.message); }
+    }
+    if (!document.hidden) listen();  // hidden while that status was on its way
+  } finally {
+    connecting = false;
   }
-  listen();
+}
+
+function onVisibilityChange() {
+  if (document.hidden) {
+    stopListening();
+    showPaused();
+  } else {
+    connect(0);  // the numbers from api/status at once, then live again
+  }
 }
 
 // One status snapshot, shown; throws an Error whose message says why there is none.
@@ -289,12 +337,13 @@ async function refresh() {
     throw new Error(`the service did not answer (${err.message})`);
   }
   if (response.status === 401) {  // STUDIO_TOKEN changed: this cookie opens nothing any more
-    window.location.assign("/login");
+    logInAgain();
     throw new Error("logged out");
   }
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
   showStatus(answer);
+  if (document.hidden) showPaused();  // the tab was hidden while this was on its way: no stream follows
   return answer;
 }
 
@@ -306,5 +355,6 @@ async function refresh() {
   drawChart(status.mermaid);
   showState(status.state, null);
   play(status.hls_url);
-  listen();
+  document.addEventListener("visibilitychange", onVisibilityChange);
+  if (document.hidden) showPaused(); else listen();  // opened in a background tab: listens once shown
 })();
