@@ -4,7 +4,8 @@ espeak-ng is run once per sentence (argument list, text on stdin so nothing in i
 option, WAV to a temporary file so the header is complete) and costs tens of milliseconds per
 call. It gives no phoneme timings we could use, so its chunks carry no phoneme marks. Voices are
 whatever `espeak-ng --voices` lists: a language ("en-us"), a voice name ("English_(America)"),
-a voice file ("gmw/en-US") or an alternative language code it lists ("en").
+a voice file ("gmw/en-US") or an alternative language code it lists ("en"). An English voice is
+given prices, units, phone numbers and times in words first (`english_numbers`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import soundfile
 
 from poc.speech.base import InvalidSpeechRequest, SpeechChunk, SpeechError, VoiceInfo
+from poc.speech.english_numbers import spoken_english
 from poc.speech.resample import resample_int16
 from poc.speech.sentences import (
     join_chunks,
@@ -65,6 +67,9 @@ class EspeakProvider:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         chosen = self._voice_for(voice, language)
         sentences = require_speakable(text)
+        if language_matches("en", chosen.language):
+            # espeak-ng reads "$19.99" as "dollar nineteen point nine nine", "3kg" as "three k g"
+            sentences = [spoken_english(sentence) for sentence in sentences]
         return self._stream(chosen, sentences)
 
     def synthesize(

@@ -10,6 +10,9 @@ the stream rate. Two kinds of IPA marks are folded into their neighbours because
 mouth shapes of their own: a stress mark (ˈ ˌ) gives its time to the phoneme it stresses, a
 length mark (ː) to the vowel it lengthens. What remains: '^' (start), '$' (end), ' ' (word gap),
 punctuation (pauses) and the IPA phonemes themselves.
+
+An English voice is given prices, units, phone numbers and times in words first
+(`english_numbers`): its phonemizer, espeak-ng, reads "$19.99" as "dollar nineteen point nine nine".
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 from poc.paths import DEFAULT_MODELS_DIR
 from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk, SpeechError, VoiceInfo
+from poc.speech.english_numbers import spoken_english
 from poc.speech.resample import resample_int16
 from poc.speech.scripts import require_readable
 from poc.speech.sentences import (
@@ -151,6 +155,9 @@ class PiperProvider:
         files = self._voice_for(voice, language)
         sentences = require_speakable(text)
         require_readable(text, files.language, files.name)  # one language per piper voice
+        if language_matches("en", files.language):
+            # espeak-ng, piper's phonemizer, reads "$19.99" as "dollar nineteen point nine nine"
+            sentences = [spoken_english(sentence) for sentence in sentences]
         return self._stream(files, sentences)
 
     def synthesize(
