@@ -1,7 +1,8 @@
 """A hosted face API through the pipeline: the vendor's frames with our audio on our clock, and
 the local engine speaking the words whenever the vendor fails.
 
-The vendor is D-ID's simulator with the real client; the speech and the local engine are the
+The vendor is D-ID's simulator (and Synthesia's, whose minutes-long renders make "late" its usual
+failure) with the real client; the speech and the local engine are the
 property tests' controllable stand-ins, so what is seen on each frame can be told apart: the
 vendor's frames carry its moving magenta mark, the local engine's are white 4x4 patches."""
 
@@ -21,7 +22,8 @@ from poc.jobs import Job, Outcome
 from poc.metrics import Metrics
 from poc.paths import DEFAULT_AVATAR
 from poc.simulators.did import DIdServer
-from poc.simulators.faces import find_mark
+from poc.simulators.faces import FaceVendorServer, find_mark
+from poc.simulators.synthesia import SynthesiaServer
 from poc.speech.resilient import ResilientSpeech
 
 from test_pipeline_properties import FPS, FakeEngine, FakeSpeech, FakeText, build_pipeline
@@ -35,10 +37,18 @@ def grey_avatar() -> Avatar:
     return Avatar(frames=(frame,), source=Path("grey"), source_digest="grey")
 
 
-async def play(sim: DIdServer, timeout_s: float = 20.0) -> tuple[Job, Metrics, list, list]:
+def client_for(sim: FaceVendorServer):
+    if isinstance(sim, SynthesiaServer):  # a stock avatar by id: Synthesia takes no image
+        return create_client("synthesia", sim.api_url, sim.api_key, "anna_costume1_cameraA", poll_interval=0.02)
+    return create_client(
+        "d-id", sim.api_url, sim.api_key, None, poll_interval=0.02, avatar_image=DEFAULT_AVATAR
+    )
+
+
+async def play(sim: FaceVendorServer, timeout_s: float = 20.0) -> tuple[Job, Metrics, list, list]:
     """Play one message; returns the job, the metrics, and per frame (picture, audio)."""
     metrics = Metrics()
-    client = create_client("d-id", sim.api_url, sim.api_key, None, poll_interval=0.02, avatar_image=DEFAULT_AVATAR)
+    client = client_for(sim)
     hosted = HostedFace(client, timeout_s=timeout_s, width=WIDTH, height=HEIGHT, fps=FPS, metrics=metrics)
     pipeline = build_pipeline(ResilientSpeech([FakeSpeech()]), FakeEngine(), metrics, avatar=grey_avatar(), hosted=hosted)
     job = Job(message=FakeText("7 One two three four. 7 Five six seven."), id="7")
@@ -65,14 +75,22 @@ def did():
     sim.stop()
 
 
+@pytest.fixture(params=["d-id", "synthesia"])
+def vendor(request):
+    sim = (DIdServer if request.param == "d-id" else SynthesiaServer)(polls_to_finish=2).start()
+    yield request.param, sim
+    sim.stop()
+
+
 def speaking(audio: list) -> list[int]:
     return [i for i, samples in enumerate(audio) if len(samples) and int(samples.max()) == 7]
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 @pytest.mark.slow  # seconds of CPU: the full suite runs it, the fast lane does not
-def test_the_vendor_s_frames_play_with_our_audio_on_our_clock(did, backend) -> None:
-    job, metrics, pictures, audio = anyio.run(play, did, backend=backend)
+def test_the_vendor_s_frames_play_with_our_audio_on_our_clock(vendor, backend) -> None:
+    name, sim = vendor
+    job, metrics, pictures, audio = anyio.run(play, sim, backend=backend)
     assert job.outcome is Outcome.PLAYED
     talking = speaking(audio)
     assert len(talking) == math.ceil(0.1 * 9 * FPS)  # 9 words, markers included  # every sample of our speech, once
@@ -84,7 +102,7 @@ def test_the_vendor_s_frames_play_with_our_audio_on_our_clock(did, backend) -> N
     # The mark moves: these are the video's successive frames, not one held picture.
     xs = {round(find_mark(pictures[i])[0]) for i in middle}
     assert len(xs) > len(middle) // 2
-    assert metrics.registry.get_sample_value("poc_face_api_requests_total", {"vendor": "d-id"}) == 1
+    assert metrics.registry.get_sample_value("poc_face_api_requests_total", {"vendor": name}) == 1
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
@@ -99,3 +117,21 @@ def test_when_the_vendor_fails_the_local_engine_speaks_the_words(did, backend, p
     white = [i for i, picture in enumerate(pictures) if picture[:4, :4].min() == 255]
     assert white, "the local engine's faces were not shown"
     assert metrics.registry.get_sample_value("poc_face_api_failures_total", {"vendor": "d-id", "kind": kind}) == 1
+
+
+@pytest.mark.slow  # waits out the vendor's timeout
+def test_a_synthesia_video_later_than_the_timeout_leaves_the_words_to_the_local_engine() -> None:
+    """Synthesia renders for minutes: past TALKING_FACE_API_TIMEOUT_SECONDS the message is
+    spoken by the local engine, and nothing of the late video reaches the picture."""
+    sim = SynthesiaServer().start()
+    sim.job_plan = "never"
+    try:
+        job, metrics, pictures, audio = anyio.run(play, sim, 1.5)
+    finally:
+        sim.stop()
+    assert job.outcome is Outcome.PLAYED
+    assert len(speaking(audio)) == math.ceil(0.1 * 9 * FPS)
+    assert not any(find_mark(picture) is not None for picture in pictures)
+    assert [i for i, picture in enumerate(pictures) if picture[:4, :4].min() == 255], "no local face shown"
+    failures = {"vendor": "synthesia", "kind": "timeout"}
+    assert metrics.registry.get_sample_value("poc_face_api_failures_total", failures) == 1

@@ -310,6 +310,7 @@ class Service:
                 settings.talking_face_avatar_id,
                 avatar_image=settings.talking_avatar_path,
                 audio_url_for=publish,
+                language=settings.tts_language,
             )
         except ValueError as error:  # a setting the vendor cannot work with (one line, names it)
             raise ConfigError(str(error)) from None

@@ -23,7 +23,7 @@ TTS_ALIASES = {"edge-tts": "edge"}  # the plan's spelling of edge
 # TTS_TEXT_FILTER: `markdown` leaves out what a voice would read aloud of text written for the
 # eye (Markdown, URLs' paths, emoji; speech/text_filter.py); `none` speaks the text as it comes.
 TTS_TEXT_FILTERS = ("markdown", "none")
-FACE_APIS = ("d-id", "tavus", "hedra")
+FACE_APIS = ("d-id", "tavus", "hedra", "synthesia")
 BACKUP_FACE_MODELS = ("mimictalk", "synctalk")  # the plan's post-PoC backups: not built
 
 

@@ -84,7 +84,7 @@ def did():
     server.stop()
 
 
-@pytest.fixture(params=["d-id", "tavus", "hedra"])
+@pytest.fixture(params=["d-id", "tavus", "hedra", "synthesia"])
 def face_vendor(request):
     server, env = start_face_simulator(request.param)
     yield server, env

@@ -1,4 +1,4 @@
-"""A hosted face API (D-ID, Tavus, Hedra) as the pipeline uses it: one video per message, with
+"""A hosted face API (D-ID, Tavus, Hedra, Synthesia) as the pipeline uses it: one video per message, with
 the local engine as the safety net.
 
 The vendor gets the whole utterance and answers with a video seconds to minutes later, so the

@@ -1,4 +1,4 @@
-"""What the three talking-face simulators share: jobs that take a few polls, and real videos.
+"""What the talking-face simulators share: jobs that take a few polls, and real videos.
 
 A hosted face vendor takes audio, works on a job for a while and hands back an mp4. Each
 simulator (did.py, tavus.py, hedra.py) speaks its vendor's endpoints and field names; this

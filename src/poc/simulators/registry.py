@@ -25,6 +25,7 @@ FACE_SIMULATORS = {
     "d-id": "poc.simulators.did:DIdServer",
     "tavus": "poc.simulators.tavus:TavusServer",
     "hedra": "poc.simulators.hedra:HedraServer",
+    "synthesia": "poc.simulators.synthesia:SynthesiaServer",
 }
 
 
@@ -59,6 +60,8 @@ def start_face_simulator(vendor: str) -> tuple[Any, dict[str, str]]:
             "TALKING_FACE_AUDIO_HOST": "127.0.0.1",
             "TALKING_FACE_AUDIO_PORT": str(port),
         })  # fmt: skip
+    if vendor == "synthesia":  # a stock avatar's id: Synthesia cannot make one from our image
+        env["TALKING_FACE_AVATAR_ID"] = "anna_costume1_cameraA"
     return server, env
 
 

@@ -20,6 +20,7 @@ from poc.simulators.base import Recorded
 from poc.simulators.did import DIdServer
 from poc.simulators.faces import FaceVendorServer, multipart_files
 from poc.simulators.hedra import HedraServer
+from poc.simulators.synthesia import SynthesiaServer
 from poc.simulators.tavus import TavusServer
 
 RATE = 44100
@@ -34,6 +35,8 @@ class Vendor:
     key_header: str  # header (lower-case) that carries the key
     key_value: Callable[[str], str]  # its value for a key
     uploaded: Callable[[], bytes]  # the WAV the vendor received (last one)
+    lossless: bool = True  # False: the vendor takes MP3 (Synthesia), so `uploaded` is it decoded
+    auth_status: int = 401  # what the vendor answers a wrong key
 
 
 def speech(seconds: float = 1.2, seed: int = 7) -> np.ndarray:
@@ -54,7 +57,7 @@ def _last_part(sim: FaceVendorServer, field: str, path_has: str) -> bytes:
     raise AssertionError(f"no {field!r} upload reached the simulator")
 
 
-@pytest.fixture(params=["d-id", "tavus", "hedra"])
+@pytest.fixture(params=["d-id", "tavus", "hedra", "synthesia"])
 def vendor(request: pytest.FixtureRequest) -> Iterator[Vendor]:
     name = request.param
     clients: list[HostedFaceClient] = []
@@ -73,12 +76,21 @@ def vendor(request: pytest.FixtureRequest) -> Iterator[Vendor]:
             "tavus", sim.api_url, api_key, "r79e1c033f", poll_interval=POLL, audio_url_for=host.publish
         )
         v = Vendor(name, sim, make, "x-api-key", lambda k: k, lambda: sim.fetched_audio[-1][1])  # type: ignore[attr-defined]
-    else:
+    elif name == "hedra":
         sim = HedraServer().start()
         make = lambda api_key=sim.api_key: create_client(  # noqa: E731
             "hedra", sim.api_url, api_key, None, poll_interval=POLL, avatar_image=DEFAULT_AVATAR
         )
         v = Vendor(name, sim, make, "x-api-key", lambda k: k, lambda: _last_part(sim, "file", "/upload"))
+        host = None
+    else:
+        sim = SynthesiaServer().start()
+        make = lambda api_key=sim.api_key: create_client(  # noqa: E731
+            "synthesia", sim.api_url, api_key, "anna_costume1_cameraA", poll_interval=POLL
+        )
+        v = Vendor(name, sim, make, "authorization", lambda k: k,
+                   lambda: list(sim.script_audio.values())[-1],  # type: ignore[attr-defined]
+                   lossless=False, auth_status=403)  # fmt: skip
         host = None
 
     def tracked(**kwargs: str) -> HostedFaceClient:

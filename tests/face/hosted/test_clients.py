@@ -1,4 +1,4 @@
-"""The D-ID, Tavus and Hedra clients, each through its vendor's documented flow against a local
+"""The D-ID, Tavus, Hedra and Synthesia clients, each through its vendor's documented flow against a local
 server that speaks it (real httpx, real mp4 results made by ffmpeg)."""
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ def test_success_gives_the_vendors_video_of_our_audio_at_stream_rate_and_size(ve
     assert marks[1][0] > marks[0][0] + 100, "the vendor's mark did not move: frames are not its video"
 
     received, rate = wav_samples(vendor.uploaded())
-    assert rate == RATE and np.array_equal(received, audio)
+    assert rate == RATE and len(received) == len(audio)
+    if vendor.lossless:
+        assert np.array_equal(received, audio)
+    else:  # MP3: our speech, not bit for bit
+        assert np.corrcoef(received.astype(float), audio.astype(float))[0, 1] > 0.98
 
     calls = api_requests(vendor.sim)
     assert calls and all(r.headers.get(vendor.key_header) == vendor.key_value(vendor.sim.api_key) for r in calls)
@@ -74,7 +78,7 @@ def test_a_rejected_key_is_auth_and_never_shows_the_key(vendor: Vendor) -> None:
         vendor.make(api_key=wrong).render(speech(0.5), RATE, deadline=time.monotonic() + 30)
     assert caught.value.kind == "auth"
     text = str(caught.value)
-    assert vendor.name in text and "401" in text
+    assert vendor.name in text and str(vendor.auth_status) in text
     assert wrong not in text and "WRONG-KEY" not in text
 
 
@@ -103,7 +107,7 @@ def test_a_transient_poll_failure_is_waited_out(vendor: Vendor, status: int) -> 
     """A 503, or a 429 with Retry-After, on one status poll does not lose the job (polls are
     idempotent)."""
     client = vendor.make()
-    creates = {"d-id": 3, "tavus": 1, "hedra": 5}[vendor.name]  # avatar upload, audio, job
+    creates = {"d-id": 3, "tavus": 1, "hedra": 5, "synthesia": 2}[vendor.name]  # avatar upload, audio, job
     # let the create calls through, fail the first poll
     vendor.sim.faults.extend([None] * creates + [status])
     path = client.render(speech(0.5), RATE, deadline=time.monotonic() + 30)
@@ -152,6 +156,8 @@ POLL_FAST = 0.02
         ("heygen", "a", "TALKING_FACE_API"),
         ("tavus", None, "TALKING_FACE_AVATAR_ID"),
         ("d-id", None, "TALKING_FACE_AVATAR_ID"),
+        ("synthesia", None, "TALKING_FACE_AVATAR_ID"),
+        ("synthesia", "", "TALKING_FACE_AVATAR_ID"),
     ],
 )
 def test_unusable_settings_are_one_line_naming_the_setting(

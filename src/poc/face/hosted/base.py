@@ -25,7 +25,7 @@ from typing import Protocol
 
 import numpy as np
 
-VENDORS = ("d-id", "tavus", "hedra")
+VENDORS = ("d-id", "tavus", "hedra", "synthesia")
 
 AudioPublisher = Callable[[bytes], str]
 """Makes WAV bytes reachable by the vendor and returns their URL (Tavus fetches audio by URL)."""
@@ -40,7 +40,7 @@ class HostedFaceError(RuntimeError):
 
 
 class HostedFaceClient(Protocol):
-    name: str  # the vendor, as TALKING_FACE_API names it ("d-id", "tavus", "hedra")
+    name: str  # the vendor, as TALKING_FACE_API names it ("d-id", "tavus", "hedra", "synthesia")
 
     def render(
         self,
@@ -72,12 +72,15 @@ def create_client(
     poll_interval: float = 1.0,
     avatar_image: Path | None = None,
     audio_url_for: AudioPublisher | None = None,
+    language: str | None = None,
 ) -> HostedFaceClient:
-    """A client for `vendor` ("d-id", "tavus" or "hedra") at `api_url` (None: the vendor's own
-    API host). `avatar_id` is TALKING_FACE_AVATAR_ID: D-ID's source image URL, Tavus's replica
-    id, Hedra's image asset id. With no avatar id, D-ID and Hedra upload `avatar_image` once (the
-    local avatar, so the vendor's face is ours); Tavus needs a replica id. Tavus fetches audio by
-    URL, so it needs `audio_url_for` (see face/hosted/audio_host.py).
+    """A client for `vendor` ("d-id", "tavus", "hedra" or "synthesia") at `api_url` (None: the
+    vendor's own API host). `avatar_id` is TALKING_FACE_AVATAR_ID: D-ID's source image URL, Tavus's
+    replica id, Hedra's image asset id, Synthesia's avatar id. With no avatar id, D-ID and Hedra
+    upload `avatar_image` once (the local avatar, so the vendor's face is ours); Tavus and
+    Synthesia need one (neither API makes an avatar from an image). Tavus fetches audio by URL,
+    so it needs `audio_url_for` (see face/hosted/audio_host.py). `language` is TTS_LANGUAGE,
+    which Synthesia must be told with uploaded speech (empty: en-US).
 
     Raises ValueError, one line naming the setting, when the settings cannot work."""
     if not api_key:
@@ -105,6 +108,15 @@ def create_client(
 
         _need_avatar(name, avatar_id, avatar_image)
         return HedraClient(api_url, api_key, avatar_id, avatar_image, poll_interval=poll_interval)
+    if name == "synthesia":
+        from poc.face.hosted.synthesia import SynthesiaClient
+
+        if not avatar_id:
+            raise ValueError(
+                "TALKING_FACE_AVATAR_ID: Synthesia needs a stock or custom avatar id "
+                "(its API cannot make an avatar from an image)"
+            )
+        return SynthesiaClient(api_url, api_key, avatar_id, poll_interval=poll_interval, language=language)
     raise ValueError(f"TALKING_FACE_API: unknown {vendor!r} (choose {', '.join(VENDORS)})")
 
 

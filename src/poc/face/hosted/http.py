@@ -1,7 +1,7 @@
 """The HTTP half every hosted-face vendor shares: calls, polling and the download, under a deadline.
 
 The vendors publish no Python SDKs, so each client is httpx against the documented REST API.
-What is the same for all three lives here, written once:
+What is the same for every vendor lives here, written once:
 - every request is bounded by the time left before the caller's deadline (and REQUEST_TIMEOUT_S),
   and the cancel event is checked before each request and during each wait, so `render` gives
   up within one request of a cancel or the deadline;
@@ -77,13 +77,18 @@ class VendorHttp:
         what: str,
         json: Any = None,
         files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        content: tuple[bytes, str] | None = None,
     ) -> dict[str, Any]:
-        """One API call; its JSON object answer. `what` names the step in error messages."""
+        """One API call; its JSON object answer. `what` names the step in error messages.
+        The body is `json`, a form of `files`, or `content` (bytes, their MIME type: a file
+        posted as itself). `path` may be a whole URL on another host of the vendor's."""
         self.check(deadline, cancelled, what)
+        raw, headers = (content[0], {"Content-Type": content[1]}) if content else (None, None)
         try:
             response = self._api.request(
-                method, path, json=json, files=files, timeout=self._timeout(deadline)
-            )
+                method, path, json=json, files=files, content=raw, headers=headers,
+                timeout=self._timeout(deadline),
+            )  # fmt: skip
         except httpx.TimeoutException:
             raise self._late(deadline, what) from None
         except httpx.HTTPError as exc:
@@ -281,7 +286,7 @@ def image_mime(path: Path) -> str:
 
 
 class JobStatus:
-    """A vendor job's status, read the one way all three vendors need: the result URL when it
+    """A vendor job's status, read the one way every vendor needs: the result URL when it
     is done, None while it works, a "failed" HostedFaceError when it ended badly or says a status
     we do not know. `noun` names the job in messages ("talk", "video", "generation")."""
 
