@@ -158,3 +158,24 @@ def test_concurrent_callers_each_get_their_own_voice_and_text(voice: Pyttsx3Prov
         together = list(pool.map(lambda r: voice.synthesize(r[0], voice=r[1]), requests))
     for request, chunk in zip(requests, together, strict=True):
         assert seconds(chunk.audio) == pytest.approx(alone[request], rel=0.08)
+
+
+def test_an_english_voice_says_prices_in_words(voice: Pyttsx3Provider, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its espeak-ng driver read "$19.99" as "dollar nineteen point nine nine": the driver is
+    now handed the words (seen by wrapping pyttsx3's own save_to_file, which still runs)."""
+    import pyttsx3
+
+    handed: list[str] = []
+    original = pyttsx3.Engine.save_to_file
+
+    def recording(engine: object, text: str, *args: object, **kwargs: object) -> object:
+        handed.append(text)
+        return original(engine, text, *args, **kwargs)
+
+    monkeypatch.setattr(pyttsx3.Engine, "save_to_file", recording)
+    chunk = voice.synthesize("Only $19.99 today.", language="en")
+    assert handed == ["Only nineteen dollars and ninety-nine cents today."]
+    assert seconds(chunk.audio) > 1.0
+    handed.clear()
+    voice.synthesize("Nur 3kg.", language="de")  # another language: as written
+    assert handed == ["Nur 3kg."]

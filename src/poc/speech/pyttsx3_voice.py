@@ -41,6 +41,7 @@ from poc.speech.base import (
     Stalled,
     VoiceInfo,
 )
+from poc.speech.english_numbers import spoken_english
 from poc.speech.resample import resample_int16
 from poc.speech.sentences import (
     join_chunks,
@@ -256,6 +257,10 @@ class Pyttsx3Provider:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         chosen = self._voice_for(voice, language)
         sentences = require_speakable(text)
+        if language_matches("en", chosen.language):
+            # Its Linux driver is espeak-ng, which reads "$19.99" as "dollar nineteen point nine
+            # nine"; the words are read alike by every driver.
+            sentences = [spoken_english(sentence) for sentence in sentences]
         return self._stream(chosen, sentences)
 
     def synthesize(
