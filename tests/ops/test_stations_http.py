@@ -298,9 +298,10 @@ async def test_the_token_guards_the_list_and_station_studios_but_not_health_or_m
             for path in guarded:
                 response = await http.get(path)
                 assert response.status_code == 401 and "STUDIO_TOKEN" in response.json()["error"], path
-            for page in ("/", "/stations/a/"):  # a browser is sent to the login form
+            # A browser is sent to the login form, which comes back to the page it asked for.
+            for page, login in (("/", "/login"), ("/stations/a/", "/login?next=%2Fstations%2Fa%2F")):
                 response = await http.get(page)
-                assert response.status_code == 303 and response.headers["location"] == "/login", page
+                assert response.status_code == 303 and response.headers["location"] == login, page
             refused = await http.post("/stations/a/api/say", json={"text": "No token."})
             assert refused.status_code == 401
         # An open path's name inside a longer one opens nothing (sent raw: httpx would resolve "..").

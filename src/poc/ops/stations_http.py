@@ -58,6 +58,7 @@ OPEN_STATION_PATHS = r"/stations/[^/]+/(?:healthz|metrics)"
 STATIC_DIR = Path(__file__).with_name("static")
 # The list page's own files (the station pages get theirs from their studio).
 LIST_FILES = {
+    "api.js": "text/javascript; charset=utf-8",
     "studio.css": "text/css; charset=utf-8",
     "stations.js": "text/javascript; charset=utf-8",
 }

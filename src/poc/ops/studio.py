@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 # name -> content type; anything not listed here is a 404 (the route table is exact).
 STATIC_FILES = {
+    "api.js": "text/javascript; charset=utf-8",
     "studio.js": "text/javascript; charset=utf-8",
     "studio.css": "text/css; charset=utf-8",
     "hls.min.js": "text/javascript; charset=utf-8",

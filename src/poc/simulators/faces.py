@@ -180,6 +180,7 @@ class FaceVendorServer(VendorServer):
     """Shared state and checks; subclasses add their vendor's routes and field names."""
 
     results_prefix = "/results"
+    unauthorized = (401, "Unauthorized: missing or invalid API key")  # a vendor's answer to a bad key
 
     def __init__(self, api_key: str = "sim-key", *, polls_to_finish: int = 3) -> None:
         super().__init__()
@@ -226,7 +227,7 @@ class FaceVendorServer(VendorServer):
             self.send_error(request, fault, f"simulated HTTP {fault}", headers)
             return True
         if not self.authorized(request):
-            self.send_error(request, 401, "Unauthorized: missing or invalid API key")
+            self.send_error(request, *self.unauthorized)
             return True
         return False
 

@@ -26,6 +26,8 @@ from poc.simulators.faces import FaceVendorServer, json_object
 
 
 class SynthesiaServer(FaceVendorServer):
+    unauthorized = (403, "Forbidden - Wrong API key")  # Synthesia's documented answer to a bad key
+
     def __init__(self, api_key: str = "sim-synthesia-key", *, polls_to_finish: int = 3) -> None:
         super().__init__(api_key, polls_to_finish=polls_to_finish)
         self.script_audio: dict[str, bytes] = {}  # id -> the upload, decoded to WAV
@@ -38,18 +40,6 @@ class SynthesiaServer(FaceVendorServer):
         self, request: Request, status: int, message: str, headers: dict[str, str] | None = None
     ) -> None:
         request.send_json(status, {"error": message, "context": "simulated Synthesia"}, headers)
-
-    def refused(self, request: Request) -> bool:
-        """As every simulator's, except that a missing or wrong key is Synthesia's 403."""
-        fault = self.next_fault()
-        if isinstance(fault, int):
-            headers = {"Retry-After": "0"} if fault == 429 else None
-            self.send_error(request, fault, f"simulated HTTP {fault}", headers)
-            return True
-        if not self.authorized(request):
-            self.send_error(request, 403, "Forbidden - Wrong API key")
-            return True
-        return False
 
     def post_script_audio(self, request: Request, match: re.Match[str]) -> None:
         if self.refused(request):

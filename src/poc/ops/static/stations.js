@@ -5,7 +5,6 @@
 
 const $ = (id) => document.getElementById(id);
 const REFRESH_MS = 1000;  // from the end of one request to the start of the next
-const LIST_TIMEOUT_MS = 5000;  // a service that accepts but never answers is as gone as a closed port
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function cell(row, text, className) {
@@ -47,26 +46,9 @@ function showLost(reason) {
 }
 
 // The page this browser is on, for the login form to come back to ("/" is where it goes anyway).
-function logInAgain() {
-  const here = location.pathname + location.search;
-  location.assign(here === "/" ? "/login" : `/login?next=${encodeURIComponent(here)}`);
-}
-
 // One list, drawn; throws an Error whose message says why there is none.
 async function refresh() {
-  let response;
-  try {
-    const timeout = AbortSignal.timeout ? { signal: AbortSignal.timeout(LIST_TIMEOUT_MS) } : {};  // Safari < 16
-    response = await fetch("api/stations", timeout);
-  } catch (err) {
-    throw new Error(`the service did not answer (${err.message})`);
-  }
-  if (response.status === 401) {  // STUDIO_TOKEN changed: this cookie opens nothing any more
-    logInAgain();
-    throw new Error("logged out");
-  }
-  const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  const answer = await getJson("api/stations");
   draw(answer.stations);
 }
 

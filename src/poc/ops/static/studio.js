@@ -184,12 +184,6 @@ function showPaused() {
   $("link").textContent = "paused while this tab is hidden; it catches up when shown";
 }
 
-// The page this browser is on, for the login form to come back to ("/" is where it goes anyway).
-function logInAgain() {
-  const here = location.pathname + location.search;
-  location.assign(here === "/" ? "/login" : `/login?next=${encodeURIComponent(here)}`);
-}
-
 function updateCount() {
   const n = $("text").value.length;
   $("count").textContent = maxChars ? `${n} / ${maxChars}` : `${n}`;
@@ -268,7 +262,6 @@ function play(url) {
 
 // ---- live updates --------------------------------------------------------------------------
 
-const STATUS_TIMEOUT_MS = 5000;  // a service that accepts but never answers is as gone as a closed port
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 let events = null;  // the open event stream; null while the tab is hidden or the page polls
@@ -329,19 +322,7 @@ function onVisibilityChange() {
 
 // One status snapshot, shown; throws an Error whose message says why there is none.
 async function refresh() {
-  let response;
-  try {
-    const timeout = AbortSignal.timeout ? { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) } : {};  // Safari < 16
-    response = await fetch("api/status", timeout);
-  } catch (err) {
-    throw new Error(`the service did not answer (${err.message})`);
-  }
-  if (response.status === 401) {  // STUDIO_TOKEN changed: this cookie opens nothing any more
-    logInAgain();
-    throw new Error("logged out");
-  }
-  const answer = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+  const answer = await getJson("api/status");
   showStatus(answer);
   if (document.hidden) showPaused();  // the tab was hidden while this was on its way: no stream follows
   return answer;
