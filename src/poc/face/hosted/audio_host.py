@@ -110,9 +110,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        # A fetcher may look before it downloads (is it there, is it audio, how big): a 501
+        # to that would fail the vendor's job.
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
         name = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
         body = self.server.lookup(name.removesuffix(".wav")) if name.endswith(".wav") else None
-        send_s = self.server.send_timeout + len(body or b"") / SEND_MIN_RATE
+        sent = len(body or b"") if send_body else 0
+        send_s = self.server.send_timeout + sent / SEND_MIN_RATE
         self.deadline = time.monotonic() + send_s
         if body is None:
             self.send_response(404)
@@ -124,7 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "audio/wav")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if send_body:
+            self.wfile.write(body)
 
 
 class _SharedServer(ThreadingHTTPServer):

@@ -9,13 +9,17 @@ itself as the body with `Content-Type: audio/mpeg`; the answer's `id` names it),
 `download`, a time-limited link to the file) or "error"/"rejected" (moderation)/"deleted", then
 download it. The documented status list also holds "approved", which carries no file: it is
 read as still working. Auth: the `Authorization` header holding the API key itself (no scheme);
-a wrong key is documented as 403. Errors are {error, context}. Create video is rate-limited
+a wrong key is 403 in the older pages, 401 `unauthenticated` in the errors page (both are a
+rejected key here). Errors are {error, context}, or RFC 9457 Problem Details ({code, title,
+detail}) in the errors page: `detail` or `error` is quoted. Create video is rate-limited
 (60 a minute, 300 an hour, 1000 a day at the documented tier; 429 past that). No official
 Python SDK exists, so this is httpx against that REST API.
 
 What it means for poc: Synthesia renders a whole video, typically in minutes, and the hosted
 stage waits at most TALKING_FACE_API_TIMEOUT_SECONDS before the local engine speaks the words,
 so it suits messages sent with a long lead (pre-produced clips) rather than a live reply.
+A video given up on (late, cancelled, or its create call unanswered in time) is neither
+cancelled nor deleted: it renders on in Synthesia and counts against the plan's minutes.
 Avatars are chosen by id: the API has no way to make an avatar from our image (custom avatars
 are made in Synthesia STUDIO; the API's media assets are backgrounds and dubbing sources), so
 TALKING_FACE_AVATAR_ID is required. One TALKING_FACE_API_URL (a proxy, the simulator) serves
