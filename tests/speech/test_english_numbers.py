@@ -44,6 +44,9 @@ NINETEEN_NINETY_NINE = "nineteen dollars and ninety-nine cents"
         ("$5.99-$10", "five dollars and ninety-nine cents to ten dollars"),
         ("$2-3 million", "two to three million dollars"),
         ("$2.5M", "two point five million dollars"),
+        ("Raises $2.5 Billion", "Raises two point five billion dollars"),  # a headline's capitals
+        ("$3 MILLION", "three million dollars"),
+        ("5 Million €", "five million euros"),
         ("$10k", "ten thousand dollars"),
         ("$3 million", "three million dollars"),
         ("$1.5", "one point five dollars"),
@@ -60,6 +63,7 @@ NINETEEN_NINETY_NINE = "nineteen dollars and ninety-nine cents"
         ("1kg", "one kilogram"),
         ("1.5 kg", "one point five kilograms"),
         ("5-10 KG", "five to ten kilograms"),
+        ("500-1000 mg", "five hundred to one thousand milligrams"),  # a range, not 500-1000 the phone
         ("256GB", "two hundred fifty-six gigabytes"),
         ("256gb", "two hundred fifty-six gigabytes"),
         ("1TB", "one terabyte"),
@@ -82,6 +86,7 @@ NINETEEN_NINETY_NINE = "nineteen dollars and ninety-nine cents"
         # phone numbers: digit by digit, a pause between groups
         ("555-1234", "five five five, one two three four"),
         ("Call 555-1234.", "Call five five five, one two three four."),
+        ("Call 555-1000.", "Call five five five, one zero zero zero."),
         ("(555) 123-4567", "five five five, one two three, four five six seven"),
         ("555.123.4567", "five five five, one two three, four five six seven"),
         ("1-800-555-1234", "one, eight zero zero, five five five, one two three four"),
@@ -127,6 +132,13 @@ def test_shop_text_is_said_in_words(written: str, said: str) -> None:
         "10x20cm",
         "A-5kg",
         "100-1000",  # no US exchange starts with 1: a range
+        "pages 200-3000",  # round numbers on both sides: a range, not a phone number
+        "800-1200 calories",
+        "3:00 min",  # a duration (three minutes), not three o'clock
+        "2:30 mins",
+        "3:45 minutes",
+        "1:30 hr",
+        "1:30-2:00 hrs",
         "10:30:15",
         "24:00",
         "13pm",

@@ -4,6 +4,7 @@ before any voice sees the text (TTS_TEXT_FILTER), while ordinary text passes unc
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,38 @@ def test_a_line_of_markers_without_closers_is_no_trap(marker: str) -> None:
     assert speakable_text(text).endswith("x")
 
 
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("这是**重要**的通知", "这是重要的通知"),
+        ("今日は**特価**です", "今日は特価です"),
+        ("오늘 **특가**입니다", "오늘 특가입니다"),
+        ("这是*斜体*的，~~旧价~~新价", "这是斜体的，旧价新价"),
+    ],
+)
+def test_emphasis_inside_text_written_without_spaces_is_left_out(text: str, spoken: str) -> None:
+    # Chinese and Japanese put no space between words, so an LLM's bold sits between letters.
+    assert speakable_text(text) == spoken
+
+
+LONGEST_MESSAGE = 100_000  # the most MAX_TEXT_CHARS allows (config.py)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<a@" + "b." * (LONGEST_MESSAGE // 2),  # an e-mail autolink that never closes
+        "http://a(" + ")" * LONGEST_MESSAGE,  # a URL's closing brackets, each weighed
+    ],
+    ids=["autolink", "url-brackets"],
+)
+def test_a_hostile_link_in_the_longest_message_is_no_trap(text: str) -> None:
+    # Quadratic work here held the voice's thread for seconds (about a minute for the first).
+    started = time.process_time()
+    speakable_text(text)
+    assert time.process_time() - started < 1.0
+
+
 # --- through the voice -----------------------------------------------------------------------
 
 
@@ -155,3 +188,10 @@ def test_a_bad_filter_name_stops_start_up_with_one_line_naming_the_setting() -> 
     with pytest.raises(ConfigError) as caught:
         settings_with(TTS_TEXT_FILTER="html")
     assert str(caught.value) == "TTS_TEXT_FILTER: must be one of markdown, none (got 'html')"
+
+
+@pytest.mark.parametrize(
+    "item", ["- 第一项。", "- 今日は特価です！", "- क्या यह सच है।", "- هل هذا صحيح؟", "- 好吗？"]
+)
+def test_an_item_ending_in_its_scripts_own_full_stop_gets_no_dot_of_ours(item: str) -> None:
+    assert speakable_text(item) == item.removeprefix("- ")

@@ -21,16 +21,18 @@ else exactly as it is:
   "G" too ("5G" is a network). Lower-case "gb" is read as gigabytes (shops write "256gb");
   "Gb" (bits) is left alone;
 - phone numbers in their usual shapes (555-1234, (555) 123-4567, 555.123.4567, 1-800-555-1234,
-  +1 555 123 4567, +44 20 7946 0958), read digit by digit in their groups;
+  +1 555 123 4567, +44 20 7946 0958), read digit by digit in their groups; "200-3000" has the
+  shape of 555-1234 but round numbers on both sides make it a range ("500-1000 mg");
 - clock times: "10:30am" -> "ten thirty AM" (espeak reads a lower-case "am" as the verb),
   "10:05" -> "ten oh five", "10:00" -> "ten o'clock", "18:00" -> "eighteen hundred", "9am-5pm"
   -> "nine AM to five PM".
 
 Left as they are, on purpose: plain numbers and years ("2026", espeak reads them well),
 ordinals ("3rd"), versions ("v2.1"), percentages, scores and plain ranges ("3-2", "2-3 days":
-"three to two" or "three two" cannot be told apart), dates (US and EU order differ), a comma as
-the decimal mark ("12,50 €"), numbers of 10^15 and more. The output holds no digits where it
-changed something, so applying it again changes nothing.
+"three to two" or "three two" cannot be told apart), durations ("3:00 min": minutes and seconds,
+or hours and minutes?), dates (US and EU order differ), a comma as the decimal mark ("12,50 €"),
+numbers of 10^15 and more. The output holds no digits where it changed something, so applying
+it again changes nothing.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ _PERIODS = {  # "$9.99/mo": "a month"
 
 def _scale(tag: str) -> str:
     return (
-        rf"(?:{_SPACE}(?P<word{tag}>thousand|million|billion|trillion)\b"
+        # any case: a headline writes "$2.5 Billion"
+        rf"(?:{_SPACE}(?P<word{tag}>(?i:thousand|million|billion|trillion))\b"
         rf"|(?P<abbr{tag}>bn|[kKmMbB])(?!\w))?"
     )
 
@@ -210,9 +213,13 @@ _TIME = re.compile(
     + rf"(?:{_DASH}{_clock('2')})?"
     + r"(?![\w:$£€°%]|[.,][0-9])"
 )
+# "3:00 min", "1:30-2:00 hrs": a duration (minutes and seconds, or hours and minutes?), not
+# a time of day
+_DURATION_UNIT = re.compile(rf"{_SPACE}(?i:min|mins|minutes?|hr|hrs|hours?|h|sec|secs|seconds?)\b")
 _WITH_UNIT = re.compile(
     _MINUS
     + _STARTS
+    + r"(?<![0-9]:)"  # not the minutes of "3:00 min"
     + rf"(?P<number>{_NUMBER})(?:{_DASH}(?P<number2>{_NUMBER}))?"
     + rf"(?P<space>{_SPACE})(?P<unit>{_unit_alternatives()})"
     + r"(?![\w°])"
@@ -234,10 +241,17 @@ def spoken_english(text: str) -> str:
 
 def _phone_words(match: re.Match[str]) -> str:
     groups = re.findall(r"[0-9]+", match.group())
-    if not 7 <= sum(len(group) for group in groups) <= 15:
+    if not 7 <= sum(len(group) for group in groups) <= 15 or _is_round_range(match.group(), groups):
         return match.group()
     said = ", ".join(_digit_words(group) for group in groups)  # a comma: a pause between groups
     return f"plus {said}" if match.group().startswith("+") else said
+
+
+def _is_round_range(written: str, groups: list[str]) -> bool:
+    """"200-3000", "500-1000 mg": the local shape of a US number, but round numbers on both
+    sides are a range ("pages 200-3000") far more often than a phone number."""
+    local = len(groups) == 2 and not written.startswith("+")
+    return local and all(group.endswith("0") for group in groups)
 
 
 def _money_words(match: re.Match[str]) -> str:
@@ -279,7 +293,7 @@ def _money_range(
 
 def _scale_word(word: str | None, abbreviation: str | None) -> str | None:
     if word:
-        return word
+        return word.lower()
     return _ABBREVIATED_SCALES[abbreviation.lower()] if abbreviation else None
 
 
@@ -306,6 +320,8 @@ def _amount(number: str, scale: str | None, currency: _Currency) -> str | None:
 def _time_words(match: re.Match[str]) -> str:
     parts = match.groupdict()
     hour, minute, half = parts["hour"], parts["minute"], parts["half"]
+    if not (half or parts["half2"]) and _DURATION_UNIT.match(match.string, match.end()):
+        return match.group()
     if parts["hour2"] is None:
         said = _clock_words(hour, minute, half) if minute or half else None
     else:

@@ -6,7 +6,8 @@ for 9.5 s, spelling the URL out ("h t t p s colon slash slash..."), where "Great
 now." takes 1.7 s. `speakable_text` keeps the words and drops the rest:
 
 - emphasis (`**x**`, `__x__`, `*x*`, `_x_`, `~~x~~`) and inline code keep their words: a word in
-  backticks is usually a name the sentence needs ("run `poc send`");
+  backticks is usually a name the sentence needs ("run `poc send`"); stars between Chinese,
+  Japanese or Korean letters are emphasis too ("这是**重要**的": those scripts put no spaces);
 - a code fence's marker lines go, its lines stay: whether they are code or prose cannot be told,
   and a message that is only a fenced block would otherwise say nothing at all;
 - heading `#`s, list bullets and block quotes' `>` go; a heading or a list item ends as a
@@ -36,18 +37,30 @@ from urllib.parse import urlsplit
 # search ends at the next marker (linear time on a hostile line of markers); nested markup
 # ("**bold _and_ italic**") is undone over the passes of `speakable_text`.
 _INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`)[ ]?([^`\n]+?)[ ]?(?<!`)\1(?!`)")
-_STRONG_EMPHASIS = re.compile(r"(?<![\w*])\*\*\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*\*\*(?![\w*])")
-_STRONG_STARS = re.compile(r"(?<![\w*])\*\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*\*(?![\w*])")
+# Stars may sit between letters of the scripts written without spaces between words (Chinese,
+# Japanese; Korean's particles): "这是**重要**的". Elsewhere a letter beside them makes them
+# something else ("2*3*4", "un*believable").
+_NO_SPACE_LETTERS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+_NOT_BESIDE_STARS = rf"[^\W{_NO_SPACE_LETTERS}]|\*"  # a letter of a spaced script, or a star
+_STRONG_EMPHASIS = re.compile(
+    rf"(?<!{_NOT_BESIDE_STARS})\*\*\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*\*\*(?!{_NOT_BESIDE_STARS})"
+)
+_STRONG_STARS = re.compile(
+    rf"(?<!{_NOT_BESIDE_STARS})\*\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*\*(?!{_NOT_BESIDE_STARS})"
+)
 # Underscores close only where a word ends: "__init__.py" and "_config_.yml" are file names.
 _STRONG_UNDERSCORES = re.compile(r"(?<![\w_])__(?=[^\s_])([^_\n]+?)(?<=[^\s_])__(?![\w_]|\.\w)")
-_EMPHASIS_STAR = re.compile(r"(?<![\w*])\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?![\w*])")
+_EMPHASIS_STAR = re.compile(
+    rf"(?<!{_NOT_BESIDE_STARS})\*(?=[^\s*])([^*\n]+?)(?<=[^\s*])\*(?!{_NOT_BESIDE_STARS})"
+)
 _EMPHASIS_UNDERSCORE = re.compile(r"(?<![\w_])_(?=[^\s_])([^_\n]+?)(?<=[^\s_])_(?![\w_]|\.\w)")
 _STRIKE = re.compile(r"(?<!~)~~(?=[^\s~])([^~\n]+?)(?<=[^\s~])~~(?!~)")
 # [text](url "title"); the URL may hold one level of parentheses (Wikipedia's do).
 _URL_IN_PARENS = r"\((?:<[^<>\n]*>|(?:[^()\s]|\([^()\s]*\))*)(?:\s+\"[^\"\n]*\")?\)"
 _IMAGE = re.compile(r"!\[[^\[\]\n]*\]" + _URL_IN_PARENS + r"[ \t]*")
 _LINK = re.compile(r"\[([^\[\]\n]*)\]" + _URL_IN_PARENS)
-_AUTOLINK = re.compile(r"<((?:https?|ftp)://[^\s<>]+|[^\s<>@]+@[^\s<>@]+\.[^\s<>@]+)>")
+# The domain's first label holds no dot, so only one split is tried ("<a@b.b.b...": not n²).
+_AUTOLINK = re.compile(r"<((?:https?|ftp)://[^\s<>]+|[^\s<>@]+@[^\s<>@.]+\.[^\s<>@]+)>")
 _URL = re.compile(r"\b(?:(?:https?|ftp)://|www\.)[^\s<>]+", re.IGNORECASE)
 _URL_TRAILER = ".,;:!?'\")]\u201d\u2019"  # punctuation that ends the sentence, not the URL
 _WWW = re.compile(r"^(?:www\d*\.)+", re.IGNORECASE)
@@ -86,7 +99,10 @@ _LINK_DEFINITION = re.compile(r"^[ \t]{0,3}\[[^\[\]\n]+\]:[ \t]+<?(?:(?:https?|f
 _MARKERS = re.compile(r"(?:[ \t]*(?:>[ \t]?|[-*+\u2022][ \t]+|#{1,6}(?:[ \t]+|$)))+")
 _NUMBER = re.compile(r"[ \t]*\d{1,2}[.)][ \t]+")
 _HEADING_CLOSE = re.compile(r"[ \t]+#+[ \t]*$")
-_SENTENCE_END = ".!?\u2026:;,"
+# What already ends a heading or item, here and in scripts with their own marks: CJK's full
+# stops and fullwidth ones, Devanagari's danda, Arabic's and Urdu's question mark and full stop,
+# Armenian's and Ethiopic's full stops, so none gets a "." of ours after it.
+_SENTENCE_END = ".!?\u2026:;,\u3002\uff0e\uff01\uff1f\uff61\uff1a\uff1b\uff0c\u3001\u0964\u0965\u061f\u06d4\u060c\u061b\u0589\u1362"
 
 MAX_PASSES = 8  # nesting deeper than this is not worth more work; see speakable_text
 
@@ -162,9 +178,12 @@ def _host(match: re.Match[str]) -> str:
     """A URL → its host without "www." ("shop.example.com"), keeping the punctuation after it."""
     url = match.group()
     end = len(url)
+    opened, closed = url.count("("), url.count(")")  # counted once: a URL may be all ")"
     while end and url[end - 1] in _URL_TRAILER:
-        if url[end - 1] == ")" and url.count("(", 0, end) >= url.count(")", 0, end):
-            break  # its own: "https://en.wikipedia.org/wiki/Mercury_(planet)"
+        if url[end - 1] == ")":
+            if opened >= closed:
+                break  # its own: "https://en.wikipedia.org/wiki/Mercury_(planet)"
+            closed -= 1
         end -= 1
     url, after = url[:end], url[end:]
     if not re.match(r"[a-z]+://", url, re.IGNORECASE):
