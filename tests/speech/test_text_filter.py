@@ -72,7 +72,7 @@ def test_ordinary_text_passes_unchanged(text: str) -> None:
 
 # What the filter reads as markup, besides its characters: a line opening as a list item, a rule
 # of dashes or equals signs, a URL. Text without any of it must come back as it went in.
-_MARKUP_CHARACTERS = "*_`#[]()<>|~"
+_MARKUP_CHARACTERS = "*_`#[]()<>|~&"
 _NOT_EMOJI = st.characters(
     # Emoji are symbols (So); code points not yet assigned in their blocks are tomorrow's emoji.
     blacklist_categories=("Cs", "So", "Cn"),
@@ -195,3 +195,18 @@ def test_a_bad_filter_name_stops_start_up_with_one_line_naming_the_setting() -> 
 )
 def test_an_item_ending_in_its_scripts_own_full_stop_gets_no_dot_of_ours(item: str) -> None:
     assert speakable_text(item) == item.removeprefix("- ")
+
+
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ("Ben &amp; Jerry&#39;s, now &euro;5 &ndash; today only", "Ben & Jerry's, now €5 – today only"),
+        ("A&nbsp;deal &amp;amp; more", "A\xa0deal & more"),  # escaped twice by a feed
+        ("&lt;b&gt;Bold&lt;/b&gt; news", "Bold news"),  # markup escaped as text is still markup
+        ("AT&T and Q&A, &unknown; stays", "AT&T and Q&A, &unknown; stays"),
+        (">50 items left", ">50 items left"),  # "more than", not a quote
+        ("> quoted", "quoted"),
+    ],
+)
+def test_character_references_and_more_than(written: str, said: str) -> None:
+    assert speakable_text(written) == said

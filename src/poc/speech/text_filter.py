@@ -16,6 +16,8 @@ now." takes 1.7 s. `speakable_text` keeps the words and drops the rest:
   carry the order, and a line that opens with a date ("5. Dezember ...") keeps its day;
 - horizontal rules and a table's separator row go; a table row is said cell by cell;
 - HTML tags go (`<br>`, `<p>` and other block tags end the line);
+- character references (`&amp;`, `&#39;`, `&euro;`) are the characters they stand for: text
+  copied from a web page or a shop's feed carries them;
 - a link is said by its text, an image not at all (the stream shows no picture, so its
   description would name something nobody sees);
 - a bare URL is said as its host without "www." ("shop.example.com"): the part a viewer can
@@ -30,6 +32,7 @@ and the result is a fixed point: filtering it again changes nothing.
 
 from __future__ import annotations
 
+import html
 import re
 from urllib.parse import urlsplit
 
@@ -96,7 +99,8 @@ _TABLE_SEPARATOR = re.compile(rf"^[ \t]*\|?{_CELL_RULE}(?:\|{_CELL_RULE})*\|?[ \
 # [1]: https://example.com (a reference link's target; "[Note]: see below" is not one)
 _LINK_DEFINITION = re.compile(r"^[ \t]{0,3}\[[^\[\]\n]+\]:[ \t]+<?(?:(?:https?|ftp)://|www\.|/)", re.IGNORECASE)
 # Quotes' ">", bullets and a heading's "#"s, as many as a line opens with ("> - item").
-_MARKERS = re.compile(r"(?:[ \t]*(?:>[ \t]?|[-*+\u2022][ \t]+|#{1,6}(?:[ \t]+|$)))+")
+# A ">" before a digit is "more than" (">50 items"), not a quote.
+_MARKERS = re.compile(r"(?:[ \t]*(?:>(?!\d)[ \t]?|[-*+\u2022][ \t]+|#{1,6}(?:[ \t]+|$)))+")
 _NUMBER = re.compile(r"[ \t]*\d{1,2}[.)][ \t]+")
 _HEADING_CLOSE = re.compile(r"[ \t]+#+[ \t]*$")
 # What already ends a heading or item, here and in scripts with their own marks: CJK's full
@@ -121,7 +125,24 @@ def speakable_text(text: str) -> str:
     return text
 
 
+# A character reference with its ";" ("&amp;", "&#8217;", "&#x2019;"): text copied from a web page
+# or a shop's product feed carries them, and a voice reads "Ben &amp; Jerry's" as "and amp".
+# Without the ";", "AT&T" and "Q&A" stay as they are.
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+
+
+def _decoded(text: str) -> str:
+    """Character references as the characters they stand for, however often escaped
+    ("&amp;amp;" too): each round shortens the text, so it ends."""
+    while True:
+        decoded = _ENTITY.sub(lambda reference: html.unescape(reference.group()), text)
+        if decoded == text:
+            return text
+        text = decoded
+
+
 def _one_pass(text: str) -> str:
+    text = _decoded(text)
     lines = []
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
