@@ -101,3 +101,12 @@ def test_voice_rows_keep_names_readable_and_ids_distinct() -> None:
         VoiceInfo("yue", "Chinese (Cantonese)", "yue"),
         VoiceInfo("sit/yue-Latn-jyutping", "Chinese (Cantonese, latin as Jyutping)", "yue"),
     ]
+
+
+def test_text_mostly_in_a_script_the_voice_cannot_read_is_refused(espeak: EspeakProvider) -> None:
+    """The English voice read 15 Chinese characters as "Chinese letter ..." for 9 s; now the
+    message is refused with a reason (as piper's are), and a voice for it speaks it."""
+    with pytest.raises(InvalidSpeechRequest, match="Han script"):
+        espeak.synthesize_stream("欢迎来到我们的直播间今天有特价商品")
+    assert len(espeak.synthesize("欢迎来到我们的直播间", voice="cmn").audio) > 0
+    assert len(espeak.synthesize("Welcome to Київ and our shop.").audio) > 0  # a name in passing

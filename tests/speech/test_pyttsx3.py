@@ -179,3 +179,8 @@ def test_an_english_voice_says_prices_in_words(voice: Pyttsx3Provider, monkeypat
     handed.clear()
     voice.synthesize("Nur 3kg.", language="de")  # another language: as written
     assert handed == ["Nur 3kg."]
+
+
+def test_text_mostly_in_a_script_the_voice_cannot_read_is_refused(voice: Pyttsx3Provider) -> None:
+    with pytest.raises(InvalidSpeechRequest, match="Han script"):
+        voice.synthesize_stream("欢迎来到我们的直播间今天有特价商品", language="en")

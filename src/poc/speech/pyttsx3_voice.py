@@ -43,6 +43,7 @@ from poc.speech.base import (
 )
 from poc.speech.english_numbers import spoken_english
 from poc.speech.resample import resample_int16
+from poc.speech.scripts import require_readable
 from poc.speech.sentences import (
     join_chunks,
     language_matches,
@@ -257,6 +258,8 @@ class Pyttsx3Provider:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         chosen = self._voice_for(voice, language)
         sentences = require_speakable(text)
+        # One language per voice, as piper's: the English voice spells Chinese out letter by letter.
+        require_readable(text, chosen.language, chosen.id)
         if language_matches("en", chosen.language):
             # Its Linux driver is espeak-ng, which reads "$19.99" as "dollar nineteen point nine
             # nine"; the words are read alike by every driver.
