@@ -368,3 +368,19 @@ def test_send_publishes_where_the_services_files_are_missing(tmp_path: Path, cle
 def test_send_refuses_flags_that_would_be_ignored(clean_env, capsys, args, expected):
     assert main(["send", *args]) == 2
     assert stderr_line(capsys) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([""], {}, "poc send: not sent: 'data' is empty"),
+        (["x" * 30], {"MAX_TEXT_CHARS": "20"}, "poc send: not sent: text is too long: 30 characters, over the 20-character limit"),
+    ],
+)
+def test_send_refuses_what_the_service_would_dead_letter(clean_env, monkeypatch, capsys, args, env, expected):
+    """It printed "sent" for an empty text, which the service then dead-lettered; now it says
+    why at once, with the reason the dead-letter queue would give, and sends nothing."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["send", *args]) == 2
+    assert stderr_line(capsys) == expected

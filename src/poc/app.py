@@ -189,11 +189,7 @@ class Service:
                 self.source = AmqpSource(
                     AmqpSettings.from_settings(settings),
                     sink=self.pipeline,
-                    limits=MessageLimits(
-                        max_body_bytes=settings.max_body_bytes,
-                        max_text_chars=settings.max_text_chars,
-                        max_audio_seconds=settings.max_audio_seconds,
-                    ),
+                    limits=MessageLimits.from_settings(settings),
                     prefetch=settings.rabbitmq_prefetch,
                     reconnect_interval=settings.rabbitmq_reconnect_seconds,
                     stream=self,

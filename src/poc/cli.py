@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -140,6 +141,7 @@ def _send(args: argparse.Namespace) -> int:
     import anyio
 
     from poc.source.connection import AmqpSettings
+    from poc.messages import InvalidMessage, MessageLimits, parse_message
     from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
     # A producer shares the service's settings (its .env) but not its files: the avatar, the
@@ -174,6 +176,11 @@ def _send(args: argparse.Namespace) -> int:
             body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), False
     except ValueError as error:
         print(f"poc send: {error}", file=sys.stderr)
+        return 2
+    try:  # what the service would dead-letter at once is refused here, with the same reason
+        parse_message(json.dumps(body).encode(), MessageLimits.from_settings(settings))
+    except InvalidMessage as error:
+        print(f"poc send: not sent: {error}", file=sys.stderr)
         return 2
     amqp = AmqpSettings.from_settings(settings)
     try:

@@ -69,6 +69,15 @@ class MessageLimits:
     max_audio_seconds: float = attrs.field(default=60.0, validator=_positive)
     max_json_depth: int = attrs.field(default=8, validator=_positive)
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> "MessageLimits":
+        """The limits a service's settings set (MAX_BODY_BYTES, MAX_TEXT_CHARS, MAX_AUDIO_SECONDS)."""
+        return cls(
+            max_body_bytes=settings.max_body_bytes,
+            max_text_chars=settings.max_text_chars,
+            max_audio_seconds=settings.max_audio_seconds,
+        )
+
 
 def _none_if_blank(value: Any) -> Any:
     # An empty voice/language means "use the default", the same as leaving it out.
@@ -289,6 +298,34 @@ def printable_id(amqp_message_id: str) -> str:
         else char
         for char in amqp_message_id
     )
+
+
+def refused_body_id(body: bytes, limits: MessageLimits) -> str | None:
+    """The id a producer wrote in a body that parse_message refused, if it is a usable one.
+
+    So that the log line and the DLQ copy of a refused message carry the producer's own id
+    rather than the random AMQP message_id aio-pika gives every message. Usable means what a
+    valid message's id must be (a non-blank string of at most MAX_ID_CHARS characters, none a
+    control or formatting character); anything else, or a body too big or not a JSON object,
+    gives None. It reads the body the way parse_message does (linear in its size, the size
+    limit first), so a hostile body costs at most as much again.
+    """
+    if len(body) > limits.max_body_bytes:
+        return None  # not even parse_message reads past the size limit
+    try:
+        text = body.decode("utf-8").removeprefix("\ufeff")
+        raw = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError included
+        return None
+    if not isinstance(raw, dict):
+        return None
+    value = _none_if_blank(raw.get("id"))
+    if not isinstance(value, str):
+        return None
+    try:
+        return _check_id(value)
+    except ValueError:
+        return None
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -154,11 +154,7 @@ class _Studio:
     def __init__(self, settings: Settings, status: StatusSource, chart: StreamChart, publisher: Publisher) -> None:
         self.read_status = status
         self.publisher = publisher
-        self.limits = MessageLimits(
-            max_body_bytes=settings.max_body_bytes,
-            max_text_chars=settings.max_text_chars,
-            max_audio_seconds=settings.max_audio_seconds,
-        )
+        self.limits = MessageLimits.from_settings(settings)
         self.hls_url = hls_url(settings)
         self.mermaid = mermaid_diagram()
         self.feed = _StateFeed()
