@@ -193,6 +193,7 @@ class Service:
                     prefetch=settings.rabbitmq_prefetch,
                     reconnect_interval=settings.rabbitmq_reconnect_seconds,
                     stream=self,
+                    metrics=self.metrics,
                 )
                 tg.start_soon(self.source.run)
                 task_status.started()

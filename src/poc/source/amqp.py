@@ -22,6 +22,9 @@ Why it is shaped this way:
 - A broker blip kills the channel, so acks for deliveries held across it fail (logged) and
   RabbitMQ redelivers them. A redelivery whose id matches a job still held, or one settled
   moments ago, is settled along with that job instead of being spoken twice.
+- A message refused here (it breaks the contract, or is speech on the control queue) never
+  becomes a job, so the pipeline, which counts the outcomes of jobs, never sees it: the adapter
+  counts it as dead-lettered itself, once per message (not again for a redelivery).
 
 asyncio only: aio-pika does not run on trio.
 """
@@ -30,11 +33,12 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import hashlib
 import logging
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import aio_pika
 import anyio
@@ -52,11 +56,13 @@ from poc.jobs import Job, Outcome
 from poc.messages import (
     ControlMessage,
     InvalidMessage,
+    Message,
     MessageLimits,
     TextMessage,
     message_id,
     parse_message,
     printable_id,
+    refused_body_id,
 )
 from poc.source.base import JobSink, SourceStatus, StreamSwitch
 from poc.source.connection import (
@@ -68,12 +74,16 @@ from poc.source.connection import (
     describe_connect_error,
 )
 
+if TYPE_CHECKING:
+    from poc.metrics import Metrics
+
 LOG = logging.getLogger(__name__)
 
 CONTROL_PREFETCH = 16
 SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
 PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
+RECENT_REFUSED = 256  # refused messages remembered, to count a redelivered one only once
 # How long one delivery's settling (DLQ publish, ack, nack) may run on after a cancellation.
 SETTLE_DEADLINE_S = 2.0
 CLOSE_DEADLINE_S = 2.0  # closing the connection, which a half-open broker never answers
@@ -107,6 +117,30 @@ def _header_text(text: str) -> str:
 def _amqp_id(delivery: AbstractIncomingMessage) -> str | None:
     """The delivery's own message_id, escaped for logs (a producer may put anything there)."""
     return printable_id(delivery.message_id) if delivery.message_id else None
+
+
+@attrs.frozen
+class _Refusal:
+    """Why parse_message refused a body, and the id the body names if it is a usable one."""
+
+    reason: str
+    body_id: str | None
+
+
+def _read(body: bytes, limits: MessageLimits) -> Message | _Refusal:
+    """The message in `body`, or why it was refused (run off the event loop for big bodies)."""
+    try:
+        return parse_message(body, limits)
+    except InvalidMessage as exc:
+        return _Refusal(str(exc), refused_body_id(body, limits))
+
+
+def _refusal_key(delivery: AbstractIncomingMessage) -> tuple[str | None, int, bytes]:
+    """What tells a redelivery of a refused message from another message: the same AMQP
+    message_id and the same body. Only the body's head is hashed, so a huge body costs the
+    event loop no more than a small one; its length stands in for the rest."""
+    head = hashlib.blake2b(delivery.body[:PARSE_IN_THREAD_BYTES], digest_size=16).digest()
+    return delivery.message_id, len(delivery.body), head
 
 
 class _Settles:
@@ -182,14 +216,17 @@ class AmqpSource:
         prefetch: int = 4,
         reconnect_interval: float = 1.0,
         stream: StreamSwitch | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`stream` is what `stop` and `start` act on; without one they only pause and resume
-        consuming speech."""
+        consuming speech. `metrics` counts the messages refused here, before any job exists
+        (the pipeline counts the outcomes of the jobs it settles)."""
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self._settings = settings
         self._sink = sink
         self._stream = stream
+        self._metrics = metrics
         self._speech_paused = False  # stopped by an operator: the speech queue is not consumed
         self._resume_lock = anyio.Lock()
         self._limits = limits
@@ -206,6 +243,9 @@ class AmqpSource:
         self._tg: TaskGroup | None = None
         self._held: dict[Job, _Held] = {}
         self._recent: collections.OrderedDict[str, tuple[Outcome, str]] = (
+            collections.OrderedDict()
+        )
+        self._refused: collections.OrderedDict[tuple[str | None, int, bytes], None] = (
             collections.OrderedDict()
         )
         self._handed_over = 0  # deliveries passed to the main lane so far
@@ -407,15 +447,16 @@ class AmqpSource:
                 await self._handle(delivery, origin, seq)
 
     async def _handle(self, delivery: AbstractIncomingMessage, origin: str, seq: int) -> None:
-        try:
-            if len(delivery.body) > PARSE_IN_THREAD_BYTES:
-                # Big bodies (audio) take milliseconds to validate, a hostile JSON body up to a
-                # few hundred: off the event loop, where the media clock runs.
-                msg = await anyio.to_thread.run_sync(parse_message, delivery.body, self._limits)
-            else:
-                msg = parse_message(delivery.body, self._limits)
-        except InvalidMessage as exc:
-            await self._dead_letter(delivery, str(exc), origin, _amqp_id(delivery))
+        if len(delivery.body) > PARSE_IN_THREAD_BYTES:
+            # Big bodies (audio) take milliseconds to validate, a hostile JSON body up to a few
+            # hundred: off the event loop, where the media clock runs.
+            msg = await anyio.to_thread.run_sync(_read, delivery.body, self._limits)
+        else:
+            msg = _read(delivery.body, self._limits)
+        if isinstance(msg, _Refusal):
+            # The producer's own id when the body names a usable one: aio-pika gives every
+            # message a random AMQP message_id, which the producer never sees.
+            await self._refuse(delivery, msg.reason, origin, msg.body_id or _amqp_id(delivery))
             return
         if isinstance(msg, ControlMessage):
             await self._control(msg, delivery, origin)
@@ -423,7 +464,7 @@ class AmqpSource:
         job_id = message_id(msg, delivery.message_id)
         if origin == self._control_queue:
             error = f"{msg.type} message on the control queue; publish speech to {self._queue!r}"
-            await self._dead_letter(delivery, error, origin, job_id)
+            await self._refuse(delivery, error, origin, job_id)
             return
         if seq <= self._dropped_through:
             LOG.info("dropped message id=%s: delivered before a clear", job_id)
@@ -455,9 +496,32 @@ class AmqpSource:
             self._sink.submit(job, urgent=msg.interrupt)
         except Exception as exc:  # a sink bug must not stop the stream; the message is kept
             LOG.exception("pipeline refused message id=%s", job_id)
-            job.settle(Outcome.DEAD_LETTERED, f"pipeline refused the job: {exc}")
+            if job.settle(Outcome.DEAD_LETTERED, f"pipeline refused the job: {exc}"):
+                self._count_dead_lettered()  # settled here, not by the pipeline that counts
         assert self._tg is not None
         self._tg.start_soon(self._settle_when_done, held)
+
+    async def _refuse(
+        self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None
+    ) -> None:
+        """Dead-letter a message refused before any job exists, and count it: the pipeline,
+        which counts the outcomes of the jobs it settles, never sees it. A redelivery of one
+        refused before (its ack was lost with a channel) is copied to the DLQ again, but is
+        the same message and is not counted again."""
+        if not await self._dead_letter(delivery, error, origin, job_id):
+            return  # back in the queue: counted when it reaches the DLQ
+        key = _refusal_key(delivery)
+        seen = delivery.redelivered and key in self._refused
+        self._refused[key] = None
+        self._refused.move_to_end(key)
+        while len(self._refused) > RECENT_REFUSED:
+            self._refused.popitem(last=False)
+        if not seen:
+            self._count_dead_lettered()
+
+    def _count_dead_lettered(self) -> None:
+        if self._metrics is not None:
+            self._metrics.message_settled(Outcome.DEAD_LETTERED.value)
 
     async def _settle_redelivery(
         self, delivery: AbstractIncomingMessage, job_id: str, origin: str
@@ -549,8 +613,9 @@ class AmqpSource:
 
     async def _dead_letter(
         self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None
-    ) -> None:
-        """Copy the original body to the DLQ with the reason, then ack the delivery.
+    ) -> bool:
+        """Copy the original body to the DLQ with the reason, then ack the delivery; False if
+        the copy could not be published.
 
         Only a failure that may pass (the channel is gone) returns the message to the queue:
         one that would fail again on the redelivery would loop for ever.
@@ -570,9 +635,11 @@ class AmqpSource:
                     await delivery.nack(requeue=True)
                 except Exception:
                     pass  # channel gone: RabbitMQ requeues it anyway
-                return
+                return False
             LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
             await self._ack(delivery, job_id)
+            return True
+        return False  # cut short while stopping: left for RabbitMQ to redeliver
 
     async def _publish_dead(
         self, delivery: AbstractIncomingMessage, headers: dict[str, str], job_id: str | None
