@@ -24,6 +24,13 @@ say is refused like text that had nothing to begin with. The rules, per sentence
 - Only when every provider in the chain failed does the sentence fail, with one line that says
   what each provider did (the pipeline then dead-letters the message).
 
+Pieces are paced so that the stream does not run dry: the first sentence goes to the provider
+as it is (the first audio comes as soon as ever), but a later sentence whose synthesis would
+outlast the audio already handed on (a short "Hi." before a long sentence) is cut at a clause
+mark, else a space, into a piece that can be ready in time; pieces grow as that lead grows.
+The time a provider takes per character is learned from the pieces it spoke in this process.
+Retries, fallbacks and the runaway bound apply to each piece as to a sentence.
+
 Audio never plays twice: text is spoken sentence by sentence, and when a retry of the same
 provider starts a sentence over, the samples already handed on are skipped. A fallback voice
 starts the failed sentence from its beginning (its samples do not line up with another voice's),
@@ -56,7 +63,7 @@ from poc.speech.base import (
     Throttled,
     VoiceInfo,
 )
-from poc.speech.sentences import join_chunks, require_speakable
+from poc.speech.sentences import cut_at_clause, join_chunks, require_speakable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,14 @@ log = logging.getLogger(__name__)
 # for the shortest sentences.
 MIN_SENTENCE_SECONDS = 10.0
 SECONDS_PER_CHARACTER = 1.0
+
+# Pacing (see the module docstring). Before a provider has spoken a piece of MIN_PIECE_CHARS,
+# its synthesis is taken to cost DEFAULT_SYNTHESIS_S_PER_CHAR: piper on two busy cores, about
+# twice what it takes when idle (0.1-0.2 s of CPU per second of speech, 0.07 s a character).
+# A piece is sized to use PACE_MARGIN of the lead only: synthesis slows when the cores are busy.
+MIN_PIECE_CHARS = 35  # shorter pieces sound choppy (each ends in a voice's sentence fall)
+DEFAULT_SYNTHESIS_S_PER_CHAR = 0.03
+PACE_MARGIN = 0.8
 
 
 class SpeechMetrics:
@@ -86,6 +101,32 @@ class ProviderHealth:
 
     def is_down(self, now: float) -> bool:
         return now < self.down_until
+
+
+@attrs.define
+class _Lead:
+    """The audio of one message handed on but not yet heard: what the next piece's synthesis
+    has to finish within for the stream to have no gap."""
+
+    clock: Callable[[], float]
+    first_audio_at: float | None = None
+    audio_s: float = 0.0
+    rate_known: bool = True
+
+    def handed_on(self, samples: int, rate: int | None) -> None:
+        if self.first_audio_at is None:
+            self.first_audio_at = self.clock()
+        if rate:
+            self.audio_s += samples / rate
+        else:
+            self.rate_known = False  # no seconds to count: pace nothing
+
+    def seconds(self) -> float | None:
+        """Audio seconds still ahead of the listener; None before the first audio (or with
+        audio of unknown rate), when nothing is to be paced."""
+        if self.first_audio_at is None or not self.rate_known:
+            return None
+        return self.audio_s - (self.clock() - self.first_audio_at)
 
 
 class _GaveUp(Exception):
@@ -133,6 +174,8 @@ class ResilientSpeech:
         self._text_filter = text_filter
         self._lock = threading.Lock()
         self.health = {p.name: ProviderHealth(p.name) for p in self.chain}
+        # Per provider: seconds from a piece's request to its first audio, per character.
+        self._synthesis_s_per_char: dict[str, float] = {}
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -199,11 +242,38 @@ class ResilientSpeech:
     def _stream(
         self, sentences: Sequence[str], voice: str | None, language: str | None
     ) -> Iterator[SpeechChunk]:
+        lead = _Lead(self._clock)
         for sentence in sentences:
-            yield from self._sentence(sentence, voice, language)
+            rest = sentence
+            while rest:
+                piece, rest = self._next_piece(rest, lead)
+                yield from self._sentence(piece, voice, language, lead)
 
-    def _sentence(self, sentence: str, voice: str | None, language: str | None) -> Iterator[SpeechChunk]:
-        """One sentence from the first provider that can speak it."""
+    def _next_piece(self, text: str, lead: _Lead) -> tuple[str, str]:
+        """What of `text` to synthesise now, and the rest: all of it unless its synthesis
+        would outlast the audio still ahead of the listener (the stream would fall silent)."""
+        ahead = lead.seconds()
+        if ahead is None:  # the message's first audio: as soon as ever, never cut for pacing
+            return text, ""
+        pace = self._synthesis_s_per_char.get(self.serving, DEFAULT_SYNTHESIS_S_PER_CHAR)
+        fits = int(max(0.0, ahead) * PACE_MARGIN / pace)
+        return cut_at_clause(text, fits, MIN_PIECE_CHARS)
+
+    def _learn_pace(self, name: str, piece: str, seconds: float) -> None:
+        """Learn `name`'s synthesis time per character from a piece it spoke. Slower news is
+        believed at once, faster news halfway: a busy machine must not be paced as an idle one.
+        Short pieces are left out: a vendor's fixed latency dwarfs their length."""
+        if len(piece) < MIN_PIECE_CHARS:
+            return
+        measured = seconds / len(piece)
+        with self._lock:
+            known = self._synthesis_s_per_char.get(name, DEFAULT_SYNTHESIS_S_PER_CHAR)
+            self._synthesis_s_per_char[name] = max(measured, (known + measured) / 2)
+
+    def _sentence(
+        self, sentence: str, voice: str | None, language: str | None, lead: _Lead | None = None
+    ) -> Iterator[SpeechChunk]:
+        """One sentence (or piece of one) from the first provider that can speak it."""
         tried: list[str] = []
         now = self._clock()
         candidates = [p for p in self.chain if not self.health[p.name].is_down(now)]
@@ -217,7 +287,7 @@ class ResilientSpeech:
             probing = self.health[provider.name].strikes > 0 and index < len(order) - 1
             retries = 0 if probing else self.retries
             try:
-                yield from self._with_retries(provider, sentence, own_voice, language, retries)
+                yield from self._with_retries(provider, sentence, own_voice, language, retries, lead)
                 self._mark_up(provider.name)
                 return
             except _GaveUp as gave_up:
@@ -235,6 +305,7 @@ class ResilientSpeech:
         voice: str | None,
         language: str | None,
         retries: int,
+        lead: _Lead | None = None,
     ) -> Iterator[SpeechChunk]:
         emitted = 0  # samples of this sentence already handed on, by any attempt
         attempt = 0
@@ -250,13 +321,17 @@ class ResilientSpeech:
                 with _closing(stream):  # a vendor cut off mid-stream hangs up at once
                     for chunk in stream:
                         if position == 0 and len(chunk.audio):
-                            self._observe_first_audio(provider.name, self._clock() - started)
+                            waited = self._clock() - started
+                            self._observe_first_audio(provider.name, waited)
+                            self._learn_pace(provider.name, sentence, waited)
                         fresh = _after(chunk, emitted - position)
                         position += len(chunk.audio)
                         if position > limit:
                             raise self._runaway(provider, sentence, limit, rate)
                         if fresh is not None:
                             emitted = position
+                            if lead is not None:
+                                lead.handed_on(len(fresh.audio), rate)
                             yield fresh
                 return
             except AuthRejected as error:

@@ -32,6 +32,8 @@ _DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]?\.?")
 # A sentence end: terminal punctuation, any closing quotes/brackets, then whitespace.
 _END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
 _CLAUSE_BREAK = re.compile(r"[,;:\u2013\u2014]\s")
+# Where `cut_at_clause` may cut: after a comma-like mark or a dash standing between words.
+_PIECE_BREAK = re.compile(r"[,;:\u2013\u2014]\s|\s-\s")
 _SPEAKABLE = re.compile(r"\w")
 # Unicode categories a voice says nothing for: punctuation, spaces, control and format marks.
 _UNSAID = frozenset("Pc Pd Ps Pe Pi Pf Po Zs Zl Zp Cc Cf".split())
@@ -123,6 +125,42 @@ def _cut_long(sentence: str, max_chars: int) -> list[str]:
     if rest:
         pieces.append(rest)
     return pieces
+
+
+def cut_at_clause(text: str, max_chars: int, min_chars: int) -> tuple[str, str]:
+    """`text` as a head of about `max_chars` to speak now and the rest to speak after it.
+
+    The cut falls after the last clause mark (, ; : or a dash) that leaves a head of at most
+    `max_chars`, else at the last space before it; never inside a word, and never leaving
+    either part shorter than `min_chars` or without a word (tiny pieces sound choppy, and a
+    voice refuses one with nothing to say). When no cut fits under `max_chars`, the first
+    allowed space after it; when none at all, (`text`, ""), as for text within `max_chars`.
+    """
+    text = text.strip()
+    if len(text) <= max_chars:
+        return text, ""
+    max_chars = max(max_chars, min_chars)
+
+    def allowed(cut: int) -> bool:
+        head, rest = text[:cut].strip(), text[cut:].strip()
+        return (
+            len(head) >= min_chars
+            and len(rest) >= min_chars
+            and bool(_SPEAKABLE.search(head))
+            and bool(_SPEAKABLE.search(rest))
+        )
+
+    clauses = [m.end() for m in _PIECE_BREAK.finditer(text)]
+    spaces = [i + 1 for i, char in enumerate(text) if char.isspace()]
+    for cuts in (clauses, spaces):
+        fitting = [cut for cut in cuts if len(text[:cut].strip()) <= max_chars and allowed(cut)]
+        if fitting:
+            cut = fitting[-1]
+            return text[:cut].strip(), text[cut:].strip()
+    later = [cut for cut in spaces if allowed(cut)]
+    if later:
+        return text[: later[0]].strip(), text[later[0] :].strip()
+    return text, ""
 
 
 def require_speakable(text: str) -> list[str]:
