@@ -135,6 +135,7 @@ def test_a_slow_listener_is_not_a_stalled_vendor(vendor: str) -> None:
     assert ended == "finished" and heard > 0
 
 
+@pytest.mark.slow  # seconds of a paced listener
 def test_google_with_a_slow_listener_hears_every_word() -> None:
     with GoogleTtsServer(GOOGLE_KEY) as service:
         google = GoogleProvider(44100, GOOGLE_KEY, base_url=service.url, timeout_s=TIMEOUT_S)
