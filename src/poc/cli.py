@@ -123,7 +123,12 @@ def _add_send(subparsers) -> None:
     send = subparsers.add_parser("send", help="publish a message to the service's queue")
     send.add_argument("text", nargs="?", help="text for the avatar to say")
     send.add_argument("--audio", type=Path, help="an audio file to play (wav, mp3, ogg, opus, flac)")
-    send.add_argument("--interrupt", action="store_true", help="cut the current speech, play this next")
+    send.add_argument(
+        "--interrupt",
+        action="store_true",
+        help="cut the current speech, play this next; sent to the control queue, so it never "
+        "waits behind queued speech",
+    )
     send.add_argument(
         "--control",
         choices=["interrupt", "clear", "stop", "start"],
@@ -171,9 +176,9 @@ def _send(args: argparse.Namespace) -> int:
             if not args.audio.is_file():
                 print(f"poc send: audio file not found: {args.audio}", file=sys.stderr)
                 return 2
-            body, control = build_audio(args.audio, interrupt=args.interrupt), False
+            body, control = build_audio(args.audio, interrupt=args.interrupt), args.interrupt
         else:
-            body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), False
+            body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), args.interrupt
     except ValueError as error:
         print(f"poc send: {error}", file=sys.stderr)
         return 2

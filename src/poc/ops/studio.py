@@ -203,7 +203,9 @@ class _Studio:
         body = build_text(payload.get("text"))  # type: ignore[arg-type]  # parse_message judges it
         if "interrupt" in payload:
             body["interrupt"] = payload["interrupt"]  # as sent, so a non-boolean is refused
-        return await self._check_and_publish(body, control=False)
+        # Interrupting speech goes to the control queue: on the main queue it would wait
+        # behind the backlog it is meant to cut.
+        return await self._check_and_publish(body, control=body.get("interrupt") is True)
 
     async def control(self, request: Request) -> Response:
         payload = await _json_object(request)

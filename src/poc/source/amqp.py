@@ -9,6 +9,10 @@ Why it is shaped this way:
   must never wait behind speech (a queue is FIFO and the prefetch window is full of held,
   unacked speech), nor on the speech channel's state (being restored after an error, or on
   brokers that count prefetch per channel; RabbitMQ counts it per consumer).
+- Speech with ``"interrupt": true`` is taken on the control queue too, so it cuts in at once
+  instead of waiting behind the main queue's backlog. It is held and settled like main-queue
+  speech (its ack goes to the control channel); at most MAX_HELD_INTERRUPTS of it are held,
+  so the controls keep room in that channel's prefetch window.
 - aio-pika calls consumer callbacks from tasks of its own; they only pass each delivery into a
   memory stream, and the work happens in tasks this adapter's task group owns, one lane per
   queue, in delivery order (so jobs reach the sink in publish order).
@@ -22,9 +26,10 @@ Why it is shaped this way:
 - A broker blip kills the channel, so acks for deliveries held across it fail (logged) and
   RabbitMQ redelivers them. A redelivery whose id matches a job still held, or one settled
   moments ago, is settled along with that job instead of being spoken twice.
-- A message refused here (it breaks the contract, or is speech on the control queue) never
-  becomes a job, so the pipeline, which counts the outcomes of jobs, never sees it: the adapter
-  counts it as dead-lettered itself, once per message (not again for a redelivery).
+- A message refused here (it breaks the contract, or is speech without interrupt on the
+  control queue) never becomes a job, so the pipeline, which counts the outcomes of jobs,
+  never sees it: the adapter counts it as dead-lettered itself, once per message (not again
+  for a redelivery).
 
 asyncio only: aio-pika does not run on trio.
 """
@@ -80,6 +85,9 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 CONTROL_PREFETCH = 16
+# Interrupting speech taken from the control queue and not yet settled, at most: the rest of
+# the control channel's prefetch window stays free for control messages.
+MAX_HELD_INTERRUPTS = CONTROL_PREFETCH // 2
 SHUTDOWN_FLUSH_S = 2.0  # how long cancellation may spend acking jobs that already settled
 PARSE_IN_THREAD_BYTES = 64 * 1024
 RECENT_SETTLED = 256  # settled ids remembered to recognise redeliveries after a blip
@@ -462,15 +470,36 @@ class AmqpSource:
             await self._control(msg, delivery, origin)
             return
         job_id = message_id(msg, delivery.message_id)
-        if origin == self._control_queue:
-            error = f"{msg.type} message on the control queue; publish speech to {self._queue!r}"
+        on_control = origin == self._control_queue
+        if on_control and not msg.interrupt:
+            error = (
+                f"{msg.type} message on the control queue; publish speech to {self._queue!r} "
+                '(only speech with "interrupt": true is taken on the control queue)'
+            )
             await self._refuse(delivery, error, origin, job_id)
             return
-        if seq <= self._dropped_through:
+        # Control-lane deliveries all carry seq 0 and are handled in order with the clears on
+        # that lane: one held before a clear is dropped by the clear itself (sink.clear), one
+        # delivered after it is newer than the clear, so the main lane's check does not apply.
+        if not on_control and seq <= self._dropped_through:
             LOG.info("dropped message id=%s: delivered before a clear", job_id)
             await self._ack(delivery, job_id)
             return
         if delivery.redelivered and await self._settle_redelivery(delivery, job_id, origin):
+            return
+        if on_control and self._speech_paused:
+            # Requeued, it would come straight back (the control queue is consumed while
+            # stopped): a hot loop. Dead-lettered, the producer sees why.
+            await self._refuse(delivery, "the stream is stopped: send start first", origin, job_id)
+            return
+        if on_control and self._held_interrupts() >= MAX_HELD_INTERRUPTS:
+            # Each one held takes a slot of the control channel's prefetch window until it
+            # settles; a flood of them must leave room for the controls (clear, stop).
+            error = (
+                f"{MAX_HELD_INTERRUPTS} interrupting messages are already waiting to play; "
+                "send clear first"
+            )
+            await self._refuse(delivery, error, origin, job_id)
             return
         if self._speech_paused:
             # Handed over before the consumer was cancelled: back to the queue, unplayed. No
@@ -500,6 +529,14 @@ class AmqpSource:
                 self._count_dead_lettered()  # settled here, not by the pipeline that counts
         assert self._tg is not None
         self._tg.start_soon(self._settle_when_done, held)
+
+    def _held_interrupts(self) -> int:
+        """Speech taken from the control queue that has not settled yet."""
+        return sum(
+            1
+            for held in self._held.values()
+            if held.origin == self._control_queue and not held.job.is_settled
+        )
 
     async def _refuse(
         self, delivery: AbstractIncomingMessage, error: str, origin: str, job_id: str | None

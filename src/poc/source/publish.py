@@ -2,7 +2,8 @@
 
 Builders return plain dicts that follow the contract in poc.messages, so a caller can inspect
 or extend them before publishing. Speech goes to the main queue, control to `<queue>.control`
-(the consumer reads that one on its own channel so control is never stuck behind speech).
+(the consumer reads that one on its own channel so control is never stuck behind speech), and
+so may interrupting speech, so it cuts in without waiting behind the main queue's backlog.
 """
 
 from __future__ import annotations
