@@ -19,6 +19,8 @@ from support.polling import wait_until
 from poc.media.writer import FfmpegWriter
 from poc.metrics import Metrics
 
+pytestmark = pytest.mark.slow  # each waits out ffmpeg start retries
+
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))

@@ -18,6 +18,8 @@ from poc.speech.decode import decode_audio
 
 from .audio_helpers import dominant_frequency, encode_with_ffmpeg
 
+pytestmark = pytest.mark.slow  # each decodes seconds of audio with ffmpeg
+
 RATE = 16000
 CODECS = {"mp3": ["-c:a", "libmp3lame"], "ogg": ["-c:a", "libvorbis"], "opus": ["-c:a", "libopus"]}
 

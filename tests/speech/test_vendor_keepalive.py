@@ -30,6 +30,8 @@ from poc.speech.elevenlabs import ElevenLabsProvider
 from poc.speech.google_tts import GoogleProvider
 from poc.speech.resilient import ResilientSpeech
 
+pytestmark = pytest.mark.slow  # each waits out a stall timeout against a live simulator
+
 TEXT = "Hello there, my map of Bombay. The weather is fine today."
 TIMEOUT_S = 0.5
 PATIENCE_S = 20.0  # far past any stall timeout here: still waiting then means waiting for ever
@@ -135,7 +137,6 @@ def test_a_slow_listener_is_not_a_stalled_vendor(vendor: str) -> None:
     assert ended == "finished" and heard > 0
 
 
-@pytest.mark.slow  # seconds of a paced listener
 def test_google_with_a_slow_listener_hears_every_word() -> None:
     with GoogleTtsServer(GOOGLE_KEY) as service:
         google = GoogleProvider(44100, GOOGLE_KEY, base_url=service.url, timeout_s=TIMEOUT_S)

@@ -15,6 +15,8 @@ import pytest
 from poc.face.hosted import audio_host
 from poc.face.hosted.audio_host import MAX_CONNECTIONS, MAX_PER_ADDRESS, AudioHost
 
+pytestmark = pytest.mark.slow  # each waits out a connection deadline
+
 HANG_S = 30.0  # far beyond any deadline below: only a connection held for good gets here
 DEADLINE_S = 0.5  # the deadlines these tests set
 GIVE_UP_S = 5.0  # ten times those deadlines: generous, yet far short of a trickle's hold
