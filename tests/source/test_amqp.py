@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +24,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from anyio.abc import SocketStream, TaskStatus
 
+from support.amqp import close_connection_of
 from support.polling import eventually
 
 from poc.jobs import Job, Outcome
@@ -548,19 +548,6 @@ async def test_unreachable_broker_is_retried_until_it_answers(
     assert "connection refused by 127.0.0.1:1" in lines[0]
 
 
-def _close_connection_of(queue: str) -> None:
-    """Make the broker drop our source's connection, as an outage would."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True, text=True, check=True, timeout=20,
-    ).stdout
-    [pid] = [line.split("\t")[0] for line in listing.splitlines() if f"poc source {queue}" in line]
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_connection", pid, "test outage"],
-        capture_output=True, check=True, timeout=20,
-    )
-
-
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_held_message_survives_an_outage_and_is_not_spoken_twice(
     settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
@@ -568,7 +555,7 @@ async def test_held_message_survives_an_outage_and_is_not_spoken_twice(
     async with running(make_source(settings, queue, sink)) as source:
         msg_id = await publish(settings, build_text("through the storm"), queue)
         await eventually(lambda: len(sink.jobs) == 1)
-        await anyio.to_thread.run_sync(_close_connection_of, queue)
+        await anyio.to_thread.run_sync(close_connection_of, queue)
         await eventually(lambda: source.status.reconnects == 1)
         assert source.status.connected
         # The broker redelivers the held message; a marker shows what reached the sink since.

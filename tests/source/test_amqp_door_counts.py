@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +20,7 @@ import anyio
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from support.amqp import close_connection_of
 from support.polling import eventually
 
 from poc.jobs import Job, Outcome
@@ -136,19 +136,6 @@ async def test_a_job_the_pipeline_dead_letters_is_not_counted_by_the_adapter(
     assert metrics.figures.outcomes["dead_lettered"] == 1
 
 
-def _close_connection_of(queue: str) -> None:
-    """Make the broker drop our source's connection, as an outage would."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True, text=True, check=True, timeout=20,
-    ).stdout
-    [pid] = [line.split("\t")[0] for line in listing.splitlines() if f"poc source {queue}" in line]
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_connection", pid, "test outage"],
-        capture_output=True, check=True, timeout=20,
-    )
-
-
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_a_refusal_redelivered_after_its_ack_was_lost_is_counted_once(
     settings: AmqpSettings, queue: str, channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
@@ -171,7 +158,7 @@ async def test_a_refusal_redelivered_after_its_ack_was_lost_is_counted_once(
         await publish(settings, body(type="video", data="hi", id="twice-delivered"), queue)
         await wait_ready(channel, dlq, 1)
         await eventually(lambda: len(lost) == 1)
-        await anyio.to_thread.run_sync(_close_connection_of, queue)
+        await anyio.to_thread.run_sync(close_connection_of, queue)
         await eventually(lambda: source.status.reconnects == 1)
         await wait_ready(channel, dlq, 2)  # refused again on its redelivery
     assert await ready(channel, queue) == 0

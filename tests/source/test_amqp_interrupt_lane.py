@@ -11,7 +11,6 @@ never keeps a control message from being acted on.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -19,6 +18,7 @@ import anyio
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from support.amqp import close_connection_of
 from support.polling import eventually
 
 from poc.jobs import Job, Outcome
@@ -192,19 +192,6 @@ async def test_shutdown_hands_an_unsettled_one_back_to_the_control_queue(
     assert await ready(channel, control_queue_name(queue)) == 0
 
 
-def _close_connection_of(queue: str) -> None:
-    """Make the broker drop our source's connection, as an outage would."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-        capture_output=True, text=True, check=True, timeout=20,
-    ).stdout
-    [pid] = [line.split("\t")[0] for line in listing.splitlines() if f"poc source {queue}" in line]
-    subprocess.run(
-        ["rabbitmqctl", "-q", "close_connection", pid, "test outage"],
-        capture_output=True, check=True, timeout=20,
-    )
-
-
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
 async def test_a_held_one_redelivered_after_a_blip_is_not_spoken_twice(
     settings: AmqpSettings, queue: str, channel: AbstractChannel
@@ -213,7 +200,7 @@ async def test_a_held_one_redelivered_after_a_blip_is_not_spoken_twice(
     async with running(make_source(settings, queue, sink)) as source:
         urgent = await interrupting(settings, queue, "through the storm")
         await eventually(lambda: urgent in sink.ids())
-        await anyio.to_thread.run_sync(_close_connection_of, queue)
+        await anyio.to_thread.run_sync(close_connection_of, queue)
         await eventually(lambda: source.status.reconnects == 1)
         # The broker redelivers it; a marker after it shows what reached the sink since.
         marker = await interrupting(settings, queue, "marker")

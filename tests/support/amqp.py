@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 
 import aio_pika
 
@@ -62,3 +63,16 @@ def delete(*queues: str) -> None:
                 await channel.queue_delete(queue)
 
     asyncio.run(go())
+
+
+def close_connection_of(queue: str) -> None:
+    """Make the broker drop our source's connection, as an outage would."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+        capture_output=True, text=True, check=True, timeout=20,
+    ).stdout
+    [pid] = [line.split("\t")[0] for line in listing.splitlines() if f"poc source {queue}" in line]
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_connection", pid, "test outage"],
+        capture_output=True, check=True, timeout=20,
+    )
