@@ -13,21 +13,20 @@ import json
 import logging
 import shutil
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aio_pika
 import aiormq
 import anyio
 import attrs
 import pytest
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel
 from anyio.abc import SocketStream, TaskStatus
 
 from support.amqp import close_connection_of
+from support.amqp_source import BrokenSink, FakeSink, drain, ready, running, wait_ready
 from support.polling import eventually
 
-from poc.jobs import Job, Outcome
+from poc.jobs import Outcome
 from poc.messages import MessageLimits, TextMessage
 from poc.source import amqp as amqp_source
 from poc.source.amqp import AmqpSource
@@ -37,48 +36,6 @@ from poc.source.publish import build_control, build_text, publish
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 LIMITS = MessageLimits(max_body_bytes=10_000, max_text_chars=50)
-
-
-async def ready(channel: AbstractChannel, name: str) -> int:
-    """Messages waiting in `name` (delivered-but-unacked ones are not counted)."""
-    declared = await channel.declare_queue(name, passive=True)
-    return declared.declaration_result.message_count or 0
-
-
-async def drain(channel: AbstractChannel, name: str) -> list[AbstractIncomingMessage]:
-    queue = await channel.declare_queue(name, passive=True)
-    messages = []
-    while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        messages.append(message)
-    return messages
-
-
-async def wait_ready(channel: AbstractChannel, name: str, count: int) -> None:
-    """Wait until `name` holds at least `count` messages (the broker is real, so this polls)."""
-    with anyio.fail_after(5):
-        while await ready(channel, name) < count:
-            await anyio.sleep(0.02)
-
-
-class FakeSink:
-    """Records what the adapter asked of the pipeline; jobs are settled by the test."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Job] = []
-        self.urgent: list[bool] = []
-        self.interrupts = 0
-        self.clears = 0
-
-    def submit(self, job: Job, *, urgent: bool = False) -> None:
-        self.jobs.append(job)
-        self.urgent.append(urgent)
-
-    def interrupt(self) -> None:
-        self.interrupts += 1
-
-    def clear(self) -> int:
-        self.clears += 1
-        return sum(job.settle(Outcome.DROPPED) for job in self.jobs)
 
 
 @pytest.fixture
@@ -99,15 +56,6 @@ def connect_attempts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(aiormq, "connect", counting_connect)
     return attempts
-
-
-@asynccontextmanager
-async def running(source: AmqpSource) -> AsyncIterator[AmqpSource]:
-    """Run the source until the block ends, then cancel it as the service's shutdown would."""
-    async with anyio.create_task_group() as tg:
-        await tg.start(source.run)
-        yield source
-        tg.cancel_scope.cancel()
 
 
 def make_source(settings: AmqpSettings, queue: str, sink: FakeSink, prefetch: int = 4) -> AmqpSource:
@@ -684,11 +632,6 @@ async def test_shutdown_returns_requeued_jobs_and_keeps_unsettled_ones(
         await wait_ready(channel, queue, 2)
         tg.cancel_scope.cancel()
     assert await ready(channel, queue) == 2
-
-
-class BrokenSink(FakeSink):
-    def submit(self, job: Job, *, urgent: bool = False) -> None:
-        raise RuntimeError("pipeline bug")
 
 
 async def test_a_sink_that_raises_dead_letters_the_message_instead_of_crashing(

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aio_pika
 import anyio
@@ -21,9 +19,10 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from support.amqp import close_connection_of
+from support.amqp_source import BrokenSink, FakeSink, ready, running, wait_ready
 from support.polling import eventually
 
-from poc.jobs import Job, Outcome
+from poc.jobs import Outcome
 from poc.messages import MessageLimits, refused_body_id
 from poc.metrics import Metrics
 from poc.source.amqp import AmqpSource
@@ -36,48 +35,13 @@ LIMITS = MessageLimits(max_body_bytes=10_000, max_text_chars=50)
 DEAD = {"outcome": "dead_lettered"}
 
 
-class Sink:
-    """Records the jobs the adapter submits; the test settles them."""
-
-    def __init__(self) -> None:
-        self.jobs: list[Job] = []
-
-    def submit(self, job: Job, *, urgent: bool = False) -> None:
-        self.jobs.append(job)
-
-    def interrupt(self) -> None:
-        pass
-
-    def clear(self) -> int:
-        return 0
-
-
-@asynccontextmanager
-async def running(source: AmqpSource) -> AsyncIterator[AmqpSource]:
-    async with anyio.create_task_group() as tg:
-        await tg.start(source.run)
-        yield source
-        tg.cancel_scope.cancel()
-
-
-def make_source(settings: AmqpSettings, queue: str, sink: Sink, metrics: Metrics) -> AmqpSource:
+def make_source(settings: AmqpSettings, queue: str, sink: FakeSink, metrics: Metrics) -> AmqpSource:
     return AmqpSource(settings, sink, LIMITS, queue=queue, reconnect_interval=0.2, metrics=metrics)
 
 
 def dead_lettered(metrics: Metrics) -> float:
     """poc_messages_total{outcome="dead_lettered"}, 0 while the series does not exist yet."""
     return metrics.registry.get_sample_value("poc_messages_total", DEAD) or 0.0
-
-
-async def ready(channel: AbstractChannel, name: str) -> int:
-    declared = await channel.declare_queue(name, passive=True)
-    return declared.declaration_result.message_count or 0
-
-
-async def wait_ready(channel: AbstractChannel, name: str, count: int) -> None:
-    with anyio.fail_after(10):
-        while await ready(channel, name) < count:
-            await anyio.sleep(0.02)
 
 
 async def drain(channel: AbstractChannel, name: str) -> list[AbstractIncomingMessage]:
@@ -107,7 +71,7 @@ REFUSED = [
 async def test_every_refusal_at_the_door_is_counted_as_dead_lettered(
     settings: AmqpSettings, queue: str, channel: AbstractChannel
 ) -> None:
-    metrics, sink = Metrics(), Sink()
+    metrics, sink = Metrics(), FakeSink()
     async with running(make_source(settings, queue, sink, metrics)):
         for refused in REFUSED:
             await publish(settings, refused, queue)
@@ -123,7 +87,7 @@ async def test_a_job_the_pipeline_dead_letters_is_not_counted_by_the_adapter(
     settings: AmqpSettings, queue: str, channel: AbstractChannel
 ) -> None:
     """The pipeline counts the jobs it settles; the adapter only moves this one to the DLQ."""
-    metrics, sink = Metrics(), Sink()
+    metrics, sink = Metrics(), FakeSink()
     async with running(make_source(settings, queue, sink, metrics)):
         await publish(settings, build_text("Bonjour"), queue)
         await eventually(lambda: len(sink.jobs) == 1)
@@ -152,7 +116,7 @@ async def test_a_refusal_redelivered_after_its_ack_was_lost_is_counted_once(
         await real_ack(self, multiple)
 
     monkeypatch.setattr(aio_pika.IncomingMessage, "ack", lose_first_ack)
-    metrics, sink = Metrics(), Sink()
+    metrics, sink = Metrics(), FakeSink()
     dlq = dead_letter_queue_name(queue)
     async with running(make_source(settings, queue, sink, metrics)) as source:
         await publish(settings, body(type="video", data="hi", id="twice-delivered"), queue)
@@ -173,7 +137,7 @@ async def test_a_refused_body_is_logged_and_dead_lettered_under_its_own_id(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING)
-    metrics, sink = Metrics(), Sink()
+    metrics, sink = Metrics(), FakeSink()
     dlq = dead_letter_queue_name(queue)
     async with running(make_source(settings, queue, sink, metrics)):
         amqp_ids = {}
@@ -215,11 +179,6 @@ def test_the_id_of_a_refused_body_is_used_only_when_a_valid_message_could_carry_
     refused: bytes, expected: str | None
 ) -> None:
     assert refused_body_id(refused, LIMITS) == expected
-
-
-class BrokenSink(Sink):
-    def submit(self, job: Job, *, urgent: bool = False) -> None:
-        raise RuntimeError("pipeline bug")
 
 
 async def test_a_job_the_sink_refused_is_counted_as_dead_lettered(

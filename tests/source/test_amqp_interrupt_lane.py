@@ -11,14 +11,13 @@ never keeps a control message from being acted on.
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 from aio_pika.abc import AbstractChannel
 
 from support.amqp import close_connection_of
+from support.amqp_source import ready, running, wait_ready
 from support.polling import eventually
 
 from poc.jobs import Job, Outcome
@@ -86,25 +85,6 @@ def make_source(
         reconnect_interval=0.2,
         stream=switch or Switch(sink),
     )
-
-
-@asynccontextmanager
-async def running(source: AmqpSource) -> AsyncIterator[AmqpSource]:
-    async with anyio.create_task_group() as tg:
-        await tg.start(source.run)
-        yield source
-        tg.cancel_scope.cancel()
-
-
-async def ready(channel: AbstractChannel, name: str) -> int:
-    declared = await channel.declare_queue(name, passive=True)
-    return declared.declaration_result.message_count or 0
-
-
-async def wait_ready(channel: AbstractChannel, name: str, count: int) -> None:
-    with anyio.fail_after(5):
-        while await ready(channel, name) < count:
-            await anyio.sleep(0.02)
 
 
 async def interrupting(settings: AmqpSettings, queue: str, words: str) -> str:

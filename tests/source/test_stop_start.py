@@ -16,6 +16,8 @@ import anyio
 import pytest
 from aio_pika.abc import AbstractChannel
 
+from support.amqp_source import ready
+
 from poc.jobs import Job, Outcome
 from poc.messages import MessageLimits
 from poc.source.amqp import AmqpSource
@@ -61,11 +63,6 @@ class Switch:
             return None
         self.stopped, self.starts = False, self.starts + 1
         return 0.0
-
-
-async def ready(channel: AbstractChannel, name: str) -> int:
-    declared = await channel.declare_queue(name, passive=True)
-    return declared.declaration_result.message_count or 0
 
 
 async def eventually(check: Callable[[], object], timeout: float = 5.0) -> None:

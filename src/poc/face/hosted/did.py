@@ -59,7 +59,7 @@ class DIdClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        wav = http.speech_wav(audio, sample_rate)
+        wav = http.speech_file(audio, sample_rate)
         source_url = self._source(deadline, cancelled)
         uploaded = http.call(
             "POST", "/audios", files={"audio": ("speech.wav", wav, "audio/wav")},

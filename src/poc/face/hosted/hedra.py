@@ -60,7 +60,7 @@ class HedraClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        wav = http.speech_wav(audio, sample_rate)
+        wav = http.speech_file(audio, sample_rate)
         image_id = self._image(deadline, cancelled)
         audio_id = self._asset("audio", "speech.wav", wav, "audio/wav", deadline, cancelled)
         generation = http.call(

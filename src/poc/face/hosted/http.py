@@ -134,10 +134,13 @@ class VendorHttp:
             if url:
                 return url
 
-    def speech_wav(self, audio: Any, sample_rate: int) -> bytes:
-        """The message's speech as the WAV file vendors take; "failed" if it cannot be one."""
+    def speech_file(
+        self, audio: Any, sample_rate: int, encode: Callable[[Any, int], bytes] = encode_wav
+    ) -> bytes:
+        """The message's speech as the file the vendor takes (a WAV unless `encode` says
+        otherwise); "failed" if it cannot be one."""
         try:
-            return encode_wav(audio, sample_rate)
+            return encode(audio, sample_rate)
         except ValueError as exc:
             raise self.error(str(exc), "failed") from None
 

@@ -28,15 +28,13 @@ both hosts; unset, each is Synthesia's own.
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
 from poc.face.hosted.http import JobStatus, VendorHttp, text_field
-from poc.speech.resample import resample_int16
+from poc.face.hosted.wav import encode_mp3
 
 DEFAULT_URL = "https://api.synthesia.io"
 DEFAULT_UPLOAD_URL = "https://upload.api.synthesia.io"
@@ -50,8 +48,6 @@ REASONS = {
 }
 BACKGROUND = "off_white"  # a plain stock background: the stream fits the whole frame anyway
 DEFAULT_LANGUAGE = "en-US"  # poc's default voice (piper's en_US) when TTS_LANGUAGE is empty
-# The rates an MP3 (MPEG-1, 2 and 2.5 layer III) can carry; the stream's others are resampled.
-MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 
 class SynthesiaClient:
@@ -88,7 +84,7 @@ class SynthesiaClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        mp3 = encode_mp3(http, audio, sample_rate)
+        mp3 = http.speech_file(audio, sample_rate, encode=encode_mp3)
         uploaded = http.call(
             "POST", f"{self._upload_url}/v2/scriptAudio", content=(mp3, "audio/mpeg"),
             deadline=deadline, cancelled=cancelled, what="upload the script audio",
@@ -128,18 +124,3 @@ def script_language(language: str | None) -> str:
     if len(parts) == 2 and len(parts[1]) == 2:
         return f"{parts[0].lower()}-{parts[1].upper()}"
     return language.strip()
-
-
-def encode_mp3(http: VendorHttp, audio: np.ndarray, sample_rate: int) -> bytes:
-    """The speech as the MP3 file Synthesia takes as script audio; "failed" if it cannot be one."""
-    samples = np.asarray(audio)
-    if samples.dtype != np.int16 or samples.ndim != 1 or sample_rate <= 0:
-        raise http.error(f"speech must be int16 mono samples, not {samples.dtype} {samples.shape}", "failed")
-    if sample_rate not in MP3_RATES:
-        samples, sample_rate = resample_int16(samples, sample_rate, 48000), 48000
-    buffer = io.BytesIO()
-    try:
-        soundfile.write(buffer, samples, sample_rate, format="MP3")
-    except (soundfile.LibsndfileError, ValueError, TypeError) as exc:  # a libsndfile without MP3
-        raise http.error(f"cannot encode the speech as MP3: {exc}", "failed") from None
-    return buffer.getvalue()

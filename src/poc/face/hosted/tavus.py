@@ -60,7 +60,7 @@ class TavusClient:
         cancelled: threading.Event | None = None,
     ) -> Path:
         http = self._http
-        wav = http.speech_wav(audio, sample_rate)
+        wav = http.speech_file(audio, sample_rate)
         http.check(deadline, cancelled, "publish the audio")
         try:
             audio_url = self._audio_url_for(wav)
