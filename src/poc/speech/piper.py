@@ -32,14 +32,12 @@ import numpy as np
 
 from poc.paths import DEFAULT_MODELS_DIR
 from poc.speech.base import InvalidSpeechRequest, PhonemeMark, SpeechChunk, SpeechError, VoiceInfo
-from poc.speech.english_numbers import spoken_english
+from poc.speech.local_text import sentences_to_say
 from poc.speech.resample import resample_int16
-from poc.speech.scripts import require_readable
 from poc.speech.sentences import (
     join_chunks,
     language_matches,
     normalize_language,
-    require_speakable,
 )
 
 if TYPE_CHECKING:
@@ -153,12 +151,7 @@ class PiperProvider:
     ) -> Iterator[SpeechChunk]:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         files = self._voice_for(voice, language)
-        sentences = require_speakable(text)
-        require_readable(text, files.language, files.name)  # one language per piper voice
-        if language_matches("en", files.language):
-            # espeak-ng, piper's phonemizer, reads "$19.99" as "dollar nineteen point nine nine"
-            sentences = [spoken_english(sentence) for sentence in sentences]
-        return self._stream(files, sentences)
+        return self._stream(files, sentences_to_say(text, files.language, files.name))
 
     def synthesize(
         self, text: str, voice: str | None = None, language: str | None = None

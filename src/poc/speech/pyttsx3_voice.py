@@ -41,14 +41,12 @@ from poc.speech.base import (
     Stalled,
     VoiceInfo,
 )
-from poc.speech.english_numbers import spoken_english
+from poc.speech.local_text import sentences_to_say
 from poc.speech.resample import resample_int16
-from poc.speech.scripts import require_readable
 from poc.speech.sentences import (
     join_chunks,
     language_matches,
     normalize_language,
-    require_speakable,
 )
 
 LOGGER = logging.getLogger(__name__)
@@ -257,14 +255,7 @@ class Pyttsx3Provider:
     ) -> Iterator[SpeechChunk]:
         """One chunk per sentence. Bad requests raise here, before the first chunk."""
         chosen = self._voice_for(voice, language)
-        sentences = require_speakable(text)
-        # One language per voice, as piper's: the English voice spells Chinese out letter by letter.
-        require_readable(text, chosen.language, chosen.id)
-        if language_matches("en", chosen.language):
-            # Its Linux driver is espeak-ng, which reads "$19.99" as "dollar nineteen point nine
-            # nine"; the words are read alike by every driver.
-            sentences = [spoken_english(sentence) for sentence in sentences]
-        return self._stream(chosen, sentences)
+        return self._stream(chosen, sentences_to_say(text, chosen.language, chosen.id))
 
     def synthesize(
         self, text: str, voice: str | None = None, language: str | None = None
