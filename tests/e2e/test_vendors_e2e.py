@@ -183,7 +183,7 @@ def test_a_rejected_key_without_fallback_dead_letters_and_the_stream_goes_on(lau
     queue = service_env["RABBITMQ_QUEUE"]
     body = {"type": "text", "data": TEXT, "id": "no-voice"}
     amqp.publish(queue, body)
-    service.wait_for_log(r"dead-lettered message id=no-voice", timeout=60)
+    service.wait_for_log(r"message no-voice: dead_lettered", timeout=60)
     [(dead, headers)] = wait_until(lambda: amqp.drain(queue + ".dlq"), timeout=10)
     assert json.loads(dead) == body
     reason = headers["x-error"]

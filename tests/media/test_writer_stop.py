@@ -183,3 +183,23 @@ def test_a_session_is_renewed_before_the_wrap_even_if_never_quiet(tmp_path: Path
 def test_rotate_times_that_would_not_beat_the_wrap_are_refused(after: float, force: float):
     with pytest.raises(ValueError, match="2\\*\\*31 ms"):
         renewing_writer(Path("x.flv"), lambda: True, after, force)
+
+
+def test_frames_offered_while_a_start_brings_ffmpeg_up_are_not_counted_as_dropped(writer: FfmpegWriter):
+    """The clock keeps ticking while `start` waits for the new ffmpeg, and offers each frame once
+    the writer says it is no longer stopped, as app.run_clock does. Until that ffmpeg runs the
+    stream is still off air on purpose: nothing is lost, so nothing may be counted as dropped
+    (the operator's dashboard read one dropped frame per `start`)."""
+    feed(writer, 5)
+    writer.stop_output()
+    picture = np.zeros((H, W, 3), np.uint8)
+    audio = np.zeros(RATE // FPS, np.int16)
+    starting = threading.Thread(target=writer.start_output)
+    starting.start()
+    while starting.is_alive():  # a fast clock: many offers while ffmpeg starts
+        if not writer.stopped:
+            writer.offer(picture, audio)
+        time.sleep(0.002)
+    starting.join()
+    assert not writer.stopped
+    assert writer.dropped == 0

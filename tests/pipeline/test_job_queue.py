@@ -77,3 +77,15 @@ async def test_the_compositor_s_reports_are_counted_logged_and_forgotten_once(ca
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("message m-1: on air at frame 12, ") for line in lines)
     assert "message m-1: played" in " ".join(lines)
+
+
+async def test_a_dead_lettered_message_is_a_warning_with_its_reason(caplog) -> None:
+    """A message the user published and will never hear is worth a warning, not an info line
+    among hundreds of "played" ones; the RabbitMQ adapter adds no second line for it."""
+    queue = JobQueue(Metrics())
+    played, dead = jobs("played", "dead")
+    caplog.set_level(logging.INFO, logger="poc")
+    queue.settle(played, Outcome.PLAYED)
+    queue.settle(dead, Outcome.DEAD_LETTERED, "unknown voice 'x'")
+    levels = {r.getMessage(): r.levelno for r in caplog.records if r.name.startswith("poc.")}
+    assert levels == {"message played: played": logging.INFO, "message dead: dead_lettered: unknown voice 'x'": logging.WARNING}

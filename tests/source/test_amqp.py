@@ -154,8 +154,13 @@ async def test_interrupted_and_dropped_jobs_are_acked(
 
 
 async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
-    settings: AmqpSettings, queue: str, sink: FakeSink, channel: AbstractChannel
+    settings: AmqpSettings,
+    queue: str,
+    sink: FakeSink,
+    channel: AbstractChannel,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING)
     body = build_text("Bonjour", voice="no-such-voice")
     async with running(make_source(settings, queue, sink)):
         msg_id = await publish(settings, body, queue)
@@ -164,6 +169,8 @@ async def test_dead_lettered_job_moves_to_the_dlq_with_the_pipeline_reason(
         dlq = dead_letter_queue_name(queue)
         await wait_ready(channel, dlq, 1)
     assert await ready(channel, queue) == 0
+    # The pipeline logs the outcome with its reason (job_queue.settled): no second line here.
+    assert [line for line in warnings(caplog, "poc.source") if msg_id in line] == []
     [dead] = await drain(channel, dead_letter_queue_name(queue))
     assert json.loads(dead.body) == body
     assert dead.headers["x-error"] == "unknown voice 'no-such-voice'"

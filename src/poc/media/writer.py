@@ -283,6 +283,10 @@ class FfmpegWriter:
         # Off air on purpose (the `stop` control): no ffmpeg runs and none is restarted.
         self._off_air = threading.Event()
         self._off_air_done = threading.Event()  # set by the supervisor once ffmpeg has exited
+        # Between a start and its ffmpeg running: still off air on purpose, so frames offered
+        # meanwhile are refused without counting as dropped (set by start_output, cleared by the
+        # supervisor once a session runs, or once starting one failed: that is an outage).
+        self._starting = threading.Event()
 
     @property
     def up(self) -> bool:
@@ -309,8 +313,9 @@ class FfmpegWriter:
 
     @property
     def stopped(self) -> bool:
-        """True while the output is off air on purpose (stop_output until start_output)."""
-        return self._off_air.is_set()
+        """True while the output is off air on purpose: from stop_output until the ffmpeg that
+        start_output asked for runs."""
+        return self._off_air.is_set() or self._starting.is_set()
 
     def stop_output(self, timeout: float = 1.5) -> None:
         """Take the stream off air on purpose: what is queued is written, ffmpeg gets EOF on
@@ -318,6 +323,7 @@ class FfmpegWriter:
         not an outage: nothing is restarted until start_output(). Blocks until ffmpeg has
         exited (killed after `timeout` s if it hangs). Idempotent."""
         self._close_timeout = timeout
+        self._starting.clear()
         if not self._off_air.is_set():
             self._off_air_done.clear()
             self._off_air.set()
@@ -329,12 +335,13 @@ class FfmpegWriter:
         if not self._off_air.is_set():
             return
         self._first_session.clear()
+        self._starting.set()
         self._off_air.clear()
         self._first_session.wait(timeout=timeout)
 
     def offer(self, picture: np.ndarray, audio: np.ndarray) -> bool:
         """Queue one frame and its audio; never blocks. False (and counted) if dropped."""
-        if self._off_air.is_set():
+        if self._off_air.is_set() or self._starting.is_set():
             return False  # off air on purpose: not a drop
         session = self._session
         if session is not None and session.error is None and session.offer(picture, audio):
@@ -365,6 +372,7 @@ class FfmpegWriter:
             except OSError as error:
                 # Nothing leaves until one starts: an outage like any other (no message starts
                 # meanwhile), said once, not once per retry.
+                self._starting.clear()
                 if self._outage_started is None:
                     self._outage_started = time.monotonic()
                 if not spawn_failing:
@@ -376,6 +384,7 @@ class FfmpegWriter:
                 continue
             spawn_failing = False
             self._session = session
+            self._starting.clear()
             self._first_session.set()
             started = time.monotonic()
             reason = self._watch(session)

@@ -117,7 +117,9 @@ class JobQueue:
         if job.on_air_at is not None:
             played = f" after {time.monotonic() - job.on_air_at:.1f} s on air"
         reason = f": {job.reason}" if job.reason else ""
-        log.info("message %s: %s%s%s", job.id, job.outcome.value if job.outcome else "?", played, reason)
+        # A dead-lettered message is one the user published and will not hear: worth a warning.
+        level = logging.WARNING if job.outcome is Outcome.DEAD_LETTERED else logging.INFO
+        log.log(level, "message %s: %s%s%s", job.id, job.outcome.value if job.outcome else "?", played, reason)
 
     def _not_preparing(self, job: Job) -> None:
         if job in self._preparing:

@@ -547,6 +547,8 @@ class AmqpSource:
         the same message and is not counted again."""
         if not await self._dead_letter(delivery, error, origin, job_id):
             return  # back in the queue: counted when it reaches the DLQ
+        # Refused at the door: no job, so the pipeline never logs it; this line is its record.
+        LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
         key = _refusal_key(delivery)
         seen = delivery.redelivered and key in self._refused
         self._refused[key] = None
@@ -620,7 +622,9 @@ class AmqpSource:
                 return
             if outcome is Outcome.DEAD_LETTERED:
                 reason = reason or "dead-lettered by the pipeline"
-                await self._dead_letter(delivery, reason, origin, job_id)
+                if await self._dead_letter(delivery, reason, origin, job_id):
+                    # The pipeline logged the outcome and its reason (job_queue.settled).
+                    LOG.debug("message id=%s copied to %s", job_id, self._dlq)
             elif outcome is Outcome.REQUEUED:
                 try:
                     await delivery.nack(requeue=True)
@@ -673,7 +677,6 @@ class AmqpSource:
                 except Exception:
                     pass  # channel gone: RabbitMQ requeues it anyway
                 return False
-            LOG.warning("dead-lettered message id=%s to %s: %s", job_id, self._dlq, error)
             await self._ack(delivery, job_id)
             return True
         return False  # cut short while stopping: left for RabbitMQ to redeliver
