@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Some machines set PYTHONDONTWRITEBYTECODE: then every run compiles poc and re-writes the
+# asserts of ~200 test modules from source, in each xdist worker (3 s of the fast lane's
+# collection on a 2-vCPU machine). The caches live in ignored __pycache__ folders.
+sys.dont_write_bytecode = False
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import lanes  # noqa: E402

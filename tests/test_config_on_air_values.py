@@ -131,6 +131,7 @@ def accepted_rates() -> list[int]:
     return rates
 
 
+@pytest.mark.slow  # 12 ffmpeg runs: seconds of CPU
 def test_every_accepted_sample_rate_opens_the_aac_encoder():
     rates = accepted_rates()
     assert 44100 in rates and 48000 in rates and 8000 in rates and 96000 in rates

@@ -107,6 +107,7 @@ class _Clock:
         return self.now
 
 
+@pytest.mark.slow  # piper says 11 sentences and 7 stalls are waited out: seconds
 def test_a_vendor_in_a_long_outage_is_not_waited_for_again_and_again(piper_44k) -> None:
     """ElevenLabs stops answering for an hour (every request stalls). Each time its rest ends,
     the next sentence waits for it again: TTS_TIMEOUT_SECONDS per attempt, every attempt, in
