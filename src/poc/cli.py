@@ -136,6 +136,12 @@ def _add_send(subparsers) -> None:
         "off air (queued messages wait); start: back on air",
     )
     send.add_argument("--voice")
+    send.add_argument(
+        "--expires-in",
+        type=float,
+        metavar="SECONDS",
+        help="not played if not on air within SECONDS from now (dead-lettered instead)",
+    )
     send.add_argument("--queue")
     send.add_argument("--station", help="publish to this station's queue (needs --stations or STATIONS_FILE)")
     send.add_argument("--stations", help="the stations file (wins over STATIONS_FILE)")
@@ -146,6 +152,7 @@ def _send(args: argparse.Namespace) -> int:
     import anyio
 
     from poc.source.connection import AmqpSettings
+    from poc.expiry import expires_in
     from poc.messages import InvalidMessage, MessageLimits, parse_message
     from poc.source.publish import PublishError, build_audio, build_control, build_text, publish
 
@@ -161,6 +168,9 @@ def _send(args: argparse.Namespace) -> int:
         return 2
     if args.interrupt and args.control is not None:
         print("poc send: --interrupt applies to TEXT or --audio (a control message acts at once)", file=sys.stderr)
+        return 2
+    if args.expires_in is not None and args.control is not None:
+        print("poc send: --expires-in applies to TEXT or --audio (a control message acts at once)", file=sys.stderr)
         return 2
     queue = settings.rabbitmq_queue
     if args.station is not None:
@@ -179,6 +189,8 @@ def _send(args: argparse.Namespace) -> int:
             body, control = build_audio(args.audio, interrupt=args.interrupt), args.interrupt
         else:
             body, control = build_text(args.text, interrupt=args.interrupt, voice=args.voice), args.interrupt
+        if args.expires_in is not None:
+            body["expires_at"] = expires_in(args.expires_in)
     except ValueError as error:
         print(f"poc send: {error}", file=sys.stderr)
         return 2

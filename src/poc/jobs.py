@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Union
 import anyio
 import attrs
 
+from poc.expiry import expiry_reason
+
 if TYPE_CHECKING:
     from poc.messages import AudioMessage, TextMessage
 
@@ -57,3 +59,7 @@ class Job:
     @property
     def is_settled(self) -> bool:
         return self.outcome is not None
+
+    def expiry_reason(self, now: float) -> str | None:
+        """Why the message may no longer go on air at wall-clock `now`; None while it may."""
+        return expiry_reason(getattr(self.message, "expires_at", None), now)

@@ -25,6 +25,8 @@ import attrs
 import pydantic
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr
 
+from poc.expiry import epoch_seconds
+
 AUDIO_FORMATS = ("wav", "mp3", "ogg", "opus", "flac")
 CONTROL_ACTIONS = ("interrupt", "clear", "stop", "start")
 MESSAGE_TYPES = ("text", "audio", "control")
@@ -136,6 +138,8 @@ class _Speech(_Base):
     voice: OptionalName = None
     language: OptionalName = None
     interrupt: StrictBool = False
+    # Not played once this time has passed (seconds since 1970; poc/expiry.py says why).
+    expires_at: Annotated[float | None, pydantic.BeforeValidator(epoch_seconds)] = None
 
     @pydantic.field_validator("voice", "language")
     @classmethod

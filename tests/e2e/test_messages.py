@@ -80,6 +80,25 @@ def test_five_messages_play_in_order_exactly_once(on_air):
     assert amqp.message_count(queue) == 0
 
 
+def test_a_message_past_its_expires_at_is_dead_lettered_not_played(on_air):
+    """"The sale ends in a minute" must not air late: behind a long message, one that expires
+    meanwhile goes to the DLQ with the reason; the next one, still in time, plays."""
+    service, queue = on_air
+    busy = " ".join(["This sentence keeps the avatar busy for a little while."] * 3)
+    amqp.publish(queue, {"type": "text", "data": busy, "id": "busy"})
+    amqp.publish(queue, {"type": "text", "data": "The sale ends now.", "id": "stale", "expires_at": time.time() + 1.0})
+    amqp.publish(queue, {"type": "text", "data": "Still worth saying.", "id": "fresh",
+                         "expires_at": time.time() + 600})  # fmt: skip
+    service.wait_for_log(r"message fresh: played", timeout=90)
+    [(body, headers)] = wait_until(lambda: amqp.drain(queue + ".dlq"), timeout=10)
+    assert json.loads(body)["id"] == "stale"
+    assert str(headers["x-error"]).startswith("expired: not on air by its expires_at ")
+    log = service.log_text()
+    assert "message stale: on air" not in log
+    assert re.findall(r"message (\w+): played", log) == ["busy", "fresh"]
+    assert amqp.message_count(queue) == 0
+
+
 def _wav(samples: np.ndarray, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:

@@ -207,6 +207,10 @@ class Compositor:
         if head is None or (not head.playing and k < head.start):
             return None
         if not head.playing:
+            expired = head.job.expiry_reason(time.time())  # once per message, not per frame
+            if expired is not None:
+                self._expire(head, expired)
+                return self._current_segment(k)  # the next one, if its time has come
             whole = self.avatars_differ or head.whole_frames
             if self.chart.transitioning.is_active:
                 # the previous message is still blending out: finish that blend now, so this
@@ -226,6 +230,15 @@ class Compositor:
             self._last_patch = None
             self._on_started(head.job, k)
         return head
+
+    def _expire(self, segment: Segment, reason: str) -> None:
+        """A message prepared ahead whose expires_at passed before its first frame (it waited
+        through an RTMP outage, say): it never airs, and is dead-lettered with the reason."""
+        self.schedule.pop_head()
+        if segment.job.settle(Outcome.DEAD_LETTERED, reason):
+            self._on_settled(segment.job)
+        if self.chart.processing.is_active:
+            self.chart.failed()  # back to idle unless another message waits
 
     def _hold(self) -> FacePatch | None:
         self.underruns += 1

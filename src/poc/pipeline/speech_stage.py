@@ -80,6 +80,10 @@ class SpeechStage:
         async with send:
             while True:
                 job = await self._jobs.take(self._has_room)
+                expired = job.expiry_reason(time.time())
+                if expired is not None:  # it waited too long (a backlog, a stop, an outage)
+                    self._dead_letter(job, expired)
+                    continue
                 sent = 0
                 try:
                     async for chunk in self._speak(job):
