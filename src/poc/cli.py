@@ -92,7 +92,7 @@ def _run_stations(args: argparse.Namespace, base: Settings) -> int:
     import anyio
 
     from poc.config import ConfigError
-    from poc.stations import Station, load_stations
+    from poc.stations import Station, load_stations, log_secrets
 
     flags = [f"--{flag.replace('_', '-')}" for flag in _ONE_STREAM_FLAGS if getattr(args, flag, None) is not None]
     if flags:
@@ -109,7 +109,7 @@ def _run_stations(args: argparse.Namespace, base: Settings) -> int:
         return load_stations(base.stations_file, base, env_file=env_file, overrides=process_flags)
 
     stations = reload()  # before the heavy imports, like the single stream's settings
-    _SECRETS[:] = sorted({*base.secrets(), *(s for station in stations for s in station.settings.secrets())})
+    _SECRETS[:] = log_secrets(stations, base)  # never a station's name, which every line shows
 
     from poc.host import run_stations
     from poc.ops.logs import configure_logging

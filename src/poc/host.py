@@ -345,14 +345,12 @@ class Host:
             log.error("SIGHUP: the stations file was not applied: %s", error.line())
             return
         from poc.ops.logs import add_secrets
+        from poc.stations import log_secrets
 
-        add_secrets(secret for station in wanted for secret in station.settings.secrets())
+        add_secrets(log_secrets(wanted))  # a new station's stream key, API keys... never its name
         by_name = {station.name: station for station in wanted}
         removed = [entry for name, entry in self.on_air.items() if name not in by_name]
-        changed = [
-            entry for name, entry in self.on_air.items()
-            if name in by_name and (entry.station is None or entry.station.settings != by_name[name].settings)
-        ]  # fmt: skip
+        changed = [entry for name, entry in self.on_air.items() if name in by_name and _changed(entry, by_name[name])]
         added = [station for name, station in by_name.items() if name not in self.on_air]
         log.info("SIGHUP: %d stations added, %d removed, %d changed, %d unchanged", len(added), len(removed),
                  len(changed), len(self.on_air) - len(removed) - len(changed))  # fmt: skip
@@ -382,8 +380,7 @@ class Host:
         if service is None:  # a signal came while it was being built
             return
         try:
-            with anyio.CancelScope(shield=True):  # a thread cannot be cancelled: wait, then let go
-                await anyio.to_thread.run_sync(service.prepare)  # its face engine and its voice
+            await _prepare(station.name, service)
         except Exception as error:
             await self._let_go(service)
             _log_reload_failure(station.name, "could not be prepared", error, stays)
@@ -426,6 +423,28 @@ class Host:
             _log_reload_failure(station.name, "could not start", error, "the other stations go on")
             return
         log.info("station %s: on air", station.name)
+
+
+async def _prepare(name: str, service: Service) -> None:
+    """Make a replacement's face engine and voice ready, its lines logged under the station's
+    name like the rest of its work (anyio copies the context into the worker thread)."""
+    token = CURRENT_STATION.set(name)
+    try:
+        with anyio.CancelScope(shield=True):  # a thread cannot be cancelled: wait, then let go
+            await anyio.to_thread.run_sync(service.prepare)
+    finally:
+        CURRENT_STATION.reset(token)
+
+
+def _changed(entry: _OnAir, wanted) -> bool:
+    """Whether a station on air must be rebuilt for `wanted` (its entry in the file just read):
+    other settings, or a file it reads (an avatar, a voice) replaced under the same name."""
+    if entry.station is None:
+        return True
+    if entry.station.settings != wanted.settings:
+        return True
+    # Stations made by hand (tests of the supervision) may carry no stamps: nothing to compare.
+    return getattr(entry.station, "files", ()) != getattr(wanted, "files", ())
 
 
 def _log_reload_failure(name: str, what: str, error: Exception, outcome: str) -> None:

@@ -49,6 +49,7 @@ from poc.ops.station_metrics import StationsMetricsApp
 from poc.ops.status import ServiceStatus, StatusSource
 from poc.ops.studio import EVENTS_PATH, Publisher, studio_routes
 from poc.statechart import StreamChart
+from poc.stations.current import CURRENT_STATION
 
 log = logging.getLogger(__name__)
 
@@ -225,11 +226,17 @@ class _Studios:
         studio = self.built.get(name)
         if studio is None:
             studio = self.built[name] = self._build(view)
-        if get_route_path(scope) == EVENTS_PATH:
-            with studio.events.track():
+        # What the studio logs (a line sent, a client dropped) is on that station's behalf: the
+        # log shared by every station must say which one, as its own tasks' lines do.
+        token = CURRENT_STATION.set(name)
+        try:
+            if get_route_path(scope) == EVENTS_PATH:
+                with studio.events.track():
+                    await studio.app(scope, receive, send)
+            else:  # short requests finish even across a reload: a say in flight gets its answer
                 await studio.app(scope, receive, send)
-        else:  # short requests finish even across a reload: a say in flight gets its answer
-            await studio.app(scope, receive, send)
+        finally:
+            CURRENT_STATION.reset(token)
 
     def _build(self, view: StationView) -> _Studio:
         def status() -> ServiceStatus:

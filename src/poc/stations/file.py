@@ -17,11 +17,12 @@ is one ConfigError line naming the stations file, the station and the key.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 import types
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import attrs
@@ -38,6 +39,9 @@ _DERIVED_QUEUES = {".control": "control queue", ".dlq": "dead-letter queue"}
 _DEFAULT_RTMP_PORTS = {"rtmp": 1935, "rtmps": 443}
 _PARSE_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
+# A file a station reads, as (path, SHA-256 of its bytes); (path, None) if it cannot be read.
+FileStamp = tuple[str, str | None]
+
 
 @attrs.frozen
 class Station:
@@ -46,6 +50,9 @@ class Station:
     # what the file set for it, as env names -> values (for "unchanged?" on reload); it may
     # hold a stream key or an API key, hence no repr
     keys: Mapping[str, str] = attrs.field(repr=False)
+    # the files it reads (avatars, a piper voice) as they were when the file was read: one
+    # replaced under the same name changes the station on reload as a changed setting does
+    files: tuple[FileStamp, ...] = ()
 
 
 def load_stations(
@@ -77,10 +84,23 @@ def load_stations(
             raise _error(path, f"station '{name}': {_as_written(str(error), keys.written_as)}") from None
         settings = settings.model_copy(update=process_wide)
         _check_avatars(path, name, settings, keys.written_as)
-        stations.append(Station(name, settings, types.MappingProxyType(dict(keys.overrides))))
+        keys_set = types.MappingProxyType(dict(keys.overrides))
+        stations.append(Station(name, settings, keys_set, files=_stamps(_files_read(settings))))
     _check_queues(path, stations)
     _check_rtmp_urls(path, stations)
     return stations
+
+
+def log_secrets(stations: Sequence[Station], base: Settings | None = None) -> list[str]:
+    """What the log must mask for these stations (and the process's `base` settings): their
+    secrets, less the station names. A name is public (its studio's URL, the `station` label
+    on the open /metrics), and a stream key equal to it (`live/lobby` for station `lobby`, as
+    in the example file) masked would turn every `[lobby] ` of that station's lines into
+    `[***] `, leaving a log several stations share unreadable."""
+    found = {secret for station in stations for secret in station.settings.secrets()}
+    if base is not None:
+        found.update(base.secrets())
+    return sorted(found - {station.name for station in stations})
 
 
 def station_queue(path: Path, name: str, base: Settings) -> str:
@@ -179,6 +199,31 @@ def _check_avatars(path: Path, name: str, settings: Settings, written_as: Mappin
         except AvatarError as error:
             message = _as_written(f"{setting}: {error}", written_as)
             raise _error(path, f"station '{name}': {message}") from None
+
+
+def _files_read(settings: Settings) -> list[Path]:
+    """The files a station's build reads whose content may change under the same name: its
+    avatars, and its piper voice when TTS_VOICE names a .onnx file (with its .onnx.json)."""
+    files = list(dict.fromkeys([settings.idle_avatar_path, settings.talking_avatar_path]))
+    voice = (settings.tts_voice or "").strip()
+    if voice.endswith(".onnx"):
+        files += [Path(voice), Path(voice + ".json")]
+    return files
+
+
+def _stamps(files: list[Path]) -> tuple[FileStamp, ...]:
+    """Each file's content digest: a picture replaced under its name changes it, a file only
+    copied over itself (a sync that rewrites every file) does not, so that station is left on
+    air without a gap."""
+    stamps: list[FileStamp] = []
+    for file in files:
+        try:
+            with file.open("rb") as opened:
+                digest = hashlib.file_digest(opened, "sha256").hexdigest()
+        except OSError:
+            digest = None
+        stamps.append((str(file), digest))
+    return tuple(stamps)
 
 
 def _check_queues(path: Path, stations: list[Station]) -> None:
