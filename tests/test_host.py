@@ -59,6 +59,7 @@ class ScriptedService:
         self.on_air = False
         self.ended: str | None = None
         self.discarded = False
+        self.stopped_by_operator = False  # as Service: set by an operator's stop, or stay_stopped()
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         if self.startup_error is not None:  # as Service.run does when its engine cannot load
@@ -97,6 +98,9 @@ class ScriptedService:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    def stay_stopped(self) -> None:
+        self.stopped_by_operator = True
 
     def discard(self) -> None:
         self.discarded = True
@@ -351,3 +355,25 @@ async def test_a_fault_of_ours_while_building_on_reload_ends_no_station(caplog: 
             await eventually(lambda: script.on_air("c") and len(script.of("a")) == 2 and script.on_air("a"))
             send(signal.SIGTERM)
     assert all(service.ended == "stopped" for service in script.built)
+
+
+async def test_a_station_an_operator_stopped_stays_off_air_when_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rebuild is ours, the stop was the operator's: the station rebuilt after a failure, or
+    changed on SIGHUP, begins stopped (it used to go back on air and play what had been queued
+    while it was stopped); only the operator's start puts it back. Others are untouched."""
+    monkeypatch.setattr(host_module, "RESTART_BACKOFF_S", (0.05,))
+    script = Script()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await run_host(script, tg, ["a", "b"])
+            script.of("a")[0].stopped_by_operator = True  # the operator's `stop`
+            script.of("a")[0].fail()
+            await eventually(lambda: len(script.of("a")) == 2 and script.on_air("a"))
+            assert script.of("a")[1].stopped_by_operator
+            changed = [Station("a", settings_for("a").model_copy(update={"fps": 25})), *stations("b")]
+            script.wanted = changed
+            send(signal.SIGHUP)
+            await eventually(lambda: len(script.of("a")) == 3 and script.on_air("a"))
+            assert script.of("a")[2].stopped_by_operator
+            assert len(script.of("b")) == 1 and not script.of("b")[0].stopped_by_operator
+            send(signal.SIGTERM)

@@ -167,7 +167,7 @@ class Service:
 
         settings = self.settings
         # ffmpeg is spawned (and its first session awaited, up to 2 s) off the event loop.
-        await anyio.to_thread.run_sync(self.writer.start)
+        await anyio.to_thread.run_sync(self.writer.start, self.stopped_by_operator)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.run_clock)
@@ -194,6 +194,7 @@ class Service:
                     reconnect_interval=settings.rabbitmq_reconnect_seconds,
                     stream=self,
                     metrics=self.metrics,
+                    stopped=self.stopped_by_operator,
                 )
                 tg.start_soon(self.source.run)
                 task_status.started()
@@ -403,6 +404,13 @@ class Service:
         # The pipeline has settled the jobs; the source requeues them in its own tasks.
         await anyio.to_thread.run_sync(self.writer.stop_output, abandon_on_cancel=True)
         return handed_back
+
+    def stay_stopped(self) -> None:
+        """Begin off air, as the operator's `stop` left the station this Service replaces (a
+        rebuild after a failure, a changed station on SIGHUP): no ffmpeg and no speech taken
+        until a `start` on the control queue. Before run() only."""
+        self.stopped_by_operator = True
+        self.metrics.stream_on_air.set(0)
 
     async def start_stream(self) -> float | None:
         """Back on air (the `start` control): a new ffmpeg starts at once and the clock's next

@@ -260,6 +260,7 @@ class Host:
                             break
                         if rebuilt is None:
                             return
+                        _keep_an_operators_stop(entry.service, rebuilt)
                         entry.service = rebuilt
                         entry.rebuilding = False
                         continue
@@ -395,6 +396,7 @@ class Host:
         except anyio.get_cancelled_exc_class():  # the host is ending (a signal came meanwhile)
             await self._let_go(service)
             raise
+        _keep_an_operators_stop(entry.service, service)  # as it is now, after the old one stopped
         await self._start_later(station, service)
 
     @staticmethod
@@ -422,7 +424,18 @@ class Host:
         except Exception as error:
             _log_reload_failure(station.name, "could not start", error, "the other stations go on")
             return
-        log.info("station %s: on air", station.name)
+        if service.stopped_by_operator:
+            log.info("station %s: running, off air as an operator stopped it (send start)", station.name)
+        else:
+            log.info("station %s: on air", station.name)
+
+
+def _keep_an_operators_stop(old: Service, new: Service) -> None:
+    """A station rebuilt (after a failure, or changed on SIGHUP) stays off air if an operator
+    had stopped it: the rebuild is ours, the stop was theirs, and only their `start` undoes it
+    (the rebuild used to go back on air and play what was queued meanwhile)."""
+    if old.stopped_by_operator:
+        new.stay_stopped()
 
 
 async def _prepare(name: str, service: Service) -> None:

@@ -143,3 +143,26 @@ async def test_stop_on_the_main_queue_also_pauses_and_start_still_arrives(
         assert sink.jobs[0].id == marker
         sink.jobs[0].settle(Outcome.PLAYED)
     assert await ready(channel, queue) == 0
+
+
+async def test_a_source_begun_stopped_takes_no_speech_until_a_start(
+    settings: AmqpSettings, queue: str, channel: AbstractChannel
+) -> None:
+    """A station rebuilt while an operator had it stopped begins stopped: what waits in its
+    queue stays there (it would have played to an audience the operator sent away), and its
+    control queue is read so that the operator's start still works."""
+    sink = Sink()
+    switch = Switch(sink)
+    switch.stopped = True  # the Service begins off air too (Service.stay_stopped)
+    source = AmqpSource(settings, sink, MessageLimits(), queue=queue, reconnect_interval=0.2, stream=switch,
+                        stopped=True)  # fmt: skip
+    waiting = await publish(settings, build_text("queued while stopped"), queue)
+    async with running(source):
+        await anyio.sleep(0.5)  # time for a consumer to take it, had there been one
+        assert sink.jobs == []
+        assert await ready(channel, queue) == 1
+        await publish(settings, build_control("start"), queue, control=True)
+        await eventually(lambda: len(sink.jobs) == 1)
+        assert sink.jobs[0].id == waiting and switch.starts == 1
+        sink.jobs[0].settle(Outcome.PLAYED)
+    assert await ready(channel, queue) == 0

@@ -53,6 +53,7 @@ class QuietService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.startup_error = None
+        self.stopped_by_operator = False
         self.on_air = False
         self._stop = anyio.Event()
 

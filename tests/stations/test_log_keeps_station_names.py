@@ -63,6 +63,7 @@ class TalkingService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.startup_error = None
+        self.stopped_by_operator = False
         self.on_air = False
         self._stop = anyio.Event()
 

@@ -305,11 +305,15 @@ class FfmpegWriter:
         until frames leave again; not while off air on purpose. Read from any thread."""
         return self._outage_started is not None and not self._off_air.is_set()
 
-    def start(self) -> None:
-        """Start the supervisor (it spawns ffmpeg) and wait, at most 2 s, for the first session.
-        Blocking: from the event loop, run it in a worker thread (app.py does)."""
+    def start(self, off_air: bool = False) -> None:
+        """Start the supervisor (it spawns ffmpeg) and wait, at most 2 s, for the first session;
+        `off_air`: begin as stop_output leaves it (no ffmpeg until start_output). Blocking:
+        from the event loop, run it in a worker thread (app.py does)."""
+        if off_air:
+            self._off_air.set()
         self._supervisor.start()
-        self._first_session.wait(timeout=2.0)  # so the very first frames are not dropped
+        if not off_air:
+            self._first_session.wait(timeout=2.0)  # so the very first frames are not dropped
 
     @property
     def stopped(self) -> bool:

@@ -225,17 +225,19 @@ class AmqpSource:
         reconnect_interval: float = 1.0,
         stream: StreamSwitch | None = None,
         metrics: Metrics | None = None,
+        stopped: bool = False,
     ) -> None:
         """`stream` is what `stop` and `start` act on; without one they only pause and resume
         consuming speech. `metrics` counts the messages refused here, before any job exists
-        (the pipeline counts the outcomes of the jobs it settles)."""
+        (the pipeline counts the outcomes of the jobs it settles). `stopped`: begin as a `stop`
+        leaves it (only the control queue consumed, until a `start`)."""
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self._settings = settings
         self._sink = sink
         self._stream = stream
         self._metrics = metrics
-        self._speech_paused = False  # stopped by an operator: the speech queue is not consumed
+        self._speech_paused = stopped  # stopped by an operator: the speech queue is not consumed
         self._resume_lock = anyio.Lock()
         self._limits = limits
         self._queue = queue or settings.queue
@@ -385,11 +387,12 @@ class AmqpSource:
             connection.close_callbacks.add(self._on_connection_lost)
             connection.reconnect_callbacks.add(self._on_reconnected)
             LOG.info(
-                "connected to RabbitMQ at %s; consuming %r (prefetch %d) and %r",
+                "connected to RabbitMQ at %s; consuming %r (prefetch %d) and %r%s",
                 self._settings.url_for_logs(),
                 self._queue,
                 self._prefetch,
                 self._control_queue,
+                "; stopped by an operator: speech waits for a start" if self._speech_paused else "",
             )
             return
 
@@ -404,10 +407,9 @@ class AmqpSource:
         await control_channel.set_qos(prefetch_count=CONTROL_PREFETCH)
         control = await control_channel.declare_queue(self._control_queue, durable=True)
         self._main_channel, self._main = main_channel, main
-        self._consumers = [
-            (main, await main.consume(self._on_main_delivery)),
-            (control, await control.consume(self._on_control_delivery)),
-        ]
+        self._consumers = [(control, await control.consume(self._on_control_delivery))]
+        if not self._speech_paused:  # stopped: consumed from the `start` on (_consume_speech)
+            self._consumers.insert(0, (main, await main.consume(self._on_main_delivery)))
 
     def _on_connection_lost(self, _connection: object, exc: BaseException | None = None) -> None:
         # aio-pika calls this for the drop and again for every failed reconnect attempt; log
