@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -74,7 +75,10 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.secrets())
     _prepare_process()
     # A StartupError (bad avatar, engine, voice...) reaches main(), which says it in one line.
-    return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+    try:
+        return anyio.run(run_service, settings, backend="asyncio")  # aio-pika needs asyncio
+    finally:
+        _ignore_late_ctrl_c()
 
 
 def _prepare_process() -> None:
@@ -116,7 +120,18 @@ def _run_stations(args: argparse.Namespace, base: Settings) -> int:
 
     configure_logging(base.log_level, _SECRETS)
     _prepare_process()
-    return anyio.run(run_stations, base, stations, reload, backend="asyncio")  # aio-pika needs asyncio
+    try:
+        return anyio.run(run_stations, base, stations, reload, backend="asyncio")  # aio-pika needs asyncio
+    finally:
+        _ignore_late_ctrl_c()
+
+
+def _ignore_late_ctrl_c() -> None:
+    """The service has stopped (or a Ctrl-C ended its event loop's teardown): what is left is
+    Python's own teardown (worker threads joined, modules freed). A Ctrl-C there, from an
+    operator pressing it until the process is gone, printed a traceback of Python's internals
+    or ended the process by the signal, losing its exit code; there is nothing left to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # not reset at interpreter exit, as a handler is
 
 
 def _add_send(subparsers) -> None:
