@@ -12,15 +12,13 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
-import attrs
 import pytest
-from anyio.abc import TaskStatus
 from support.polling import eventually
+from support.station_fakes import OnAirService, Station, settings_for
 
-from poc.config import Settings, load_settings
+from poc.config import Settings
 from poc.host import Host
 from poc.ops.logs import RedactSecrets, StationPrefix, configure_logging, show_station
 from poc.stations import log_secrets
@@ -46,47 +44,12 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
-def settings_for(name: str, **env: str) -> Settings:
-    overrides = {"HTTP_PORT": "0", "RTMP_URL": f"rtmp://127.0.0.1/live/{name}", **env}
-    return load_settings(environ={}, env_file=Path("/nonexistent"), overrides=overrides, check_files=False)
+class TalkingService(OnAirService):
+    """Logs what a station's writer logs when it goes on air."""
 
-
-@attrs.define
-class Station:
-    name: str
-    settings: Settings
-
-
-class TalkingService:
-    """On air until asked to stop; logs what a station's writer logs when it goes on air."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.startup_error = None
-        self.stopped_by_operator = False
-        self.on_air = False
-        self._stop = anyio.Event()
-
-    async def run(self, *, task_status: TaskStatus[None]) -> None:
+    def went_on_air(self) -> None:
         key = self.settings.tts_api_key.get_secret_value() if self.settings.tts_api_key else "none"
         log.info("on air: streaming to %s (voice key %s)", self.settings.rtmp_url, key)
-        self.on_air = True
-        task_status.started()
-        try:
-            await self._stop.wait()
-        finally:
-            self.on_air = False
-
-    def prepare(self) -> None:
-        pass
-
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    cut_short = request_stop
-
-    def discard(self) -> None:
-        pass
 
 
 async def test_a_station_added_on_sighup_is_named_in_its_lines_and_its_api_key_is_masked(capsys) -> None:

@@ -12,20 +12,9 @@ import httpx
 import pytest
 from support.operator import StandInService, make_settings, serving
 
-from poc.ops.logs import StationPrefix
 from poc.ops.stations_http import StationView, stations_app
-from poc.stations.current import CURRENT_STATION
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def named_lines(caplog):
-    """caplog, its lines tagged with their station as `run --stations` tags the log's."""
-    prefix = StationPrefix(CURRENT_STATION)
-    caplog.handler.addFilter(prefix)
-    yield caplog
-    caplog.handler.removeFilter(prefix)  # the handler outlives the test
 
 
 def view(name: str) -> StationView:
