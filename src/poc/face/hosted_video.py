@@ -8,8 +8,10 @@ in PROCESSING). When the vendor fails, is cancelled or runs past TALKING_FACE_AP
 with the local engine: a vendor outage never loses a message.
 
 The video's frames are read lazily (face/hosted/video.py: fitted like the avatar, retimed to the
-stream's rate), so only the frames near the clock are ever in memory. A video shorter than the
-speech holds its last frame.
+stream's rate), so only the frames near the clock are ever in memory. A video a little shorter
+than the speech holds its last frame; one more than SHORT_TOLERANCE_S shorter is refused (the
+vendor's face would freeze while the voice goes on), and the local engine speaks instead. A
+longer one is cut where the speech ends.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from pathlib import Path
 import numpy as np
 
 from poc.face.hosted.base import HostedFaceClient, HostedFaceError
-from poc.face.hosted.video import iter_video
+from poc.face.hosted.video import iter_video, video_seconds
 from poc.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+SHORT_TOLERANCE_S = 0.25  # a vendor's video may end this much before our speech (its last frame holds)
 
 
 class HostedFace:
@@ -68,14 +72,24 @@ class HostedFace:
         self._metrics.face_api_seconds.labels(vendor=self.name).observe(time.monotonic() - started)
         return path
 
-    def open_video(self, path: Path) -> VendorVideo | None:
-        """The video's frames, or None (logged and counted) when it does not decode."""
+    def open_video(self, path: Path, speech_seconds: float) -> VendorVideo | None:
+        """The video's frames, or None (logged and counted) when it does not decode or ends
+        well before the `speech_seconds` it is to be shown with."""
         try:
-            return VendorVideo(path, self.width, self.height, self.fps)
+            video = VendorVideo(path, self.width, self.height, self.fps)
         except HostedFaceError as error:
             self._metrics.face_api_failures.labels(vendor=self.name, kind=error.kind).inc()
             log.warning("%s sent a video that does not decode (%s); the local engine speaks this message", self.name, error)
             return None
+        if video.seconds is not None and speech_seconds - video.seconds > SHORT_TOLERANCE_S:
+            video.close()
+            self._metrics.face_api_failures.labels(vendor=self.name, kind="bad_video").inc()
+            log.warning(
+                "%s sent a %.2f s video for %.2f s of speech (its face would freeze for the rest); "
+                "the local engine speaks this message", self.name, video.seconds, speech_seconds,
+            )  # fmt: skip
+            return None
+        return video
 
     def close(self) -> None:
         self.client.close()
@@ -89,6 +103,7 @@ class VendorVideo:
         self.path = path
         self._frames = iter_video(path, width, height, fps)
         self._current = next(self._frames)  # raises HostedFaceError("bad_video") right here
+        self.seconds = video_seconds(path)  # None when its container does not say
         self._index = 0
 
     def frame(self, index: int) -> np.ndarray:

@@ -13,6 +13,7 @@ its video deleted, only when the job settles.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Callable, Sequence
 
 import anyio
 import numpy as np
-from anyio.abc import ObjectReceiveStream
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from poc.face.base import FacePatch, RenderedFrame, SpeechSlot
 from poc.face.hosted_video import HostedFace, VendorVideo
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 FRAMES_AHEAD_S = 2.0  # a hosted face's whole frames decoded ahead of the clock, at most
 EXTRA_LEAD_S = 0.25  # extra time before a hosted face's first frame: whole frames cost more
 FETCH_POLL_S = 0.02  # how often the stage looks whether the vendor's answer is in
+
+_Complete = tuple[SpeechEnd, list[SpeechChunk]]  # a job whose speech is all here, and that speech
 
 
 class _Fetch:
@@ -81,30 +84,46 @@ class HostedStage:
             video.unlink(missing_ok=True)
 
     async def run(self, receive: ObjectReceiveStream[StageLink]) -> None:
-        """Take the speech stage's items until it stops (or this is cancelled by a re-plan)."""
-        in_flight: dict[Job, InFlight] = {}  # jobs the local engine speaks (the vendor failed)
+        """Take the speech stage's items until it stops (or this is cancelled by a re-plan).
+        A job's vendor request starts as soon as its speech is complete, while the jobs before
+        it still wait for their videos or play: the vendor renders a backlog side by side, so
+        queued messages follow each other instead of each waiting out a whole render on the
+        idle avatar. They still play strictly in order."""
+        send_complete, receive_complete = anyio.create_memory_object_stream[_Complete](math.inf)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._play_in_order, receive_complete)
+            await self._collect(receive, send_complete)
+
+    async def _collect(self, receive: ObjectReceiveStream[StageLink], complete: ObjectSendStream[_Complete]) -> None:
+        """Hold each job's speech until its end, then ask the vendor and queue it to play."""
         held: dict[Job, list[SpeechChunk]] = {}  # speech waiting for its end
-        async with receive:
+        async with receive, complete:
             async for link in receive:
                 job = link.job
                 if job.is_settled:
-                    in_flight.pop(job, None)
                     held.pop(job, None)
-                elif job in in_flight:
-                    await self._local.take(in_flight, link)
                 elif isinstance(link, SpeechPart):
                     held.setdefault(job, []).append(link.chunk)
                 elif isinstance(link, SpeechFailed):  # nothing of it has played: dead-letter it whole
                     held.pop(job, None)
                     self._dead_letter(job, link.reason)
                 else:
-                    await self._end(in_flight, link, held.pop(job, []))
+                    chunks = held.pop(job, [])
+                    self._start_fetch(job, _joined(chunks))
+                    await complete.send((link, chunks))
 
-    async def _end(self, in_flight: dict[Job, InFlight], end: SpeechEnd, chunks: list[SpeechChunk]) -> None:
+    async def _play_in_order(self, complete: ObjectReceiveStream[_Complete]) -> None:
+        async with complete:
+            async for end, chunks in complete:
+                if not end.job.is_settled:
+                    await self._end(end, chunks)
+
+    async def _end(self, end: SpeechEnd, chunks: list[SpeechChunk]) -> None:
         """The job's whole speech is here: the vendor's video, or else the local engine."""
-        if await self._play(end.job, chunks):
-            return
+        if await self._play(end.job, chunks) or end.job.is_settled:
+            return  # played, or settled (cleared, interrupted) while the vendor rendered
         local = self._local
+        in_flight: dict[Job, InFlight] = {}
         state = in_flight[end.job] = local.place(end.job)
         for chunk in chunks:
             await local.lay_and_render(state, state.cutter.cut(chunk))
@@ -113,11 +132,12 @@ class HostedStage:
     async def _play(self, job: Job, chunks: list[SpeechChunk]) -> bool:
         """The vendor's video with our audio, on our clock; False if the vendor failed."""
         compositor, fps = self._compositor, self._compositor.fps
-        audio = np.concatenate([c.audio for c in chunks]) if chunks else np.zeros(0, np.int16)
-        path = await self._video_for(job, audio)
+        audio = _joined(chunks)
+        path = await self._video_for(job)
         if path is None:
             return False
-        video = await anyio.to_thread.run_sync(self._hosted.open_video, path)
+        speech_seconds = len(audio) / compositor.sample_rate
+        video = await anyio.to_thread.run_sync(self._hosted.open_video, path, speech_seconds)
         if video is None:
             return False
         # Its first whole frames are decoded and fitted before they are due.
@@ -147,25 +167,31 @@ class HostedStage:
         segment.complete = True
         return True
 
-    async def _video_for(self, job: Job, audio: np.ndarray) -> Path | None:
-        """The job's video from its one vendor request: started here, or still running from
-        before a re-plan (which keeps the job's speech, so the audio is the same)."""
+    def _start_fetch(self, job: Job, audio: np.ndarray) -> None:
+        """Start the job's one vendor request, unless it runs already (from before a re-plan,
+        which keeps the job's speech, so the audio is the same)."""
+        if job in self._fetches:
+            return
+        fetch = _Fetch()
+        # A thread of its own, not a task's worker thread: the request must outlive the
+        # task that started it, which every re-plan cancels.
+        thread = threading.Thread(
+            target=self._fetch, args=(fetch, audio, self._compositor.sample_rate),
+            name=f"{self._hosted.name}-video-{job.id}", daemon=True,
+        )  # fmt: skip
+        try:
+            thread.start()
+        except RuntimeError as error:  # "can't start new thread": no vendor, the local face
+            log.warning("could not ask %s for a video (%s); the local engine speaks this message",
+                        self._hosted.name, error)  # fmt: skip
+            fetch.done.set()  # answered: no video
+        self._fetches[job] = fetch
+
+    async def _video_for(self, job: Job) -> Path | None:
+        """The job's video from its one vendor request (started when its speech was complete)."""
         fetch = self._fetches.get(job)
-        if fetch is None:
-            fetch = _Fetch()
-            # A thread of its own, not a task's worker thread: the request must outlive the
-            # task that started it, which every re-plan cancels.
-            thread = threading.Thread(
-                target=self._fetch, args=(fetch, audio, self._compositor.sample_rate),
-                name=f"{self._hosted.name}-video-{job.id}", daemon=True,
-            )  # fmt: skip
-            try:
-                thread.start()
-            except RuntimeError as error:  # "can't start new thread": no vendor, the local face
-                log.warning("could not ask %s for a video (%s); the local engine speaks this message",
-                            self._hosted.name, error)  # fmt: skip
-                return None
-            self._fetches[job] = fetch  # only a started fetch is waited for
+        if fetch is None:  # settled meanwhile (`forget` took it): nothing will play
+            return None
         # Polled rather than waited for in a worker thread: each re-plan would abandon such a
         # wait, leaving a thread blocked until the vendor answers (up to its timeout). A poll is
         # cancelled at once on any backend, and 20 ms is nothing next to a vendor's seconds.
@@ -187,6 +213,11 @@ class HostedStage:
                 fetch.done.set()
             if late and path is not None:
                 path.unlink(missing_ok=True)
+
+
+def _joined(chunks: Sequence[SpeechChunk]) -> np.ndarray:
+    """A job's whole speech in one array (what the vendor is sent)."""
+    return np.concatenate([c.audio for c in chunks]) if chunks else np.zeros(0, np.int16)
 
 
 def _video_patches(

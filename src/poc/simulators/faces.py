@@ -8,10 +8,13 @@ module gives them the common parts:
   moves MARK_STEP pixels right every frame, so a test can find the vendor's frames on the
   stream and tell which source frame it sees (`find_mark`);
 - `FaceJob` and `FaceVendorServer`: the key check (401), a planned HTTP fault per request
-  (`faults`: an int status), and the job plan for jobs made from now on (`job_plan`):
-  "ok", "fail" (the vendor's error status), "never" (working forever), "bad_video" (the
-  result URL serves bytes that are not a video). A job reports its working statuses over
-  `polls_to_finish` polls, then its end.
+  (`faults`: an int status; a 429 says `Retry-After: retry_after`), and the job plan for
+  jobs made from now on (`job_plan`): "ok", "fail" (the vendor's error status), "never"
+  (working forever), "bad_video" (the result URL serves bytes that are not a video),
+  "short_video" / "long_video" (a real video SHORT_FACTOR / LONG_FACTOR times as long as the
+  audio, as a vendor that trims or pads its result sends). `video_size` (width, height)
+  renders the avatar at another size than its own, as vendors do. A job reports its working
+  statuses over `polls_to_finish` polls, then its end.
 """
 
 from __future__ import annotations
@@ -41,14 +44,22 @@ MARK_STEP = 8  # pixels right per frame
 MARK_Y = 24
 NOT_A_VIDEO = b"<html><body>this is not a video</body></html>\n" * 20
 
-JOB_PLANS = ("ok", "fail", "never", "bad_video")
+JOB_PLANS = ("ok", "fail", "never", "bad_video", "short_video", "long_video")
+SHORT_FACTOR = 0.5  # "short_video": half the audio
+LONG_FACTOR = 1.5  # "long_video": half as long again
 
 
 def make_talking_video(
-    duration: float, *, fps: int = VIDEO_FPS, avatar: Path = DEFAULT_AVATAR, wav: bytes | None = None
+    duration: float,
+    *,
+    fps: int = VIDEO_FPS,
+    avatar: Path = DEFAULT_AVATAR,
+    wav: bytes | None = None,
+    size: tuple[int, int] | None = None,
 ) -> bytes:
     """An mp4 of `avatar` lasting `duration` seconds (round(duration*fps) frames, at least one)
-    with the moving mark; with `wav`, the audio track too."""
+    with the moving mark; with `wav`, the audio track too; with `size`, the avatar scaled to
+    that width and height (the mark keeps its size and moves across the new width)."""
     frames = max(1, round(duration * fps))
     with tempfile.TemporaryDirectory(prefix="poc-sim-video-") as folder:
         out = Path(folder) / "talk.mp4"
@@ -61,10 +72,11 @@ def make_talking_video(
             audio = Path(folder) / "speech.wav"
             audio.write_bytes(wav)
             command += ["-i", str(audio)]
+        scaled = f"[0:v]scale={size[0]}:{size[1]}[avatar];[avatar]" if size else "[0:v]"
         # x from the frame's time (t*fps = its index): frame i has the mark at i*MARK_STEP
         command += [
             "-filter_complex",
-            f"[0:v][1:v]overlay=x='mod(round(t*{fps})*{MARK_STEP},W-w)':y={MARK_Y}:shortest=1,"
+            f"{scaled}[1:v]overlay=x='mod(round(t*{fps})*{MARK_STEP},W-w)':y={MARK_Y}:shortest=1,"
             "format=yuv420p[v]",
             "-map", "[v]", "-frames:v", str(frames),
             "-c:v", "libx264", "-preset", "ultrafast", "-r", str(fps),
@@ -144,15 +156,18 @@ def multipart_files(recorded: Recorded) -> dict[str, tuple[str, bytes]]:
 class FaceJob:
     """One job: its plan, its polls so far, and its video once rendered."""
 
-    def __init__(self, job_id: str, plan: str, polls_to_finish: int, wav: bytes | None) -> None:
+    def __init__(
+        self, job_id: str, plan: str, polls_to_finish: int, wav: bytes | None, size: tuple[int, int] | None = None
+    ) -> None:
         self.id = job_id
+        self.size = size
         self.plan = plan
         self.polls_to_finish = polls_to_finish
         self.polls = 0
         self.wav = wav
         self.video: bytes | None = None
         self.rendered = threading.Event()
-        if plan in ("ok", "bad_video"):
+        if plan not in ("fail", "never"):
             threading.Thread(target=self._render, name=f"render-{job_id}", daemon=True).start()
 
     def _render(self) -> None:
@@ -161,7 +176,8 @@ class FaceJob:
                 self.video = NOT_A_VIDEO
             else:
                 duration = wav_duration(self.wav) if self.wav else 1.0
-                self.video = make_talking_video(duration, wav=self.wav)
+                duration *= {"short_video": SHORT_FACTOR, "long_video": LONG_FACTOR}.get(self.plan, 1.0)
+                self.video = make_talking_video(duration, wav=self.wav, size=self.size)
         finally:
             self.rendered.set()
 
@@ -187,6 +203,8 @@ class FaceVendorServer(VendorServer):
         self.api_key = api_key
         self.polls_to_finish = polls_to_finish
         self.job_plan = "ok"
+        self.video_size: tuple[int, int] | None = None  # (width, height); None: the avatar's own
+        self.retry_after = "0"  # what a planned 429 says in Retry-After (seconds, or an HTTP date)
         self.jobs: dict[str, FaceJob] = {}
         self._ids = itertools.count(1)
 
@@ -201,7 +219,7 @@ class FaceVendorServer(VendorServer):
     def start_job(self, job_id: str, wav: bytes | None) -> FaceJob:
         if self.job_plan not in JOB_PLANS:
             raise ValueError(f"job_plan must be one of {JOB_PLANS}")
-        job = FaceJob(job_id, self.job_plan, self.polls_to_finish, wav)
+        job = FaceJob(job_id, self.job_plan, self.polls_to_finish, wav, self.video_size)
         self.jobs[job_id] = job
         return job
 
@@ -223,7 +241,7 @@ class FaceVendorServer(VendorServer):
         """Answer a planned fault or a bad key; True if answered."""
         fault = self.next_fault()
         if isinstance(fault, int):
-            headers = {"Retry-After": "0"} if fault == 429 else None
+            headers = {"Retry-After": self.retry_after} if fault == 429 else None
             self.send_error(request, fault, f"simulated HTTP {fault}", headers)
             return True
         if not self.authorized(request):

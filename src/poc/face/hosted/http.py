@@ -6,8 +6,10 @@ What is the same for every vendor lives here, written once:
   and the cancel event is checked before each request and during each wait, so `render` gives
   up within one request of a cancel or the deadline;
 - HTTP answers map onto HostedFaceError kinds (401/403 auth, 429/5xx unavailable, other 4xx
-  failed); creating a job is never retried (it may bill twice), a poll is (it is idempotent): a
-  few transient failures in a row are waited out, honouring Retry-After;
+  failed); a poll is retried after any transient failure (it is idempotent), any other call
+  only after a 429 (the vendor refused it undone; a 5xx may have created a job that bills): a
+  few in a row are waited out, honouring Retry-After. A wait that would end past the deadline
+  is not sat out: the error is raised at once, saying how long the vendor asked to wait;
 - the result is downloaded with a separate client that carries no key, because result URLs
   are pre-signed storage/CDN links on other hosts (S3 refuses a request carrying both an
   Authorization header and a signed query, and the key must not travel to a third party);
@@ -31,7 +33,8 @@ from poc.face.hosted.wav import encode_wav
 from poc.speech.faults import parse_retry_after
 
 REQUEST_TIMEOUT_S = 30.0  # one API call; the caller's deadline usually bounds it sooner
-POLL_RETRIES = 3  # transient poll failures in a row before giving up as "unavailable"
+POLL_RETRIES = 3  # transient poll failures (or 429s to a call) in a row before giving up as "unavailable"
+RATE_LIMITED_PAUSE_S = 1.0  # the wait after a 429 that says no Retry-After
 MAX_VIDEO_BYTES = 512 * 1024 * 1024  # a minute of 1080p is ~30 MB; more is not a talking head
 MAX_DETAIL_CHARS = 160
 
@@ -81,7 +84,33 @@ class VendorHttp:
     ) -> dict[str, Any]:
         """One API call; its JSON object answer. `what` names the step in error messages.
         The body is `json`, a form of `files`, or `content` (bytes, their MIME type: a file
-        posted as itself). `path` may be a whole URL on another host of the vendor's."""
+        posted as itself). `path` may be a whole URL on another host of the vendor's.
+        A 429 is sent again after the wait it asks for, up to POLL_RETRIES times."""
+        refusals = 0
+        while True:
+            try:
+                return self._call_once(
+                    method, path, deadline=deadline, cancelled=cancelled, what=what,
+                    json=json, files=files, content=content,
+                )  # fmt: skip
+            except _Transient as exc:
+                refusals += 1
+                if exc.status != 429 or refusals > POLL_RETRIES:
+                    raise
+                self._wait_out(exc, RATE_LIMITED_PAUSE_S, deadline, cancelled, what)
+
+    def _call_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        deadline: float,
+        cancelled: threading.Event | None,
+        what: str,
+        json: Any = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        content: tuple[bytes, str] | None = None,
+    ) -> dict[str, Any]:
         self.check(deadline, cancelled, what)
         raw, headers = (content[0], {"Content-Type": content[1]}) if content else (None, None)
         try:
@@ -121,13 +150,12 @@ class VendorHttp:
         while True:
             self.wait(self.poll_interval, deadline, cancelled, what)
             try:
-                payload = self.call("GET", path, deadline=deadline, cancelled=cancelled, what=what)
+                payload = self._call_once("GET", path, deadline=deadline, cancelled=cancelled, what=what)
             except _Transient as exc:
                 failures += 1
                 if failures > POLL_RETRIES:
                     raise
-                if exc.retry_after:
-                    self.wait(exc.retry_after, deadline, cancelled, what)
+                self._wait_out(exc, 0.0, deadline, cancelled, what)  # then the poll interval
                 continue
             failures = 0
             url = check(payload)
@@ -215,6 +243,16 @@ class VendorHttp:
             time.sleep(pause)
         self.check(deadline, cancelled, what)
 
+    def _wait_out(
+        self, error: "_Transient", default: float, deadline: float, cancelled: threading.Event | None, what: str
+    ) -> None:
+        """Sleep the wait `error` asks for (`default` when it names none); raise `error` at once
+        when that wait would end past the deadline: nothing would be left to ask again."""
+        pause = default if error.retry_after is None else error.retry_after
+        if time.monotonic() + pause >= deadline:
+            raise error
+        self.wait(pause, deadline, cancelled, what)
+
     def _timeout(self, deadline: float) -> float:
         return max(0.05, min(REQUEST_TIMEOUT_S, deadline - time.monotonic()))
 
@@ -236,9 +274,11 @@ class VendorHttp:
             return self.error(f"rejected the API key (HTTP {status}) to {what}{suffix}", "auth")
         if status == 429 or status >= 500 or status == 408:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
+            asks = f" (Retry-After {retry_after:g} s)" if retry_after is not None else ""
             return _Transient(
-                self._scrub(f"{self.vendor}: HTTP {status} to {what}{suffix}"), "unavailable", retry_after
-            )
+                self._scrub(f"{self.vendor}: HTTP {status}{asks} to {what}{suffix}"), "unavailable",
+                retry_after, status,
+            )  # fmt: skip
         return self.error(f"refused to {what} (HTTP {status}){suffix}", "failed")
 
     def detail(self, payload: Any) -> str:
@@ -266,9 +306,10 @@ class VendorHttp:
 class _Transient(HostedFaceError):
     """An "unavailable" answer a poll may wait out (429, 5xx, no answer in time)."""
 
-    def __init__(self, message: str, kind: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, kind: str, retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message, kind)
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, when the vendor answered
 
 
 def _json_or_text(response: httpx.Response) -> Any:

@@ -48,6 +48,19 @@ def iter_video(path: Path, width: int, height: int, fps: int) -> Iterator[np.nda
         capture.release()
 
 
+def video_seconds(path: Path) -> float | None:
+    """How long the video lasts by its container's frame count and rate; None when it does
+    not say (a stream without an index) or the file does not open."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        frames, rate = capture.get(cv2.CAP_PROP_FRAME_COUNT), capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    if not (math.isfinite(frames) and math.isfinite(rate)) or frames <= 0 or rate <= 0:
+        return None
+    return float(frames / rate)
+
+
 def _open(path: Path) -> cv2.VideoCapture:
     if not path.is_file() or path.stat().st_size == 0:
         raise HostedFaceError(f"video file is missing or empty: {path.name}", "bad_video")
