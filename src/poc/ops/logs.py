@@ -85,6 +85,12 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+# Kept at warning and above: the broker client's reconnect tracebacks say nothing new, and the
+# HTTP clients (httpx; httpx2 under the OpenAI SDK) log every request at info: each poll of a
+# face API job (one a second, minutes long), with result links that are pre-signed storage URLs.
+NOISY_LOGGERS = ("aiormq", "aio_pika", "asyncio", "httpx", "httpcore", "httpx2", "httpcore2")
+
+
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
@@ -94,7 +100,7 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiormq", "aio_pika", "asyncio"):  # their reconnect tracebacks say nothing new
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
