@@ -274,6 +274,7 @@ class Service:
             messages=dict(figures.outcomes),
             speech=self.speech.report(),
             face=self.hosted.name if self.hosted is not None else self.settings.talking_face_model,
+            face_resting_seconds=self.hosted.resting_for() if self.hosted is not None else None,
         )
 
     def _build_hosted(self) -> HostedFace | None:

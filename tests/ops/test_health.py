@@ -31,6 +31,14 @@ async def test_healthz_is_503_only_when_the_stream_should_be_on_air_and_is_not(o
     assert report["state"] == "idle" and report["frame"] == 900 and report["underrun_frames"] == 3
     assert report["queued_speech_seconds"] == 1.23 and report["rabbitmq_connected"] is True
     assert report["speech"] == {"serving": "espeak", "providers": []} and report["face"] == "warp"
+    assert report["face_resting_seconds"] is None
+
+
+async def test_healthz_says_how_long_a_failing_face_vendor_rests():
+    """Every message falls back to the local engine while the vendor rests: /metrics counts the
+    failures, /healthz says the vendor is not being asked and for how long."""
+    report = (await get(StandInService(make_settings(), face_resting_seconds=29.6), "/healthz")).json()
+    assert report["face_resting_seconds"] == 30 and report["healthy"] is True
 
 
 async def test_metrics_serve_the_registry_with_the_moment_gauges_taken_at_scrape_time():

@@ -51,6 +51,7 @@ class StandInService:
     underrun_frames: int = 3
     queued_seconds: float = 1.234
     broken: bool = False  # the snapshot raises, as a bug in it would
+    face_resting_seconds: float | None = None
 
     def status(self) -> ServiceStatus:
         if self.broken:
@@ -63,6 +64,7 @@ class StandInService:
             output_fps=figures.output_fps, last_latency_seconds=figures.last_latency_seconds,
             mean_latency_seconds=figures.mean_latency_seconds, messages=dict(figures.outcomes),
             speech={"serving": "espeak", "providers": []}, face="warp",
+            face_resting_seconds=self.face_resting_seconds,
         )  # fmt: skip
 
     def app(self, publisher: Publisher | None = None) -> ASGIApp:

@@ -45,6 +45,7 @@ def health_report(status: ServiceStatus) -> dict[str, Any]:
         "rabbitmq_connected": status.rabbitmq_connected,
         "speech": dict(status.speech),
         "face": status.face,
+        "face_resting_seconds": None if status.face_resting_seconds is None else round(status.face_resting_seconds),
     }
 
 

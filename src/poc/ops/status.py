@@ -34,6 +34,9 @@ class ServiceStatus:
     messages: Mapping[str, int]  # messages by outcome (every poc.jobs.Outcome value present)
     speech: Mapping[str, Any]  # the speech wrapper's report: which voice serves, which rest
     face: str  # the hosted face vendor, else the local engine's name
+    # seconds until a hosted face vendor that failed repeatedly is asked again (the local engine
+    # speaks meanwhile); None while it is asked
+    face_resting_seconds: float | None = None
 
     @property
     def reconnecting(self) -> bool:
