@@ -57,7 +57,13 @@ def _last_part(sim: FaceVendorServer, field: str, path_has: str) -> bytes:
     raise AssertionError(f"no {field!r} upload reached the simulator")
 
 
-@pytest.fixture(params=["d-id", "tavus", "hedra", "synthesia"])
+# The fast lane runs each test against D-ID's flow (every vendor shares VendorHttp's calls, polls,
+# retries and download); the whole suite runs it against all four. Each simulated job renders a
+# real mp4 with ffmpeg, seconds of CPU over the four vendors' tests.
+_VENDORS = ["d-id", *(pytest.param(name, marks=pytest.mark.slow) for name in ("tavus", "hedra", "synthesia"))]
+
+
+@pytest.fixture(params=_VENDORS)
 def vendor(request: pytest.FixtureRequest) -> Iterator[Vendor]:
     name = request.param
     clients: list[HostedFaceClient] = []
