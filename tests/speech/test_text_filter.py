@@ -71,8 +71,9 @@ def test_ordinary_text_passes_unchanged(text: str) -> None:
 
 
 # What the filter reads as markup, besides its characters: a line opening as a list item, a rule
-# of dashes or equals signs, a URL. Text without any of it must come back as it went in.
-_MARKUP_CHARACTERS = "*_`#[]()<>|~&"
+# of dashes or equals signs, a URL. Text without any of it must come back as it went in. (A
+# backslash is markup: before punctuation it is a Markdown escape.)
+_MARKUP_CHARACTERS = "*_`#[]()<>|~&\\"
 _NOT_EMOJI = st.characters(
     # Emoji are symbols (So); code points not yet assigned in their blocks are tomorrow's emoji.
     blacklist_categories=("Cs", "So", "Cn"),
@@ -92,7 +93,7 @@ def test_text_without_markup_comes_back_as_it_went_in(text: str) -> None:
     assert speakable_text(text) == text
 
 
-_PIECES = list(_MARKUP_CHARACTERS + "!-+=.:/ \n\t1aZ\u2022\U0001f389\ufe0f\u200d") + ["https://", "www.", "br"]
+_PIECES = list(_MARKUP_CHARACTERS + "$!-+=.:/ \n\t1aZ\u2022\U0001f389\ufe0f\u200d") + ["https://", "www.", "br"]
 _MARKUPISH = st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
 
 
@@ -210,3 +211,24 @@ def test_an_item_ending_in_its_scripts_own_full_stop_gets_no_dot_of_ours(item: s
 )
 def test_character_references_and_more_than(written: str, said: str) -> None:
     assert speakable_text(written) == said
+
+
+@pytest.mark.parametrize(
+    ("text", "spoken"),
+    [
+        ("Only \\$19.99 today", "Only $19.99 today"),  # an LLM keeping a renderer out of math mode
+        ("snake\\_case and 5 \\* 3", "snake_case and 5 * 3"),
+        ("\\*not emphasis\\*, just stars", "not emphasis, just stars"),  # a voice says no stars
+        ("a backslash: \\\\ and C:\\Users", "a backslash: \\ and C:\\Users"),  # before a letter it stays
+    ],
+)
+def test_a_markdown_escape_keeps_its_character_without_the_backslash(text: str, spoken: str) -> None:
+    assert speakable_text(text) == spoken
+
+
+def test_an_escaped_price_is_read_as_a_price() -> None:
+    """espeak-ng, the offline voices' phonemizer, said "backslash" before the price."""
+    from poc.speech.local_text import sentences_to_say
+
+    said = " ".join(sentences_to_say(speakable_text("Only \\$19.99 today."), "en_US", "piper"))
+    assert said == "Only nineteen dollars and ninety-nine cents today."

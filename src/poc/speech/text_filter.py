@@ -22,7 +22,9 @@ now." takes 1.7 s. `speakable_text` keeps the words and drops the rest:
   description would name something nobody sees);
 - a bare URL is said as its host without "www." ("shop.example.com"): the part a viewer can
   remember and type; its path and query are noise read aloud;
-- emoji go: voices read them by name ("party popper").
+- emoji go: voices read them by name ("party popper");
+- a backslash escape (`\\$`, `\\_`, `\\*`) keeps its character and loses its backslash, which a
+  voice reads out ("backslash").
 
 It is conservative: markup is recognised only where Markdown puts it (emphasis wrapping words,
 markers at a line's start, known HTML tags), so "5 * 3 = 15", "snake_case_name", "C# and F#",
@@ -141,8 +143,14 @@ def _decoded(text: str) -> str:
         text = decoded
 
 
+# A Markdown backslash escape: a backslash before ASCII punctuation shows that character as it
+# is. LLMs write "\$19.99" (so that a renderer does not start a formula) and "snake\_case"; a
+# voice said "backslash" before each. The character stays; the backslash goes.
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
 def _one_pass(text: str) -> str:
-    text = _decoded(text)
+    text = _ESCAPE.sub(r"\1", _decoded(text))
     lines = []
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
